@@ -1,0 +1,26 @@
+"""Drop-in PyTorch losses for long-tailed recognition.
+
+Class-balanced focal loss (Cui et al. 2019), balanced softmax (Ren et al. 2020), their mixture BFS and the
+Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm decay hook (Alshammari et al.
+2022), and the two-stage training method of the BWLM paper.
+"""
+
+from longtail_losses import functional
+from longtail_losses.balanced_softmax import BalancedSoftmax
+from longtail_losses.class_balanced import ClassBalancedFocal
+from longtail_losses.combined import BFS, BWLM
+from longtail_losses.counts import class_counts
+from longtail_losses.optim import ClassNormDecay
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "BFS",
+    "BWLM",
+    "BalancedSoftmax",
+    "ClassBalancedFocal",
+    "ClassNormDecay",
+    "__version__",
+    "class_counts",
+    "functional",
+]

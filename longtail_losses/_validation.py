@@ -1,0 +1,225 @@
+"""Argument checks shared by every public function and module.
+
+All wording lives here so that messages are identical everywhere. Every message names the argument in
+backticks, states the rule and shows what was received: "Expected `x` to be ..., but got ...".
+
+Checks on metadata (type, ndim, shape, dtype) and on Python scalars always run. Checks on tensor *values*
+(labels in range, counts positive) force a device-to-host synchronisation; they run only when the caller
+asks for them (``validate_args=True``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Union
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CountsLike",
+    "as_class_counts",
+    "check_alpha",
+    "check_beta",
+    "check_gamma",
+    "check_ignore_index",
+    "check_logits_target",
+    "check_max_norm",
+    "check_reduction",
+    "check_target_values",
+    "check_weight_decay",
+    "check_weight_matrix",
+]
+
+#: Anything :func:`as_class_counts` accepts: a sequence of numbers, a NumPy array or a tensor.
+CountsLike = Union[Sequence[int], Sequence[float], Tensor, Any]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _is_real_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_real(name: str, value: object) -> float:
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool:
+        value = value.item()
+    if not _is_real_number(value):
+        raise TypeError(f"Expected `{name}` to be a real number, but got {value!r} of type {type(value).__name__}")
+    value = float(value)  # type: ignore[arg-type]
+    if math.isnan(value):
+        raise ValueError(f"Expected `{name}` to be a real number, but got nan")
+    return value
+
+
+def check_reduction(reduction: object) -> str:
+    """Return ``reduction`` if it is one of ``'none'``, ``'mean'``, ``'sum'``."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"Expected `reduction` to be one of {_REDUCTIONS}, but got {reduction!r}")
+    return reduction  # type: ignore[return-value]
+
+
+def check_ignore_index(ignore_index: object) -> int:
+    """Return ``ignore_index`` as an ``int``."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
+    return ignore_index
+
+
+def check_beta(beta: object) -> float:
+    """Return ``beta`` if it lies in ``[0, 1)``."""
+    value = _check_real("beta", beta)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"Expected `beta` to be in [0, 1), but got {beta}")
+    return value
+
+
+def check_gamma(gamma: object) -> float:
+    """Return ``gamma`` if it is finite and ``>= 0``."""
+    value = _check_real("gamma", gamma)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"Expected `gamma` to be a finite number >= 0, but got {gamma}")
+    return value
+
+
+def check_alpha(alpha: object) -> float:
+    """Return ``alpha`` if it lies in ``[0, 1]``."""
+    value = _check_real("alpha", alpha)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected `alpha` to be in [0, 1], but got {alpha}")
+    return value
+
+
+def check_weight_decay(weight_decay: object) -> float:
+    """Return ``weight_decay`` if it is finite and ``>= 0``."""
+    value = _check_real("weight_decay", weight_decay)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"Expected `weight_decay` to be a finite number >= 0, but got {weight_decay}")
+    return value
+
+
+def check_max_norm(max_norm: object) -> float | None:
+    """Return ``max_norm`` if it is ``None`` or finite and ``> 0``."""
+    if max_norm is None:
+        return None
+    value = _check_real("max_norm", max_norm)
+    if not (value > 0.0 and math.isfinite(value)):
+        raise ValueError(f"Expected `max_norm` to be None or a finite number > 0, but got {max_norm}")
+    return value
+
+
+def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Tensor:
+    """Convert per-class sample counts to a 1-D ``int64`` tensor after checking every value.
+
+    Accepts a sequence of numbers, a NumPy array or a tensor of positive whole numbers (``5`` and ``5.0`` both
+    work; ``5.5`` does not). The result stays on the device of a tensor input. This always checks values and
+    therefore synchronises with the device once; modules call it in ``__init__`` only.
+
+    Raises:
+        TypeError: If ``class_counts`` is not array-like, or holds booleans or complex numbers.
+        ValueError: If it is not 1-D, is empty, or holds a value that is not a finite positive whole number.
+    """
+    if isinstance(class_counts, Tensor):
+        counts = class_counts.detach()
+    else:
+        if isinstance(class_counts, (str, bytes)) or class_counts is None:
+            raise TypeError(
+                f"Expected `{name}` to be a sequence, NumPy array or tensor of positive whole numbers, "
+                f"but got {class_counts!r}"
+            )
+        try:
+            counts = torch.as_tensor(class_counts)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"Expected `{name}` to be a sequence, NumPy array or tensor of positive whole numbers, "
+                f"but got {type(class_counts).__name__}: {err}"
+            ) from None
+    if counts.dtype == torch.bool or counts.dtype.is_complex:
+        raise TypeError(f"Expected `{name}` to hold real numbers, but got dtype {counts.dtype}")
+    if counts.ndim != 1:
+        raise ValueError(f"Expected `{name}` to be 1-D (one count per class), but got shape {tuple(counts.shape)}")
+    if counts.numel() == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one class, but got an empty sequence")
+    if counts.dtype.is_floating_point:
+        bad = ~torch.isfinite(counts) | (counts != torch.round(counts))
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"Expected `{name}` to hold finite whole numbers, but got {counts[j].item()} for class {j}"
+            )
+    counts = counts.to(torch.int64)
+    bad = counts <= 0
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"Expected every entry of `{name}` to be > 0 (a class with no training sample cannot be reweighted; "
+            f"drop it or count it as 1), but got {int(counts[j])} for class {j}"
+        )
+    return counts
+
+
+def check_logits_target(logits: object, target: object, num_classes: int) -> None:
+    """Check types, dtypes and shapes of ``logits`` (N, C) and ``target`` (N,)."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}")
+    if logits.ndim != 2:
+        raise ValueError(f"Expected `logits` to have shape (N, C), but got shape {tuple(logits.shape)}")
+    if logits.shape[1] != num_classes:
+        raise ValueError(
+            f"Expected `logits` to have C = len(class_counts) = {num_classes} columns, "
+            f"but got shape {tuple(logits.shape)}"
+        )
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `target` to hold integer class indices (e.g. torch.int64), but got dtype {target.dtype}; "
+            "probabilities or one-hot targets are not supported"
+        )
+    if target.shape != (logits.shape[0],):
+        raise ValueError(
+            f"Expected `target` to have shape (N,) = ({logits.shape[0]},) to match `logits` "
+            f"{tuple(logits.shape)}, but got {tuple(target.shape)}"
+        )
+    if target.device != logits.device:
+        raise ValueError(
+            f"Expected `target` on the device of `logits` ({logits.device}), but got {target.device}"
+        )
+
+
+def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:
+    """Check that every label is in ``[0, C)`` or equals ``ignore_index`` (synchronises with the device)."""
+    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"Expected every `target` label to be in [0, {num_classes}) or equal to ignore_index={ignore_index}, "
+            f"but got {int(target[i])} at position {i}"
+        )
+
+
+def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
+    """Return the 2-D weight of a classifier module, or the tensor itself, with one row per class."""
+    if isinstance(weight, torch.nn.Module):
+        w = getattr(weight, "weight", None)
+        if not isinstance(w, Tensor):
+            raise TypeError(
+                f"Expected `{name}` to have a `.weight` tensor (e.g. an nn.Linear), "
+                f"but {type(weight).__name__} has none"
+            )
+        weight = w
+    if not isinstance(weight, Tensor):
+        raise TypeError(
+            f"Expected `{name}` to be an nn.Module with a 2-D `.weight` or a 2-D tensor, "
+            f"but got {type(weight).__name__}"
+        )
+    if weight.ndim != 2:
+        raise ValueError(
+            f"Expected `{name}` weight to be 2-D (num_classes, features), but got shape {tuple(weight.shape)}"
+        )
+    if not weight.dtype.is_floating_point:
+        raise TypeError(f"Expected `{name}` weight to be floating point, but got dtype {weight.dtype}")
+    return weight
