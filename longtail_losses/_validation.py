@@ -47,7 +47,7 @@ def _check_real(name: str, value: object) -> float:
         value = value.item()
     if not _is_real_number(value):
         raise TypeError(f"Expected `{name}` to be a real number, but got {value!r} of type {type(value).__name__}")
-    value = float(value)  # type: ignore[arg-type]
+    value = float(value)
     if math.isnan(value):
         raise ValueError(f"Expected `{name}` to be a real number, but got nan")
     return value
@@ -185,9 +185,7 @@ def check_logits_target(logits: object, target: object, num_classes: int) -> Non
             f"{tuple(logits.shape)}, but got {tuple(target.shape)}"
         )
     if target.device != logits.device:
-        raise ValueError(
-            f"Expected `target` on the device of `logits` ({logits.device}), but got {target.device}"
-        )
+        raise ValueError(f"Expected `target` on the device of `logits` ({logits.device}), but got {target.device}")
 
 
 def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:

@@ -1,0 +1,72 @@
+"""Private plumbing shared by the loss functions: argument preparation and the compute dtype."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from longtail_losses._validation import (
+    CountsLike,
+    as_class_counts,
+    check_ignore_index,
+    check_logits_target,
+    check_reduction,
+    check_target_values,
+)
+
+
+class Prepared(NamedTuple):
+    """Checked inputs of a loss: float logits, labels safe to index with, the kept-sample mask and the counts."""
+
+    logits: Tensor  # (N, C) in the compute dtype (float32 for half inputs, float64 stays float64)
+    target: Tensor  # (N,) int64 with ignored labels replaced by 0, safe for gather/one_hot
+    keep: Tensor  # (N,) bool, False where target == ignore_index
+    class_counts: Tensor  # (C,) int64 on the device of logits
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Losses compute in float32 for half/bfloat16 inputs and keep float32/float64 as they are."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def counts_tensor(class_counts: CountsLike, device: torch.device, validate_args: bool) -> Tensor:
+    """Return ``class_counts`` as an int64 tensor on ``device``; values are checked if ``validate_args``."""
+    if isinstance(class_counts, Tensor) and not validate_args:
+        if class_counts.ndim != 1:
+            raise ValueError(
+                f"Expected `class_counts` to be 1-D (one count per class), but got shape {tuple(class_counts.shape)}"
+            )
+        return class_counts.to(device=device)
+    return as_class_counts(class_counts).to(device=device)
+
+
+def prepare(
+    logits: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    *,
+    reduction: str,
+    ignore_index: int,
+    check_labels: bool,
+    check_counts: bool,
+) -> Prepared:
+    """Check every argument of a loss and bring the tensors into the form the maths needs.
+
+    Metadata (types, shapes, dtypes) is always checked; ``check_labels`` and ``check_counts`` switch the value
+    checks that synchronise with the device (modules validate their counts once, in ``__init__``).
+    """
+    check_reduction(reduction)
+    check_ignore_index(ignore_index)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
+    counts = counts_tensor(class_counts, logits.device, check_counts)
+    num_classes = counts.shape[0]
+    check_logits_target(logits, target, num_classes)
+    if check_labels:
+        check_target_values(target, num_classes, ignore_index)
+    keep = target != ignore_index
+    safe_target = target.masked_fill(~keep, 0).long()
+    z = logits.to(compute_dtype(logits.dtype))
+    return Prepared(z, safe_target, keep, counts)

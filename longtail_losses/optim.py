@@ -1,0 +1,129 @@
+"""ClassNormDecay: decoupled per-class weight decay and MaxNorm of a classifier, as an optimizer hook."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.hooks import RemovableHandle
+
+from longtail_losses._validation import check_max_norm, check_weight_decay, check_weight_matrix
+
+__all__ = ["ClassNormDecay"]
+
+
+class ClassNormDecay:
+    r"""Shrink, and optionally cap, the norm of every class row of a classifier after each optimizer step.
+
+    After every ``optimizer.step()``, each class row :math:`\theta_j` of the classifier's weight becomes
+
+    .. math::
+        \theta_j \leftarrow \theta_j \,(1 - \eta\, \lambda\, s_j), \qquad
+        \theta_j \leftarrow \theta_j \min\!\Big(1, \frac{\tau}{\lVert\theta_j\rVert_2}\Big) \text{ if } \tau
+        \text{ is set,}
+
+    where :math:`\eta` is the current learning rate of the param group that holds the weight, :math:`\lambda`
+    is ``weight_decay``, :math:`s_j` is ``per_class[j]`` (default 1) and :math:`\tau` is ``max_norm``. The first
+    step is decoupled weight decay (as in :class:`~torch.optim.AdamW`): it does not pass through the optimizer's
+    momentum or adaptive scaling. The second is the MaxNorm projection of Alshammari et al.
+    :cite:`alshammari2022long` ("weight balancing"). Only the weight rows are touched, never the bias.
+
+    For plain SGD without momentum, decay by :math:`1 - \eta\lambda` equals adding :math:`\lambda\theta` to the
+    gradient, i.e. :class:`BWLM`'s penalty; with momentum or Adam-style optimizers the two differ. Use one or
+    the other, and give the classifier's weight no optimizer ``weight_decay`` besides.
+
+    Args:
+        classifier: A module with a 2-D ``.weight`` of shape (C, D) (e.g. ``model.fc``) or that weight itself.
+        weight_decay: :math:`\lambda \ge 0`.
+        max_norm: Upper bound :math:`\tau > 0` on every row's L2 norm, or ``None`` for no projection.
+        per_class: Optional non-negative factors :math:`s_j`, one per class, scaling the decay of each row.
+
+    Raises:
+        TypeError: If ``classifier`` has no 2-D floating-point weight.
+        ValueError: If ``weight_decay < 0``, ``max_norm <= 0``, or ``per_class`` has the wrong shape or a
+            negative or non-finite value; from :meth:`attach`, if the optimizer does not hold the weight.
+
+    Example:
+        >>> fc = torch.nn.Linear(4, 3)
+        >>> opt = torch.optim.SGD(fc.parameters(), lr=0.1)
+        >>> handle = ClassNormDecay(fc, weight_decay=0.5).attach(opt)
+        >>> before = fc.weight.detach().clone()
+        >>> opt.step()  # no gradients yet: the step itself changes nothing, the hook decays by 1 - 0.1 * 0.5
+        >>> torch.allclose(fc.weight, 0.95 * before)
+        True
+        >>> handle.remove()
+    """
+
+    def __init__(
+        self,
+        classifier: Union[nn.Module, Tensor],
+        weight_decay: float,
+        max_norm: Optional[float] = None,
+        per_class: Optional[Union[Tensor, Any]] = None,
+    ) -> None:
+        self.weight = check_weight_matrix(classifier, "classifier")
+        self.weight_decay = check_weight_decay(weight_decay)
+        self.max_norm = check_max_norm(max_norm)
+        self.per_class: Optional[Tensor] = None
+        if per_class is not None:
+            factors = torch.as_tensor(per_class, dtype=torch.float32).detach()
+            if factors.shape != (self.weight.shape[0],):
+                raise ValueError(
+                    f"Expected `per_class` to have shape ({self.weight.shape[0]},), one factor per class, "
+                    f"but got {tuple(factors.shape)}"
+                )
+            if not bool(torch.isfinite(factors).all()) or bool((factors < 0).any()):
+                raise ValueError(f"Expected `per_class` to be finite and >= 0, but got {factors.tolist()}")
+            self.per_class = factors
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_classes={self.weight.shape[0]}, weight_decay={self.weight_decay}, "
+            f"max_norm={self.max_norm}, per_class={'None' if self.per_class is None else 'tensor'})"
+        )
+
+    def _group_lr(self, optimizer: Optimizer) -> Any:
+        for group in optimizer.param_groups:
+            if any(p is self.weight for p in group["params"]):
+                return group["lr"]
+        raise ValueError(
+            "Expected `optimizer` to hold the classifier weight in one of its param groups, but none of its "
+            f"{len(optimizer.param_groups)} group(s) does; pass the classifier's parameters to the optimizer"
+        )
+
+    @torch.no_grad()
+    def apply(self, lr: float) -> None:
+        """Decay (and cap) the rows once, as after an optimizer step taken with learning rate ``lr``.
+
+        Use this directly in a hand-written loop that does not go through :meth:`attach`.
+        """
+        weight = self.weight
+        if self.weight_decay:
+            if self.per_class is None:
+                weight.mul_(1.0 - lr * self.weight_decay)
+            else:
+                factors = self.per_class.to(device=weight.device, dtype=weight.dtype)
+                weight.mul_((1.0 - lr * self.weight_decay * factors).unsqueeze(1))
+        if self.max_norm is not None:
+            weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=self.max_norm))
+
+    def attach(self, optimizer: Optimizer) -> RemovableHandle:
+        """Run :meth:`apply` after every ``optimizer.step()``, with the lr of the weight's param group.
+
+        The param group is looked up at every step, so learning-rate schedulers and
+        ``optimizer.load_state_dict`` are followed.
+
+        Returns:
+            A handle whose ``.remove()`` detaches the hook.
+
+        Raises:
+            ValueError: If no param group of ``optimizer`` holds the classifier weight.
+        """
+        self._group_lr(optimizer)  # fail early, at attach time
+
+        def hook(opt: Optimizer, args: Any, kwargs: Any) -> None:
+            self.apply(self._group_lr(opt))
+
+        return optimizer.register_step_post_hook(hook)
