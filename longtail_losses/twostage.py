@@ -375,6 +375,11 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _upcast(t: Tensor) -> Tensor:
+    # Half-precision outputs of autocast go to float32; float32 and float64 stay as they are.
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
     return [(m, m.training) for m in model.modules()]
 
@@ -401,7 +406,7 @@ def train_one_epoch(
 
     Calls ``model.train()`` (a backbone frozen by :func:`freeze_backbone` stays in eval mode), then for every
     batch ``(inputs, targets)``: forward (under :func:`torch.autocast` if ``autocast_dtype`` is given),
-    ``loss = criterion(logits.float(), targets)``, backward (through ``grad_scaler`` if given),
+    ``loss = criterion(_upcast(logits), targets)``, backward (through ``grad_scaler`` if given),
     ``optimizer.step()``, then ``scheduler.step()`` if given: **the scheduler steps once per batch**, so
     build it over all steps, e.g. ``CosineAnnealingLR(optimizer, T_max=epochs * len(loader))`` for the
     paper's cosine decay to 0.
@@ -412,7 +417,8 @@ def train_one_epoch(
     Args:
         model: The network (any ``nn.Module``; logits of shape :math:`(B, C)`).
         loader: Yields ``(inputs, targets)`` batches, e.g. a :class:`~torch.utils.data.DataLoader`.
-        criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`.
+        criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`; it gets
+            ``float32`` logits under autocast.
         optimizer: Steps once per batch.
         scheduler: Learning-rate scheduler stepped after every optimizer step, or ``None``.
         device: Device for the batches. Default: the device of the model's first parameter.
@@ -441,7 +447,7 @@ def train_one_epoch(
         targets = targets.to(device, non_blocking=True)
         with _autocast(device, autocast_dtype):
             logits = model(inputs)
-        loss = criterion(logits.float(), targets)
+        loss = criterion(_upcast(logits), targets)
         optimizer.zero_grad(set_to_none=True)
         if grad_scaler is not None:
             grad_scaler.scale(loss).backward()
@@ -479,7 +485,8 @@ def predict(
         channels_last: Send 4-D inputs in ``channels_last`` memory format.
 
     Returns:
-        ``(logits, targets)``: ``float32`` :math:`(N, C)` and ``int64`` :math:`(N)`, on the CPU, in loader order.
+        ``(logits, targets)``: :math:`(N, C)` (``float32`` under autocast, else the model's dtype) and ``int64``
+        :math:`(N)`, on the CPU, in loader order.
 
     Example:
         >>> net = nn.Linear(2, 3)
@@ -495,7 +502,7 @@ def predict(
         for inputs, targets in loader:
             with _autocast(device, autocast_dtype):
                 logits = model(_prepare(inputs, device, channels_last))
-            outputs.append(logits.float().cpu())
+            outputs.append(_upcast(logits).cpu())
             labels.append(torch.as_tensor(targets).to("cpu", torch.int64))
     finally:
         _restore(modes)
@@ -554,11 +561,11 @@ def extract_features(
         batch_size: Batch size when ``data`` is not a ``DataLoader``.
         num_workers: DataLoader workers when ``data`` is not a ``DataLoader``.
         autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``; the features
-            are returned in ``float32`` either way.
+            are returned in ``float32`` then (else in the model's dtype).
         channels_last: Send 4-D inputs in ``channels_last`` memory format.
 
     Returns:
-        ``(features, labels)``: ``float32`` :math:`(N, D)` (flattened) on ``device`` and ``int64`` :math:`(N)` on
+        ``(features, labels)``: :math:`(N, D)` (flattened) on ``device`` and ``int64`` :math:`(N)` on
         ``device``, in data order. For a bare tensor ``data``, ``labels`` is empty.
 
     Raises:
@@ -584,7 +591,7 @@ def extract_features(
             inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
             with _autocast(device, autocast_dtype):
                 out = model(_prepare(inputs, device, channels_last))
-            features.append(out.float().flatten(1))
+            features.append(_upcast(out).flatten(1))
             if has_targets:
                 labels.append(torch.as_tensor(batch[1]).to(device, torch.int64))
     finally:
@@ -730,7 +737,7 @@ def train_classifier_epoch(
     for start in range(0, len(sampler) * batch_size, batch_size):
         index = order[start : start + batch_size]
         logits = classifier(features[index])
-        loss = criterion(logits.float(), labels[index])
+        loss = criterion(_upcast(logits), labels[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
