@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import numbers
 import os
 import pickle
 import sys
@@ -57,15 +58,15 @@ def _import(module: str, purpose: str) -> Any:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"Expected `{name}` to be an int, but got {value!r} of type {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}")
-    return value
+    return int(value)
 
 
 def _check_imbalance_factor(imbalance_factor: object) -> float:
-    if isinstance(imbalance_factor, bool) or not isinstance(imbalance_factor, (int, float)):
+    if isinstance(imbalance_factor, bool) or not isinstance(imbalance_factor, numbers.Real):
         raise TypeError(
             f"Expected `imbalance_factor` to be a real number, but got {imbalance_factor!r} "
             f"of type {type(imbalance_factor).__name__}"

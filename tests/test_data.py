@@ -399,3 +399,20 @@ class TestDigitsLT:
         assert len(D.digits_lt(2, test_per_class=100, max_count=50)) == sum(D.longtail_counts(10, 50, 2))
         with pytest.raises(ValueError, match="`test_per_class` < the smallest class"):
             D.digits_lt(10, test_per_class=174)
+
+
+def test_class_counts_never_decodes(tmp_path, monkeypatch):
+    def fail(self, index):
+        raise AssertionError("class_counts decoded an image")
+
+    monkeypatch.setattr(D.InMemoryImageDataset, "__getitem__", fail)
+    monkeypatch.setattr(D.ImageListDataset, "__getitem__", fail)
+    make_fake_fashion_mnist(tmp_path / "f", per_class_train=10)
+    splits = make_fake_imagenet_lt(tmp_path / "i", [3, 1])
+    cifar = make_fake_cifar100(tmp_path / "c", per_class_train=4, per_class_test=1, num_classes=3)
+    for ds, expected in [
+        (D.fashion_mnist_lt(tmp_path / "f", 10), D.longtail_counts(10, 10, 10)),
+        (D.imagenet_lt(tmp_path / "i", splits["train"]), [3, 1]),
+        (D.cifar100_lt(cifar, 4), D.longtail_counts(3, 4, 4)),
+    ]:
+        assert ltl.class_counts(ds).tolist() == expected

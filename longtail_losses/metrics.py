@@ -1,0 +1,303 @@
+r"""Evaluation for long-tailed recognition: per-class and Many/Medium/Few-shot accuracy, classifier weight norms.
+
+Evaluate on the model's **raw logits**. The balanced-softmax prior (adding :math:`\log n_c` to the logits) is a
+training-time correction inside the loss only; it is never added at test time.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from typing import Any, Union
+
+import torch
+from torch import Tensor, nn
+
+from longtail_losses._validation import check_weight_matrix
+
+__all__ = [
+    "classifier_weight_norms",
+    "format_shot_table",
+    "per_class_accuracy",
+    "shot_accuracy",
+    "shot_groups",
+]
+
+SHOT_KEYS = ("many", "medium", "few", "all")
+
+
+def _predictions(logits_or_preds: object, targets: object, num_classes: int) -> tuple[Tensor, Tensor]:
+    if not isinstance(logits_or_preds, Tensor):
+        raise TypeError(f"Expected `logits_or_preds` to be a torch.Tensor, but got {type(logits_or_preds).__name__}")
+    if not isinstance(targets, Tensor):
+        raise TypeError(f"Expected `targets` to be a torch.Tensor, but got {type(targets).__name__}")
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise TypeError(f"Expected `targets` to hold integer class indices, but got dtype {targets.dtype}")
+    if targets.ndim != 1:
+        raise ValueError(f"Expected `targets` to have shape (N,), but got shape {tuple(targets.shape)}")
+    x = logits_or_preds.detach()
+    if x.dtype.is_floating_point:
+        if x.ndim != 2 or x.shape[1] != num_classes:
+            raise ValueError(
+                f"Expected floating-point `logits_or_preds` to be logits of shape (N, C) = (N, {num_classes}), "
+                f"but got shape {tuple(x.shape)}"
+            )
+        preds = x.argmax(dim=1)
+    elif x.dtype.is_complex or x.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `logits_or_preds` to be float logits (N, C) or integer predictions (N,), but got dtype {x.dtype}"
+        )
+    else:
+        if x.ndim != 1:
+            raise ValueError(
+                f"Expected integer `logits_or_preds` to be predictions of shape (N,), but got shape {tuple(x.shape)}"
+            )
+        preds = x
+    if preds.shape[0] != targets.shape[0]:
+        raise ValueError(
+            f"Expected `targets` to have one label per prediction ({preds.shape[0]}), but got {targets.shape[0]}"
+        )
+    y = targets.detach().to(preds.device)
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"Expected every `targets` label to be in [0, {num_classes}), but got {int(y[i])} at position {i}"
+        )
+    return preds, y
+
+
+def _train_counts(train_counts: object) -> Tensor:
+    if isinstance(train_counts, (str, bytes)) or train_counts is None:
+        raise TypeError(f"Expected `train_counts` to be a sequence or tensor of ints, but got {train_counts!r}")
+    try:
+        counts = torch.as_tensor(train_counts).detach().cpu()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"Expected `train_counts` to be a sequence or tensor of ints, but got {type(train_counts).__name__}: {err}"
+        ) from None
+    if counts.ndim != 1 or counts.numel() == 0:
+        raise ValueError(
+            f"Expected `train_counts` to be 1-D with one count per class, but got shape {tuple(counts.shape)}"
+        )
+    if counts.dtype.is_floating_point or counts.dtype.is_complex or counts.dtype == torch.bool:
+        raise TypeError(f"Expected `train_counts` to hold ints, but got dtype {counts.dtype}")
+    if bool((counts < 0).any()):
+        j = int((counts < 0).nonzero()[0, 0])
+        raise ValueError(f"Expected every entry of `train_counts` to be >= 0, but got {int(counts[j])} for class {j}")
+    return counts.to(torch.int64)
+
+
+def _check_threshold(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Expected `{name}` to be a real number, but got {value!r}")
+    if math.isnan(value):
+        raise ValueError(f"Expected `{name}` to be a real number, but got nan")
+    return float(value)
+
+
+def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
+    """Accuracy of every class: the fraction of its test samples that are predicted as that class.
+
+    Args:
+        logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
+        targets: True class indices in ``[0, C)``.
+        num_classes: Number of classes C.
+
+    Shape:
+        logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
+        targets: :math:`(N)`.
+        output: :math:`(C)`, ``float32`` on the device of ``logits_or_preds``; ``nan`` for a class without a test
+        sample.
+
+    Raises:
+        TypeError: If an argument has the wrong type or dtype.
+        ValueError: If the shapes disagree or a label is outside ``[0, C)``.
+
+    Example:
+        >>> per_class_accuracy(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 1]), num_classes=3)
+        tensor([0.5000, 0.5000,    nan])
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
+        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"Expected `num_classes` to be >= 1, but got {num_classes}")
+    num_classes = int(num_classes)
+    preds, y = _predictions(logits_or_preds, targets, num_classes)
+    total = torch.bincount(y, minlength=num_classes).to(torch.float32)
+    correct = torch.bincount(y[preds == y], minlength=num_classes).to(torch.float32)
+    return correct / total  # 0 / 0 = nan for a class without test samples
+
+
+def shot_groups(train_counts: Any, *, many_threshold: float = 100, few_threshold: float = 20) -> dict[str, Tensor]:
+    r"""Split the classes into Many-, Medium- and Few-shot groups by their number of training samples.
+
+    Many: :math:`n > \\text{many\\_threshold}`; Medium: :math:`\\text{few\\_threshold} \\le n \\le
+    \\text{many\\_threshold}`; Few: :math:`n < \\text{few\\_threshold}` (the paper's section 4.2 and
+    :cite:`liu2019oltr`, with 100 and 20).
+
+    Args:
+        train_counts: Training samples per class (e.g. :func:`longtail_losses.class_counts` of the training set).
+        many_threshold: A class with more training samples than this is Many-shot.
+        few_threshold: A class with fewer training samples than this is Few-shot.
+
+    Returns:
+        A dict with keys ``"many"``, ``"medium"``, ``"few"``, each an ``int64`` tensor of class indices.
+
+    Raises:
+        ValueError: If ``few_threshold > many_threshold`` or ``train_counts`` is not 1-D and non-negative.
+
+    Example:
+        >>> shot_groups([500, 101, 100, 20, 19, 5])
+        {'many': tensor([0, 1]), 'medium': tensor([2, 3]), 'few': tensor([4, 5])}
+    """
+    counts = _train_counts(train_counts)
+    many_t = _check_threshold("many_threshold", many_threshold)
+    few_t = _check_threshold("few_threshold", few_threshold)
+    if few_t > many_t:
+        raise ValueError(
+            f"Expected `few_threshold` <= `many_threshold`, but got few_threshold={few_threshold} "
+            f"and many_threshold={many_threshold}"
+        )
+    many = counts > many_t
+    few = counts < few_t
+    medium = ~many & ~few
+    return {k: m.nonzero().flatten() for k, m in (("many", many), ("medium", medium), ("few", few))}
+
+
+def shot_accuracy(
+    logits_or_preds: Tensor,
+    targets: Tensor,
+    train_counts: Any,
+    *,
+    many_threshold: float = 100,
+    few_threshold: float = 20,
+) -> dict[str, float]:
+    r"""Many-, Medium-, Few-shot and overall accuracy, as reported for long-tailed benchmarks.
+
+    Each group's accuracy is the mean of the :func:`per_class_accuracy` of its classes (groups as in
+    :func:`shot_groups`: Many :math:`n > 100`, Medium :math:`20 \\le n \\le 100`, Few :math:`n < 20` training
+    samples by default). ``"all"`` is the mean over every class, which equals plain accuracy on a balanced test
+    set such as those of CIFAR-100-LT and ImageNet-LT. A class without test samples is left out of the means;
+    a group with no class (for example no Few-shot class when IF = 10) gives ``nan``.
+
+    Pass the raw logits: the balanced-softmax prior is a training-time correction only.
+
+    Args:
+        logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
+        targets: True class indices in ``[0, C)``.
+        train_counts: Training samples per class; its length is C.
+        many_threshold: A class with more training samples than this is Many-shot.
+        few_threshold: A class with fewer training samples than this is Few-shot.
+
+    Shape:
+        logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
+        targets: :math:`(N)`.
+        train_counts: :math:`(C)`.
+
+    Returns:
+        ``{"many": ..., "medium": ..., "few": ..., "all": ...}``, floats in ``[0, 1]`` or ``nan``.
+
+    Raises:
+        TypeError: If an argument has the wrong type or dtype.
+        ValueError: If the shapes disagree, a label is outside ``[0, C)`` or the thresholds are inverted.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+        >>> shot_accuracy(logits, torch.tensor([0, 1, 2, 2]), train_counts=[500, 50, 5])
+        {'many': 1.0, 'medium': 1.0, 'few': 0.5, 'all': 0.8333333333333334}
+    """
+    counts = _train_counts(train_counts)
+    groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
+    acc = per_class_accuracy(logits_or_preds, targets, counts.numel()).cpu().double()
+
+    def mean_of(classes: Tensor) -> float:
+        values = acc[classes]
+        values = values[~values.isnan()]
+        return float(values.mean()) if values.numel() else math.nan
+
+    out = {k: mean_of(groups[k]) for k in ("many", "medium", "few")}
+    out["all"] = mean_of(torch.arange(counts.numel()))
+    return out
+
+
+def classifier_weight_norms(classifier_or_weight: Union[nn.Module, Tensor]) -> Tensor:
+    """L2 norm of every class's row of a linear classifier's weight (the paper's Fig. 5a).
+
+    Under long-tailed training the head classes' rows grow longer than the tail classes'; balanced weight
+    decay (:class:`~longtail_losses.ClassNormDecay`) evens them out.
+
+    Args:
+        classifier_or_weight: A module with a 2-D ``.weight`` (e.g. :class:`torch.nn.Linear`) or the weight.
+
+    Shape:
+        classifier_or_weight: weight :math:`(C, D)`.
+        output: :math:`(C)`, detached, on the weight's device and of its dtype.
+
+    Raises:
+        TypeError: If there is no floating-point weight.
+        ValueError: If the weight is not 2-D.
+
+    Example:
+        >>> classifier_weight_norms(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
+        tensor([5., 1.])
+    """
+    weight = check_weight_matrix(classifier_or_weight, name="classifier_or_weight")
+    return torch.linalg.vector_norm(weight.detach(), dim=1)
+
+
+def _cell(value: Any, digits: int, percent: bool) -> str:
+    scale = 100.0 if percent else 1.0
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"Expected a table cell to be a number or a (mean, std) pair, but got {value!r}")
+        mean, std = (float(v) for v in value)
+        if math.isnan(mean):
+            return "–"
+        return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"Expected a table cell to be a number or a (mean, std) pair, but got {value!r}")
+    return "–" if math.isnan(value) else f"{float(value) * scale:.{digits}f}"
+
+
+def format_shot_table(
+    rows: Mapping[str, Mapping[str, Any]],
+    *,
+    header: str = "Method",
+    columns: tuple[str, ...] = SHOT_KEYS,
+    digits: int = 1,
+    percent: bool = True,
+) -> str:
+    """Format :func:`shot_accuracy` results as a Markdown table (readable as plain text too).
+
+    Args:
+        rows: Row name to a dict with the ``columns`` as keys; each value is a float in ``[0, 1]`` or a
+            ``(mean, std)`` pair, printed as ``mean ± std``. ``nan`` prints as ``–``.
+        header: Title of the first column.
+        columns: Keys to print, in order; shown capitalised.
+        digits: Decimals after the point.
+        percent: Print values times 100.
+
+    Returns:
+        The table, one line per row, without a trailing newline.
+
+    Raises:
+        KeyError: If a row lacks one of the ``columns``.
+
+    Example:
+        >>> print(format_shot_table({"CE": {"many": 0.7, "medium": 0.4, "few": 0.1, "all": 0.45}}))
+        | Method | Many | Medium | Few | All |
+        |---|---|---|---|---|
+        | CE | 70.0 | 40.0 | 10.0 | 45.0 |
+    """
+    lines = [
+        "| " + " | ".join([header, *(c.capitalize() for c in columns)]) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for name, row in rows.items():
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise KeyError(f"Expected row {name!r} to have keys {list(columns)}, but it lacks {missing}")
+        lines.append("| " + " | ".join([name, *(_cell(row[c], digits, percent) for c in columns)]) + " |")
+    return "\n".join(lines)
