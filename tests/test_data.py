@@ -219,6 +219,21 @@ class TestCifar100LT:
         with pytest.raises(ValueError, match="shape \\(N, 3072\\)"):
             D.cifar100_lt(tmp_path, 1)
 
+    def test_download_delegates_to_torchvision(self, tmp_path, monkeypatch):
+        datasets = pytest.importorskip("torchvision.datasets")
+        calls = []
+
+        def fake_cifar100(root, train, download):
+            calls.append((root, train, download))
+            make_fake_cifar100(root, per_class_train=4, per_class_test=1, num_classes=3)
+
+        monkeypatch.setattr(datasets, "CIFAR100", fake_cifar100)
+        ds = D.cifar100_lt(tmp_path, 2, download=True)
+        assert calls == [(str(tmp_path), True, True)]
+        assert ds.class_counts.tolist() == D.longtail_counts(3, 4, 2)
+        D.cifar100_lt(tmp_path, 2, download=True)  # files present: no second download
+        assert len(calls) == 1
+
     def test_cifar10_twin(self, tmp_path):
         base = tmp_path / "cifar-10-batches-py"
         base.mkdir()
