@@ -11,6 +11,7 @@ asks for them (``validate_args=True``).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -38,26 +39,22 @@ CountsLike = Union[Sequence[int], Sequence[float], Tensor, Any]
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _is_real_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _check_real(name: str, value: object) -> float:
     if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool:
         value = value.item()
-    if not _is_real_number(value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"Expected `{name}` to be a real number, but got {value!r} of type {type(value).__name__}")
-    value = float(value)
-    if math.isnan(value):
+    result = float(value)
+    if math.isnan(result):
         raise ValueError(f"Expected `{name}` to be a real number, but got nan")
-    return value
+    return result
 
 
 def check_reduction(reduction: object) -> str:
     """Return ``reduction`` if it is one of ``'none'``, ``'mean'``, ``'sum'``."""
-    if reduction not in _REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"Expected `reduction` to be one of {_REDUCTIONS}, but got {reduction!r}")
-    return reduction  # type: ignore[return-value]
+    return reduction
 
 
 def check_ignore_index(ignore_index: object) -> int:

@@ -1,0 +1,66 @@
+"""Float64 re-derivations of every loss, written from the papers' equations without calling the library.
+
+They use the textbook formulas (explicit sigmoid, explicit prior-weighted softmax, ``beta ** n``), which are
+accurate in float64 for moderate logits; the library's stable forms must agree with them there.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def cb_weights(counts: Tensor, beta: float) -> Tensor:
+    """Eq. (5): (1 - beta) / (1 - beta**n), normalised to sum to C (Cui et al.'s released code)."""
+    n = counts.to(torch.float64)
+    raw = (1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n))
+    return raw / raw.sum() * n.numel()
+
+
+def balanced_softmax(logits: Tensor, target: Tensor, counts: Tensor) -> Tensor:
+    """Eq. (9)-(10), per sample: -log(n_y e^{z_y} / sum_i n_i e^{z_i})."""
+    z = logits.to(torch.float64)
+    n = counts.to(torch.float64)
+    z = z - z.max(dim=1, keepdim=True).values  # the ratio is unchanged, exp cannot overflow
+    numerator = n[target] * torch.exp(z.gather(1, target[:, None]).squeeze(1))
+    denominator = (n[None, :] * torch.exp(z)).sum(dim=1)
+    return -torch.log(numerator / denominator)
+
+
+def cb_focal(logits: Tensor, target: Tensor, counts: Tensor, beta: float, gamma: float) -> Tensor:
+    """Eq. (8), per sample: -w_y sum_j (1 - p_j^t)^gamma log p_j^t with sigmoid p."""
+    z = logits.to(torch.float64)
+    num_samples, num_classes = z.shape
+    w = cb_weights(counts, beta)
+    out = torch.zeros(num_samples, dtype=torch.float64)
+    for i in range(num_samples):
+        total = torch.zeros((), dtype=torch.float64)
+        for j in range(num_classes):
+            p = 1.0 / (1.0 + torch.exp(-z[i, j]))
+            p_t = p if j == int(target[i]) else 1.0 - p
+            total = total - (1.0 - p_t) ** gamma * torch.log(p_t)
+        out[i] = w[int(target[i])] * total
+    return out
+
+
+def bfs(logits: Tensor, target: Tensor, counts: Tensor, alpha: float, beta: float, gamma: float) -> Tensor:
+    """Eq. (11), per sample."""
+    return alpha * cb_focal(logits, target, counts, beta, gamma) + (1 - alpha) * balanced_softmax(
+        logits, target, counts
+    )
+
+
+def reduce(per_sample: Tensor, target: Tensor, reduction: str, ignore_index: int = -100) -> Tensor:
+    """Zero the ignored samples; 'mean' divides by the number of kept samples."""
+    keep = target != ignore_index
+    per_sample = torch.where(keep, per_sample, torch.zeros_like(per_sample))
+    if reduction == "none":
+        return per_sample
+    if reduction == "sum":
+        return per_sample.sum()
+    return per_sample.sum() / keep.sum()
+
+
+def safe(target: Tensor, ignore_index: int = -100) -> Tensor:
+    """Labels usable as indices: ignored ones replaced by 0 (their values are zeroed by ``reduce``)."""
+    return torch.where(target == ignore_index, torch.zeros_like(target), target)

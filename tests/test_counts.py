@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Subset, TensorDataset
+
+import longtail_losses as ltl
+
+
+class WithTargets(torch.utils.data.Dataset):
+    def __init__(self, targets: list[int]) -> None:
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        raise AssertionError("class_counts must not decode samples")
+
+
+class TestClassCounts:
+    def test_from_tensor_list_numpy(self) -> None:
+        np = pytest.importorskip("numpy")
+        expected = torch.tensor([2, 0, 3])
+        assert torch.equal(ltl.class_counts(torch.tensor([0, 2, 2, 0, 2])), expected)
+        assert torch.equal(ltl.class_counts([0, 2, 2, 0, 2]), expected)
+        assert torch.equal(ltl.class_counts(np.array([0, 2, 2, 0, 2])), expected)
+        assert ltl.class_counts([0, 2]).dtype == torch.int64
+
+    def test_num_classes_pads_missing_classes(self) -> None:
+        assert ltl.class_counts([1, 1], num_classes=4).tolist() == [0, 2, 0, 0]
+
+    def test_dataset_targets_without_decoding(self) -> None:
+        ds = WithTargets([0, 1, 1, 3])
+        assert ltl.class_counts(ds).tolist() == [1, 2, 0, 1]
+        assert ltl.class_counts(Subset(ds, [1, 2, 3]), num_classes=4).tolist() == [0, 2, 0, 1]
+
+    def test_exceptions(self) -> None:
+        with pytest.raises(TypeError, match=r"`labels` to hold integer class indices"):
+            ltl.class_counts(torch.tensor([0.0, 1.0]))
+        with pytest.raises(ValueError, match=r"`labels` to be >= 0, but got -1"):
+            ltl.class_counts([0, -1])
+        with pytest.raises(ValueError, match=r"`labels` to be < num_classes=2, but got 2"):
+            ltl.class_counts([0, 2], num_classes=2)
+        with pytest.raises(ValueError, match=r"`labels` to be 1-D, but got shape \(1, 2\)"):
+            ltl.class_counts([[0, 1]])
+        with pytest.raises(TypeError, match=r"`num_classes` to be an int"):
+            ltl.class_counts([0], num_classes=2.0)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"`labels`"):
+            ltl.class_counts(TensorDataset(torch.zeros(2)))
+
+    def test_counts_feed_the_losses(self) -> None:
+        counts = ltl.class_counts([0, 0, 0, 1], num_classes=3)
+        with pytest.raises(ValueError, match=r"got 0 for class 2"):
+            ltl.BalancedSoftmax(counts)

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import importlib.resources
+import re
+
+import longtail_losses as ltl
+from longtail_losses import functional as LF
+
+
+def test_version() -> None:
+    assert ltl.__version__ == "0.1.0.dev0"
+    assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", ltl.__version__)
+
+
+def test_public_api() -> None:
+    for name in ["BFS", "BWLM", "BalancedSoftmax", "ClassBalancedFocal", "ClassNormDecay", "class_counts"]:
+        assert name in ltl.__all__
+        assert getattr(ltl, name).__doc__
+    assert ltl.__all__ == sorted(ltl.__all__, key=str)
+    for name in LF.__all__:
+        assert getattr(LF, name).__doc__
+    assert {"balanced_softmax_loss", "class_balanced_focal_loss", "bfs_loss", "bwlm_loss"} <= set(LF.__all__)
+
+
+def test_ships_py_typed() -> None:
+    assert importlib.resources.files("longtail_losses").joinpath("py.typed").is_file()
