@@ -109,7 +109,7 @@ def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: in
         logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
         targets: :math:`(N)`.
         output: :math:`(C)`, ``float32`` on the device of ``logits_or_preds``; ``nan`` for a class without a test
-        sample.
+            sample.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
