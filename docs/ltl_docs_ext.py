@@ -1,0 +1,244 @@
+"""Sphinx helpers for the longtail-losses docs: render Markdown files written by the project's scripts.
+
+``.. markdown-include:: ../benchmarks/results/bench_losses.md`` turns a small Markdown subset (headings, paragraphs,
+bullet lists, pipe tables, fenced code, inline code, links, bold/italic) into reStructuredText and parses it.
+The benchmark and evidence scripts write Markdown, and the changelog is Markdown; this keeps the docs free of a
+Markdown parser dependency. If the file does not exist, the ``:missing:`` text is shown instead (no warning), so
+the docs build before the scripts have ever been run.
+
+Options:
+    ``:missing:`` reStructuredText to show when the file is absent.
+    ``:titles:`` turn Markdown headings into real sections (default: rubrics).
+    ``:skip-first-heading:`` drop the first heading (the including page has its own title).
+"""
+
+from __future__ import annotations
+
+import doctest
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from docutils import nodes
+from docutils.parsers.rst import directives
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.util.docutils import SphinxDirective
+from sphinx.util.nodes import nested_parse_with_titles
+
+_SECTION_CHARS = "=-~^\"'"
+
+
+def _inline(text: str) -> str:
+    """Convert inline Markdown to reStructuredText."""
+    parts = re.split(r"(`+[^`]+?`+)", text)  # keep code spans untouched
+    out = []
+    for part in parts:
+        if part.startswith("`"):
+            out.append("``" + part.strip("`") + "``")
+            continue
+        part = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r"`\1 <\2>`__", part)  # [text](url)
+        part = re.sub(r"(?<![`<])\[([^\]]+)\](?![(_])", r"\1", part)  # [Unreleased] -> Unreleased
+        part = re.sub(r"(?<![\w*])_([^_\s][^_]*?)_(?!\w)", r"*\1*", part)  # _italic_
+        part = part.replace("|", r"\|")
+        out.append(part)
+    return "".join(out)
+
+
+def _cells(line: str) -> list[str]:
+    line = line.strip()
+    if line.startswith("|"):
+        line = line[1:]
+    if line.endswith("|"):
+        line = line[:-1]
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line)]
+
+
+def markdown_to_rst(text: str, *, titles: bool = False, skip_first_heading: bool = False) -> list[str]:
+    """Translate the Markdown subset to reStructuredText lines."""
+    lines = text.splitlines()
+    out: list[str] = []
+    levels: list[int] = []
+    i = 0
+    skipped = not skip_first_heading
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if re.match(r"^\[[^\]]+\]:\s*\S+", stripped):  # reference-style link definitions
+            i += 1
+            continue
+        fence = re.match(r"^(```+|~~~+)\s*([\w+-]*)", stripped)
+        if fence:
+            lang = fence.group(2) or "text"
+            i += 1
+            body = []
+            while i < len(lines) and not lines[i].strip().startswith(fence.group(1)):
+                body.append(lines[i])
+                i += 1
+            i += 1
+            out += ["", f".. code-block:: {lang}", ""] + ["   " + b for b in body] + [""]
+            continue
+        heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*$", stripped)
+        if heading:
+            i += 1
+            if not skipped:
+                skipped = True
+                continue
+            title = _inline(heading.group(2))
+            if titles:
+                level = len(heading.group(1))
+                while levels and levels[-1] > level:
+                    levels.pop()
+                if not levels or levels[-1] < level:
+                    levels.append(level)
+                char = _SECTION_CHARS[min(len(levels) - 1, len(_SECTION_CHARS) - 1)]
+                out += ["", title, char * max(len(title), 3), ""]
+            else:
+                out += ["", f".. rubric:: {title}", ""]
+            continue
+        if stripped.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                cells = _cells(lines[i])
+                if not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+                    rows.append(cells)
+                i += 1
+            width = max(len(r) for r in rows)
+            out += ["", ".. list-table::", "   :header-rows: 1", ""]
+            for row in rows:
+                row = row + [""] * (width - len(row))
+                for j, cell in enumerate(row):
+                    lead = "   * - " if j == 0 else "     - "
+                    out.append((lead + _inline(cell)).rstrip())
+            out.append("")
+            continue
+        bullet = re.match(r"^(\s*)[-*+]\s+(.*)$", line)
+        if bullet:
+            indent = len(bullet.group(1))
+            out.append(" " * indent + "- " + _inline(bullet.group(2)))
+            i += 1
+            while i < len(lines) and lines[i].strip() and re.match(r"^\s{2,}\S", lines[i]) and not re.match(
+                r"^\s*[-*+]\s", lines[i]
+            ):
+                out.append(" " * (indent + 2) + _inline(lines[i].strip()))
+                i += 1
+            continue
+        if not stripped:
+            out.append("")
+        else:
+            if out and out[-1].lstrip().startswith("- "):
+                out.append("")  # a paragraph after a list item ends the list
+            out.append(_inline(stripped))
+        i += 1
+    return out
+
+
+class MarkdownInclude(SphinxDirective):
+    """Include a Markdown file, translated to reStructuredText (see the module docstring)."""
+
+    required_arguments = 1
+    final_argument_whitespace = True
+    option_spec = {
+        "missing": directives.unchanged,
+        "titles": directives.flag,
+        "skip-first-heading": directives.flag,
+    }
+
+    def run(self) -> list[nodes.Node]:
+        rel, path = self.env.relfn2path(self.arguments[0])
+        self.env.note_dependency(rel)
+        source = Path(path)
+        if source.is_file():
+            text = source.read_text(encoding="utf-8")
+            rst = markdown_to_rst(
+                text, titles="titles" in self.options, skip_first_heading="skip-first-heading" in self.options
+            )
+            origin = str(source)
+        else:
+            rst = self.options.get("missing", f"``{self.arguments[0]}`` has not been generated yet.").splitlines()
+            origin = self.get_source_info()[0]
+        container = nodes.section() if "titles" in self.options else nodes.container()
+        content = StringList(rst, source=origin)
+        if "titles" in self.options:
+            nested_parse_with_titles(self.state, content, container)
+        else:
+            self.state.nested_parse(content, self.content_offset, container)
+        return list(container.children)
+
+
+def _fix_rtype_position(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    """Move a ``:rtype:`` field that sphinx-autodoc-typehints put after ``.. rubric:: Example`` into the field list.
+
+    sphinx-autodoc-typehints (3.x) inserts the return type after the first line of the last "section" when a
+    Google docstring has no *Returns* section, which splits napoleon's ``.. rubric:: Example`` from its blank
+    line. Runs after sphinx-autodoc-typehints.
+    """
+    for r, line in enumerate(lines):
+        if line.startswith(":rtype:") and r > 0 and lines[r - 1].startswith(".. rubric::"):
+            rtype = lines.pop(r)
+            k = r - 1  # the rubric
+            if k > 0 and not lines[k - 1].strip():
+                lines.insert(k - 1, rtype)  # right after the last field, before the blank line
+            else:
+                lines[k:k] = [rtype, ""]
+            return
+
+
+#: The ``NUMBER`` doctest option of pytest (``pyproject.toml`` enables it for ``--doctest-modules``): a float in
+#: the expected output matches any value within one unit of its last written decimal, so ``tensor(0.7380)``
+#: accepts 0.73803 or 0.73797. Registered here so that ``sphinx-build -b doctest`` checks docstrings exactly as
+#: pytest does.
+NUMBER = doctest.register_optionflag("NUMBER")
+
+_NUMBER_RE = re.compile(
+    r"(?P<number>(?P<mantissa>[+-]?\d*\.(?P<fraction>\d+)|[+-]?\d+\.)(?:[Ee](?P<exponent1>[+-]?\d+))?"
+    r"|[+-]?\d+[Ee](?P<exponent2>[+-]?\d+))"
+)
+
+
+class NumberOutputChecker(doctest.OutputChecker):
+    """An output checker that honours ``NUMBER`` the way pytest's doctest plugin does."""
+
+    def check_output(self, want: str, got: str, optionflags: int) -> bool:
+        if super().check_output(want, got, optionflags):
+            return True
+        if not optionflags & NUMBER:
+            return False
+        wants, gots = list(_NUMBER_RE.finditer(want)), list(_NUMBER_RE.finditer(got))
+        if len(wants) != len(gots):
+            return False
+        offset = 0
+        for w, g in zip(wants, gots):
+            exponent = w.group("exponent1") or w.group("exponent2")
+            precision = len(w.group("fraction") or "") - (int(exponent) if exponent else 0)
+            if math.isclose(float(w.group()), float(g.group()), rel_tol=1e-6, abs_tol=10.0**-precision):
+                got = got[: g.start() + offset] + w.group() + got[g.end() + offset :]
+                offset += (w.end() - w.start()) - (g.end() - g.start())
+        return super().check_output(want, got, optionflags)
+
+
+def _use_number_checker(app: Sphinx) -> None:
+    if app.builder.name != "doctest":
+        return
+    from sphinx.ext import doctest as sphinx_doctest
+
+    base = sphinx_doctest.SphinxDocTestRunner
+    if getattr(base, "_ltl_number_checker", False):
+        return
+
+    class Runner(base):  # type: ignore[misc, valid-type]
+        _ltl_number_checker = True
+
+        def __init__(self, checker: Any = None, verbose: Any = None, optionflags: int = 0) -> None:
+            super().__init__(checker or NumberOutputChecker(), verbose, optionflags)
+
+    # The builder creates its runners per document from this module-level name.
+    sphinx_doctest.SphinxDocTestRunner = Runner
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("builder-inited", _use_number_checker, priority=100)
+    app.add_directive("markdown-include", MarkdownInclude)
+    app.connect("autodoc-process-docstring", _fix_rtype_position, priority=1000)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
