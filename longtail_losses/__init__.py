@@ -5,7 +5,7 @@ Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm dec
 2022), and the two-stage training method of the BWLM paper.
 """
 
-from longtail_losses import functional
+from longtail_losses import data, functional, metrics, twostage
 from longtail_losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.class_balanced import ClassBalancedFocal
 from longtail_losses.combined import BFS, BWLM
@@ -22,5 +22,8 @@ __all__ = [
     "ClassNormDecay",
     "__version__",
     "class_counts",
+    "data",
     "functional",
+    "metrics",
+    "twostage",
 ]
