@@ -26,7 +26,28 @@ Evaluation always uses the **raw** logits of the model. The balanced-softmax pri
 :class:`~longtail_losses.BalancedSoftmax`, :class:`~longtail_losses.BFS` and :class:`~longtail_losses.BWLM`
 is a training-time correction only; never add it at test time.
 
-Everything here is optional: the losses are drop-in for any training loop.
+Everything here is optional: the losses are drop-in for any training loop. A whole run, in outline::
+
+    import longtail_losses as ltl
+    from longtail_losses import twostage
+    from torch.utils.data import DataLoader, Subset
+
+    stage1_idx, stage2_idx = twostage.data_balanced_review(train_set, seed=0)
+    # Stage 1: cross-entropy on the head classes, all parameters.
+    loader = DataLoader(Subset(train_set, stage1_idx.tolist()), batch_size=64, shuffle=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
+    for epoch in range(epochs):
+        twostage.train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), optimizer, scheduler=scheduler)
+    # Stage 2: frozen backbone, new classifier over all classes, BWLM on the reviewed set.
+    fc = twostage.replace_classifier(model, num_classes)
+    counts = ltl.class_counts(Subset(train_set_without_augmentation, stage2_idx.tolist()), num_classes)
+    features, labels = twostage.extract_features(model, Subset(train_set_without_augmentation, stage2_idx.tolist()))
+    twostage.train_classifier(fc, features, labels, ltl.BWLM(counts, classifier=fc), epochs=epochs)
+    logits, targets = twostage.predict(model, test_loader)  # raw logits: no prior at test time
+
+With data augmentation in stage 2, replace the last two stage-2 lines by :func:`train_one_epoch` over a loader
+of the augmented subset, optimising ``fc.parameters()`` only.
 """
 
 from __future__ import annotations
@@ -405,7 +426,7 @@ def train_one_epoch(
     r"""Train ``model`` for one pass over ``loader``: a generic loop body for either stage.
 
     Calls ``model.train()`` (a backbone frozen by :func:`freeze_backbone` stays in eval mode), then for every
-    batch ``(inputs, targets)``: forward (under :func:`torch.autocast` if ``autocast_dtype`` is given),
+    batch ``(inputs, targets)``: forward (under :class:`torch.autocast` if ``autocast_dtype`` is given),
     ``loss = criterion(_upcast(logits), targets)``, backward (through ``grad_scaler`` if given),
     ``optimizer.step()``, then ``scheduler.step()`` if given: **the scheduler steps once per batch**, so
     build it over all steps, e.g. ``CosineAnnealingLR(optimizer, T_max=epochs * len(loader))`` for the
@@ -423,7 +444,7 @@ def train_one_epoch(
         scheduler: Learning-rate scheduler stepped after every optimizer step, or ``None``.
         device: Device for the batches. Default: the device of the model's first parameter.
         autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``.
-        grad_scaler: A :class:`torch.amp.GradScaler` (needed with ``float16``), or ``None``.
+        grad_scaler: A ``torch.amp.GradScaler`` (needed with ``float16``), or ``None``.
         channels_last: Send 4-D inputs in ``channels_last`` memory format (use with a channels-last model).
         progress: Wraps ``loader``, e.g. ``functools.partial(tqdm.tqdm, desc="stage 1")``.
 
@@ -546,7 +567,7 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     r"""Run the frozen backbone once over ``data`` and return its penultimate features (fast stage 2).
 
-    Runs under :func:`torch.no_grad` with ``model`` in eval mode (BatchNorm uses its running statistics), with
+    Runs under :class:`torch.no_grad` with ``model`` in eval mode (BatchNorm uses its running statistics), with
     ``model.<classifier_attr>`` temporarily swapped for :class:`~torch.nn.Identity`; the classifier and all
     modes are restored afterwards. Train the stage-2 classifier on the result with :func:`train_classifier`.
     Caching is exact only without random data augmentation: pass the un-augmented training set.
