@@ -31,10 +31,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils import benchmark
 
 import longtail_losses as ltl
+from longtail_losses.models import resnet32
 from longtail_losses.twostage import (
     SeededBatchSampler,
     extract_features,
@@ -42,60 +43,6 @@ from longtail_losses.twostage import (
     train_classifier_epoch,
     train_one_epoch,
 )
-
-# ResNet-32 for CIFAR (He et al. 2016, option A shortcuts as in the LDAM/BBN code bases). Defined here for the
-# benchmark; the examples need the same network (a shared home for it is an open question for the lead).
-
-
-class _PadShortcut(nn.Module):
-    """Option-A shortcut: subsample by 2 and zero-pad the channels (no parameters)."""
-
-    def __init__(self, planes: int) -> None:
-        super().__init__()
-        self.pad = planes // 4
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with a residual connection."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = _PadShortcut(planes) if stride != 1 or in_planes != planes else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
-
-
-class ResNet32(nn.Module):
-    """ResNet-32 for 32x32 inputs; the classifier is ``fc`` on 64 pooled features."""
-
-    def __init__(self, num_classes: int = 100, blocks: int = 5) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        layers: list[nn.Module] = []
-        in_planes = 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            for i in range(blocks):
-                layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-        self.layers = nn.Sequential(*layers)
-        self.fc = nn.Linear(64, num_classes)
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight)
-
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
 
 
 def _commit() -> str:
@@ -134,7 +81,7 @@ def main() -> None:
     num_classes = 100
 
     torch.manual_seed(0)
-    model = ResNet32(num_classes).to(device)
+    model = resnet32(num_classes).to(device)
     fc = replace_classifier(model, num_classes)  # frozen backbone (eval mode), new trainable fc
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(samples, 3, 32, 32, generator=gen).to(device)
@@ -195,7 +142,7 @@ def main() -> None:
 
     result = {
         "benchmark": "stage2_cache",
-        "model": "ResNet-32 (CIFAR, 3x5 BasicBlocks, 16/32/64 channels)",
+        "model": "longtail_losses.models.resnet32 (3x5 basic blocks, 16/32/64 channels)",
         "samples": samples,
         "input_shape": [3, 32, 32],
         "batch_size": args.batch_size,
