@@ -237,7 +237,32 @@ def _use_number_checker(app: Sphinx) -> None:
     sphinx_doctest.SphinxDocTestRunner = Runner
 
 
+def _check_public_names_documented(app: Sphinx, env: Any) -> None:
+    """Warn (an error under ``-W``) for every public name without a reference entry.
+
+    The public names are the ``__all__`` of each module in the ``ltl_public_modules`` config value; a name is
+    documented if the Python domain knows ``<module>.<name>`` (a function, class, data or module entry).
+    """
+    import importlib
+
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    objects = env.get_domain("py").objects
+    modules = env.get_domain("py").modules
+    for module_name in app.config.ltl_public_modules:
+        module = importlib.import_module(module_name)
+        if module_name not in modules:
+            logger.warning("public module %s has no reference entry (py:module)", module_name, type="ltl")
+        for name in getattr(module, "__all__", []):
+            full = f"{module_name}.{name}"
+            if full not in objects and full not in modules:
+                logger.warning("public name %s has no reference entry in the API pages", full, type="ltl")
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_config_value("ltl_public_modules", [], "env", types=frozenset({list}))
+    app.connect("env-check-consistency", _check_public_names_documented)
     app.connect("builder-inited", _use_number_checker, priority=100)
     app.add_directive("markdown-include", MarkdownInclude)
     app.connect("autodoc-process-docstring", _fix_rtype_position, priority=1000)
