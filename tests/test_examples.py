@@ -1,0 +1,319 @@
+"""The reference examples end to end on fabricated data, on the CPU: outputs, DDP equivalence, resume, demo."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests._fabricate import make_fake_cifar100, make_fake_imagenet_lt
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
+
+
+def _import(name: str):
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_torch_state():
+    # The scripts set threads and deterministic mode globally; restore them for the other tests.
+    threads = torch.get_num_threads()
+    det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    rng = torch.get_rng_state()
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and 2-core CI machines are shared
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(det, warn_only=warn_only)
+    torch.set_rng_state(rng)
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # 10 classes of 6 training images; IF = 6 gives counts 6, 4, 4, 3, 2, 2, 1, 1, 1, 1.
+    return make_fake_cifar100(tmp_path_factory.mktemp("cifar"), per_class_train=6, per_class_test=2, num_classes=10)
+
+
+def _cifar_args(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(root), "--imbalance-factor", "6", "--batch-size", "8", "--epochs", "2",
+        "--stage2-epochs", "2", "--no-progress", "--device", "cpu", "--output", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _check_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = matplotlib.image.imread(path)
+    assert img.ndim == 3
+    assert img.shape[0] > 200
+    assert img.shape[1] > 400
+
+
+def _check_results(out: Path, stages: list[str], num_classes: int, splits: tuple[str, ...] = ("test",)) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    for key in ("config", "environment", "data", "stages", "wall_time_s", "final", "plots"):
+        assert key in results
+    assert sorted(results["stages"]) == sorted(stages)
+    for name in stages:
+        stage = results["stages"][name]
+        for split in splits:
+            assert set(stage[split]) == {"many", "medium", "few", "all", "per_class_accuracy"}
+            assert len(stage[split]["per_class_accuracy"]) == num_classes
+            assert 0.0 <= stage[split]["all"] <= 1.0
+        assert len(stage["weight_norms"]) == num_classes
+        assert all(n > 0 for n in stage["weight_norms"])
+        assert len(stage["loss_history"]) == stage["epochs"]
+    assert results["wall_time_s"]["total"] > 0
+    assert results["data"]["num_classes"] == num_classes
+    for name in ("per_class_accuracy.png", "weight_norms.png"):
+        _check_png(out / name)
+    return results
+
+
+@pytest.mark.slow
+def test_cifar_two_stage_end_to_end(cifar_root: Path, tmp_path: Path) -> None:
+    script = _import("reproduce_cifar_lt")
+    out = tmp_path / "bwlm"
+    assert script.main(_cifar_args(cifar_root, out, "--row", "BWLM")) == 0
+    results = _check_results(out, ["stage1", "stage2"], 10)
+    assert results["config"]["loss"] == "bwlm"
+    assert results["config"]["weight_decay"] == 5e-3
+    assert results["data"]["train_counts"] == [6, 4, 4, 3, 2, 2, 1, 1, 1, 1]
+    # Data balanced review: head = the 5 largest classes; stage 2 cuts them to n_{m+1} = 2.
+    assert results["data"]["stage1_size"] == 6 + 4 + 4 + 3 + 2
+    assert results["data"]["stage2_counts"] == [2, 2, 2, 2, 2, 2, 1, 1, 1, 1]
+    assert results["stages"]["stage2"]["cached_features"] is True
+    assert (out / "stage1_model.pt").is_file()
+    assert (out / "checkpoint.pt").is_file()
+    # Stage 2 changed only the classifier: the backbone equals the stage-1 model's, BatchNorm buffers included.
+    stage1 = torch.load(out / "stage1_model.pt", weights_only=True)
+    final = torch.load(out / "final_model.pt", weights_only=True)
+    for key, value in stage1.items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(final[key], value, rtol=0, atol=0)
+    assert not torch.equal(final["fc.weight"], stage1["fc.weight"])
+
+
+@pytest.mark.slow
+def test_cifar_naive_and_augmented_stage2(cifar_root: Path, tmp_path: Path) -> None:
+    script = _import("reproduce_cifar_lt")
+    out = tmp_path / "naive"
+    assert script.main(_cifar_args(cifar_root, out, "--row", "naive", "--epochs", "1")) == 0
+    results = _check_results(out, ["naive"], 10)
+    assert results["data"]["stage1_size"] == results["data"]["num_train"] == 25
+    out2 = tmp_path / "bsw_aug"
+    args = _cifar_args(cifar_root, out2, "--row", "BSW", "--stage1-weights", str(out / "stage1_model.pt"))
+    assert script.main([*args, "--stage2-augment", "--stage2-epochs", "1"]) == 0
+    results = json.loads((out2 / "results.json").read_text())
+    assert results["stages"]["stage2"]["cached_features"] is False
+    assert results["stages"]["stage2"]["loss"] == "bs"
+    assert results["config"]["weight_decay"] == 5e-3
+
+
+def _add_noise(root: Path) -> None:
+    # The fabricated JPEGs are solid grey: BatchNorm over constant images blows the weights up. Add noise.
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for path in sorted(root.rglob("*.JPEG")):
+        grey = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32))
+        noisy = (grey + 40 * torch.randn(grey.shape, generator=gen)).clamp(0, 255).to(torch.uint8)
+        Image.fromarray(noisy.numpy()).save(path, format="JPEG")
+
+
+@pytest.mark.slow
+def test_imagenet_two_stage_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("torchvision")
+    pytest.importorskip("PIL")
+    make_fake_imagenet_lt(tmp_path / "inet", counts_train=[6, 5, 4, 3, 2, 2], per_class_eval=2, image_size=8)
+    _add_noise(tmp_path / "inet")
+    script = _import("reproduce_imagenet_lt")
+    out = tmp_path / "run"
+    argv = [
+        "--data", str(tmp_path / "inet"), "--image-size", "32", "--workers", "0", "--batch-size", "8",
+        "--eval-batch-size", "16", "--epochs", "1", "--stage2-epochs", "2", "--no-progress", "--output", str(out),
+    ]  # fmt: skip
+    assert script.main(argv) == 0
+    results = _check_results(out, ["stage1", "stage2"], 6, splits=("val", "test"))
+    assert results["data"]["eval_sizes"] == {"test": 12, "val": 12}
+    for stage in ("stage1", "stage2"):
+        best = results["stages"][stage]["best_on_val"]
+        assert 1 <= best["epoch"] <= results["stages"][stage]["epochs"]
+        assert set(best["test"]) >= {"many", "medium", "few", "all"}
+    assert (out / "best_stage1_model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_resume_equals_uninterrupted(cifar_root: Path, tmp_path: Path) -> None:
+    script = _import("reproduce_cifar_lt")
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    assert script.main(_cifar_args(cifar_root, ref)) == 0
+    # Killed after stage-1 epoch 1, then after stage-2 epoch 1, then run to the end: 3 invocations.
+    assert script.main(_cifar_args(cifar_root, cut, "--stop-after", "1")) == 3
+    assert not (cut / "results.json").exists()
+    assert script.main(_cifar_args(cifar_root, cut, "--resume", "--stop-after", "2")) == 3
+    assert torch.load(cut / "checkpoint.pt", weights_only=True)["phase"] == "stage2"
+    assert script.main(_cifar_args(cifar_root, cut, "--resume")) == 0
+    a = torch.load(ref / "final_model.pt", weights_only=True)
+    b = torch.load(cut / "final_model.pt", weights_only=True)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    ra, rb = (json.loads((p / "results.json").read_text()) for p in (ref, cut))
+    assert ra["stages"]["stage2"]["test"] == rb["stages"]["stage2"]["test"]
+    assert ra["stages"]["stage1"]["test"] == rb["stages"]["stage1"]["test"]
+    assert ra["stages"]["stage2"]["loss_history"] == rb["stages"]["stage2"]["loss_history"]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_equal_one(cifar_root: Path, tmp_path: Path) -> None:
+    script = _import("reproduce_cifar_lt")
+    base = tmp_path / "stage1"
+    assert script.main(_cifar_args(cifar_root, base, "--row", "naive", "--epochs", "1")) == 0
+    weights = str(base / "stage1_model.pt")
+    # 16 stage-2 samples, global batch 7: batches of 7, 7, 2, split 4 + 3, 4 + 3, 1 + 1 over the ranks.
+    common = ["--row", "BWLM", "--stage1-weights", weights, "--batch-size", "7", "--stage2-epochs", "3"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert script.main([*_cifar_args(cifar_root, one), *common]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(EXAMPLES / "reproduce_cifar_lt.py"), *_cifar_args(cifar_root, two), *common,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r1, r2 = (json.loads((p / "results.json").read_text()) for p in (one, two))
+    assert r2["environment"]["world_size"] == 2
+    assert r1["data"]["stage2_size"] == 16
+    a = torch.load(one / "final_model.pt", weights_only=True)
+    b = torch.load(two / "final_model.pt", weights_only=True)
+    # Sharded feature extraction and the all-reduced gradient average change the float summation order only.
+    torch.testing.assert_close(b["fc.weight"], a["fc.weight"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(b["fc.bias"], a["fc.bias"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        torch.tensor(r2["stages"]["stage2"]["loss_history"]),
+        torch.tensor(r1["stages"]["stage2"]["loss_history"]),
+        rtol=1e-4,
+        atol=1e-6,
+    )  # same tolerance, same reason
+
+
+@pytest.mark.slow
+def test_offline_demo_reduced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    demo = _import("offline_demo")
+    assert demo.main(["--epochs", "4", "--stage2-epochs", "4", "--seeds", "2", "--output", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "Thresholds scaled" in text
+    for row in ("naive", "stage1", "+CE", "+CB", "+BS", "+BFS", "+CEW", "+CBW", "+BSW", "+BWLM"):
+        assert f"| {row} |" in text
+    assert " ± " in text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["data"]["train_counts"] == [124, 80, 51, 33, 21, 14, 9, 5, 3, 2]
+    _check_png(tmp_path / "per_class_accuracy.png")
+
+
+@pytest.mark.parametrize("name", ["reproduce_cifar_lt", "reproduce_imagenet_lt", "offline_demo"])
+def test_help_documents_every_flag(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    module = _import(name)
+    parser = module.build_parser()
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for action in parser._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        if action.dest != "help":
+            assert action.help
+    if name != "offline_demo":
+        for value in ("paper: 64)", "paper: 0.01)", "paper: 0.9)", "paper: 0.1)", "paper: 5e-3)"):
+            assert value in text
+        assert f"paper: {320 if 'cifar' in name else 500})" in text
+
+
+@pytest.mark.slow
+def test_help_runs_as_a_script() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "reproduce_cifar_lt.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--stage2-augment" in proc.stdout
+
+
+def test_crop_flip_matches_per_sample_reference() -> None:
+    common = _import("_common")
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 5, 7), dtype=torch.uint8)
+    positions = torch.tensor([4, 0, 9, 2, 7, 1])
+    crop = common.CropFlip(10, padding=2, flip=True, seed=3)
+    crop.set_epoch(5)
+    out = crop(images, positions)
+    for i, p in enumerate(positions.tolist()):
+        padded = torch.nn.functional.pad(images[i], (2, 2, 2, 2))
+        dy, dx = crop.offsets[p].tolist()
+        expected = padded[:, dy : dy + 5, dx : dx + 7]
+        if crop.flips[p]:
+            expected = expected.flip(-1)
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=0)
+    assert crop.flips.any()
+    assert not crop.flips.all()
+    # The draws are a function of (seed, epoch) only.
+    again = common.CropFlip(10, padding=2, flip=True, seed=3)
+    again.set_epoch(5)
+    torch.testing.assert_close(again.offsets, crop.offsets, rtol=0, atol=0)
+
+
+def test_epoch_batches_shard_the_library_batches() -> None:
+    common = _import("_common")
+    from longtail_losses.twostage import SeededBatchSampler
+
+    sampler = SeededBatchSampler(23, 6, seed=4)
+    sampler.set_epoch(2)
+    expected = list(sampler)
+    one = common.epoch_batches(23, 6, seed=4, epoch=2, d=common.Dist())
+    assert [b.tolist() for b, _ in one] == expected
+    shards = [common.epoch_batches(23, 6, seed=4, epoch=2, d=common.Dist(rank=r, world_size=3)) for r in range(3)]
+    for step, batch in enumerate(expected):
+        assert [i for s in shards for i in s[step][0].tolist()] == batch
+        assert all(s[step][1] == len(batch) for s in shards)
+
+
+@pytest.mark.parametrize("loss", ["ce", "cb", "bs"])
+def test_w_rows_use_the_bwlm_penalty(loss: str) -> None:
+    import longtail_losses as ltl
+    from longtail_losses import functional as LF
+
+    common = _import("_common")
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(4, 3)
+    counts = torch.tensor([20, 5, 2])
+    x, y = torch.randn(7, 4), torch.randint(0, 3, (7,))
+    with_w = common.make_stage2_criterion(loss, counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
+    without = common.make_stage2_criterion(loss, counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=0.0)
+    expected = without(fc(x), y) + LF.classifier_norm_penalty(fc.weight, weight_decay=5e-3)
+    torch.testing.assert_close(with_w(fc(x), y), expected)
+    # BWLM is BFS plus exactly the same penalty.
+    bwlm = common.make_stage2_criterion("bwlm", counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
+    bfs_w = common.make_stage2_criterion("bfs", counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
+    assert isinstance(bwlm, ltl.BWLM)
+    torch.testing.assert_close(bwlm(fc(x), y), bfs_w(fc(x), y))
