@@ -55,8 +55,14 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in re.split(r"(?<!\\)\|", line)]
 
 
-def markdown_to_rst(text: str, *, titles: bool = False, skip_first_heading: bool = False) -> list[str]:
-    """Translate the Markdown subset to reStructuredText lines."""
+def markdown_to_rst(
+    text: str, *, titles: bool = False, skip_first_heading: bool = False, image_base: str = "."
+) -> list[str]:
+    """Translate the Markdown subset to reStructuredText lines.
+
+    ``image_base`` is the folder of the Markdown file relative to the including document; a line that is only an
+    image, ``![alt](relative.png)``, becomes an ``image`` directive with the path rebased onto it.
+    """
     lines = text.splitlines()
     out: list[str] = []
     levels: list[int] = []
@@ -78,6 +84,14 @@ def markdown_to_rst(text: str, *, titles: bool = False, skip_first_heading: bool
                 i += 1
             i += 1
             out += ["", f".. code-block:: {lang}", ""] + ["   " + b for b in body] + [""]
+            continue
+        image = re.fullmatch(r"!\[([^\]]*)\]\(([^)\s]+)\)", stripped)
+        if image:
+            target = image.group(2)
+            if "://" not in target and not target.startswith("/"):
+                target = f"{image_base}/{target}"
+            out += ["", f".. image:: {target}", f"   :alt: {image.group(1) or target}", ""]
+            i += 1
             continue
         heading = re.match(r"^(#{1,6})\s+(.*?)\s*#*$", stripped)
         if heading:
@@ -151,8 +165,14 @@ class MarkdownInclude(SphinxDirective):
         source = Path(path)
         if source.is_file():
             text = source.read_text(encoding="utf-8")
+            import os
+
+            doc_dir = Path(self.env.doc2path(self.env.docname)).parent
             rst = markdown_to_rst(
-                text, titles="titles" in self.options, skip_first_heading="skip-first-heading" in self.options
+                text,
+                titles="titles" in self.options,
+                skip_first_heading="skip-first-heading" in self.options,
+                image_base=Path(os.path.relpath(source.parent, doc_dir)).as_posix(),
             )
             origin = str(source)
         else:
@@ -183,6 +203,46 @@ def _fix_rtype_position(app: Sphinx, what: str, name: str, obj: Any, options: An
             else:
                 lines[k:k] = [rtype, ""]
             return
+
+
+class JsonTable(SphinxDirective):
+    """Show selected values of a JSON results file as a two-column table.
+
+    ``.. json-table:: ../benchmarks/results/stage2_cache.json`` with ``:keys:`` (dotted paths, one per line) and
+    ``:labels:`` (one per line, same order); ``:missing:`` is shown if the file does not exist. Floats are shown
+    with 3 significant digits.
+    """
+
+    required_arguments = 1
+    final_argument_whitespace = True
+    option_spec = {"keys": directives.unchanged_required, "labels": directives.unchanged, "missing": directives.unchanged}
+
+    def run(self) -> list[nodes.Node]:
+        import json
+
+        rel, path = self.env.relfn2path(self.arguments[0])
+        self.env.note_dependency(rel)
+        keys = [k.strip() for k in self.options["keys"].splitlines() if k.strip()]
+        labels = [k.strip() for k in self.options.get("labels", "").splitlines() if k.strip()] or keys
+        if len(labels) != len(keys):
+            raise self.error(f"json-table: {len(keys)} keys but {len(labels)} labels")
+        if not Path(path).is_file():
+            text = self.options.get("missing", f"``{self.arguments[0]}`` has not been generated yet.")
+            rst = text.splitlines()
+        else:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+            rst = [".. list-table::", "   :header-rows: 1", "", "   * - Quantity", "     - Value"]
+            for key, label in zip(keys, labels):
+                value: Any = values
+                for part in key.split("."):
+                    if not isinstance(value, dict) or part not in value:
+                        raise self.error(f"json-table: {self.arguments[0]} has no key {key!r}")
+                    value = value[part]
+                shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+                rst += [f"   * - {label}", f"     - {shown}"]
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source=path), self.content_offset, container)
+        return list(container.children)
 
 
 #: The ``NUMBER`` doctest option of pytest (``pyproject.toml`` enables it for ``--doctest-modules``): a float in
@@ -265,5 +325,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("env-check-consistency", _check_public_names_documented)
     app.connect("builder-inited", _use_number_checker, priority=100)
     app.add_directive("markdown-include", MarkdownInclude)
+    app.add_directive("json-table", JsonTable)
     app.connect("autodoc-process-docstring", _fix_rtype_position, priority=1000)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -144,10 +144,11 @@ def digits_two_stage(imbalance_factor: float = 20, stage1_epochs: int = 30, stag
     stage1 = _DigitsNet(10)
     fit(stage1, stage1_idx, stage1_epochs, 5e-3)
     state = {k: v.clone() for k, v in stage1.state_dict().items()}
+    stage2_counts = ltl.class_counts(y[stage2_idx], num_classes=10)  # the label distribution stage 2 trains on
     criteria = {
         "+CE": lambda fc: nn.CrossEntropyLoss(),
-        "+BFS": lambda fc: ltl.BFS(counts),
-        "+BWLM": lambda fc: ltl.BWLM(counts, classifier=fc, weight_decay=5e-3),
+        "+BFS": lambda fc: ltl.BFS(stage2_counts),
+        "+BWLM": lambda fc: ltl.BWLM(stage2_counts, classifier=fc, weight_decay=5e-3),
     }
     for name, make in criteria.items():
         model = _DigitsNet(10)
