@@ -939,7 +939,9 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
                 batches = task.train_batches(stage2_idx, args.batch_size, stage2_seed, epoch, True)
             else:
                 batches = cached_batches(epoch)
-            loss = train_epoch(ddp_module, batches, criterion, opt, sched, d, dtype=dtype, scaler=scaler)
+            # The cached path trains a linear layer on float32 features: no autocast needed.
+            step_dtype = dtype if args.stage2_augment else None
+            loss = train_epoch(ddp_module, batches, criterion, opt, sched, d, dtype=step_dtype, scaler=scaler)
             history.append(loss)
             if "val" in task.splits:
                 val = eval_stage2("val")
