@@ -5,7 +5,7 @@ Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm dec
 2022), and the two-stage training method of the BWLM paper.
 """
 
-from longtail_losses import data, functional, metrics, twostage
+from longtail_losses import data, functional, metrics, models, twostage
 from longtail_losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.class_balanced import ClassBalancedFocal
 from longtail_losses.combined import BFS, BWLM
@@ -25,5 +25,6 @@ __all__ = [
     "data",
     "functional",
     "metrics",
+    "models",
     "twostage",
 ]
