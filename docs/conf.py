@@ -73,10 +73,15 @@ html_theme_options = {
 
 # -- autodoc, autosummary, napoleon, typehints -------------------------------------------------------------------------
 
-autodoc_default_options = {"members": True, "member-order": "bysource", "show-inheritance": False}
+autodoc_default_options = {
+    "members": True,
+    "member-order": "bysource",
+    "show-inheritance": True,
+    "exclude-members": "forward, extra_repr",  # forward is documented by the class; extra_repr is repr plumbing
+}
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"  # overridden by sphinx-autodoc-typehints, which renders the annotations
-autodoc_class_signature = "separated"
+autodoc_typehints = "none"  # types are rendered by sphinx-autodoc-typehints only, from the annotations
+autodoc_class_signature = "mixed"
 autodoc_preserve_defaults = True
 autoclass_content = "class"
 autosummary_generate = False  # the API pages are written by hand, grouped by task

@@ -208,5 +208,7 @@ def main(outdir: str) -> None:
         print(out / f"{draw.__name__}.png")
 
 
-if __name__ == "__main__":
+# matplotlib's plot directive runs this file with __name__ == "__main__" (and sys.argv[0] set to it) too; only a
+# command line outside Sphinx writes files.
+if __name__ == "__main__" and "sphinx" not in sys.modules:
     main(sys.argv[1] if len(sys.argv) > 1 else "figures")
