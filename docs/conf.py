@@ -34,7 +34,7 @@ import longtail_losses  # noqa: E402
 
 project = "longtail-losses"
 author = "longtail-losses developers"
-copyright = "2024-2026, longtail-losses developers"  # noqa: A001
+copyright = "2024-2026, longtail-losses developers"
 release = longtail_losses.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -214,9 +214,7 @@ def _excuse_missing_inventories(app: Sphinx) -> None:
         )
 
 
-def _resolve_public_names(
-    app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.TextElement
-) -> Any:
+def _resolve_public_names(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: nodes.TextElement) -> Any:
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")

@@ -18,7 +18,7 @@ import doctest
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from docutils import nodes
 from docutils.parsers.rst import directives
@@ -132,8 +132,11 @@ def markdown_to_rst(
             indent = len(bullet.group(1))
             out.append(" " * indent + "- " + _inline(bullet.group(2)))
             i += 1
-            while i < len(lines) and lines[i].strip() and re.match(r"^\s{2,}\S", lines[i]) and not re.match(
-                r"^\s*[-*+]\s", lines[i]
+            while (
+                i < len(lines)
+                and lines[i].strip()
+                and re.match(r"^\s{2,}\S", lines[i])
+                and not re.match(r"^\s*[-*+]\s", lines[i])
             ):
                 out.append(" " * (indent + 2) + _inline(lines[i].strip()))
                 i += 1
@@ -153,7 +156,7 @@ class MarkdownInclude(SphinxDirective):
 
     required_arguments = 1
     final_argument_whitespace = True
-    option_spec = {
+    option_spec: ClassVar[dict[str, Any]] = {
         "missing": directives.unchanged,
         "titles": directives.flag,
         "skip-first-heading": directives.flag,
@@ -215,7 +218,11 @@ class JsonTable(SphinxDirective):
 
     required_arguments = 1
     final_argument_whitespace = True
-    option_spec = {"keys": directives.unchanged_required, "labels": directives.unchanged, "missing": directives.unchanged}
+    option_spec: ClassVar[dict[str, Any]] = {
+        "keys": directives.unchanged_required,
+        "labels": directives.unchanged,
+        "missing": directives.unchanged,
+    }
 
     def run(self) -> list[nodes.Node]:
         import json

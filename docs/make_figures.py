@@ -34,7 +34,7 @@ torch.set_num_threads(1)
 
 def longtail_profiles() -> None:
     """Class counts of CIFAR-100-LT for the paper's four imbalance factors (paper Fig. 3 left, Table 1)."""
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     for factor in PAPER_IFS:
         counts = data.longtail_counts(100, 500, factor)
         ax.plot(counts, label=f"IF = {factor}: {sum(counts):,} images, min {counts[-1]}")
@@ -52,7 +52,7 @@ def longtail_profiles() -> None:
 def class_balanced_weight_curves() -> None:
     """Class-balanced weights (normalised to sum to C) on CIFAR-100-LT, IF = 100, for several beta."""
     counts = torch.tensor(data.longtail_counts(100, 500, 100))
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     for beta in (0.9, 0.99, 0.999, 0.9999):
         ax.plot(LF.class_balanced_weights(counts, beta=beta), label=f"beta = {beta}")
     inverse = 1.0 / counts.double()
@@ -67,7 +67,7 @@ def class_balanced_weight_curves() -> None:
 def focal_term() -> None:
     """The per-class sigmoid focal term against the probability of the correct binary answer."""
     p = torch.linspace(1e-3, 1.0, 400)
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     for gamma in (0.0, 0.5, 1.0, 2.0):
         ax.plot(p, -((1 - p) ** gamma) * torch.log(p), label=f"gamma = {gamma}")
     ax.set_xlabel(r"$p^t_j$ (probability of the correct yes/no answer for class $j$)")
@@ -83,7 +83,7 @@ def alpha_mixture() -> None:
     torch.manual_seed(0)
     logits = torch.randn(256, 100)
     alphas = torch.linspace(0, 1, 21)
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     for label, cls in (("head class 0 (500 images)", 0), ("tail class 99 (5 images)", 99)):
         target = torch.full((256,), cls)
         values = [float(LF.bfs_loss(logits, target, counts, alpha=float(a))) for a in alphas]
@@ -165,7 +165,7 @@ def weight_norms() -> None:
     """Per-class classifier weight norms on Digits-LT (IF = 20), naive vs the two-stage method (paper Fig. 5a)."""
     results = digits_two_stage()
     counts = results["counts"]
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     for name in ("naive (CE, one stage)", "+CE", "+BFS", "+BWLM"):
         ax.plot(results[name]["norms"], marker="o", ms=3, label=name)
     ax.set_xlabel("class (sorted by training count: " + ", ".join(str(int(c)) for c in counts) + ")")
@@ -177,7 +177,7 @@ def weight_norms() -> None:
 def per_class_accuracy() -> None:
     """Per-class test accuracy on Digits-LT (IF = 20), naive vs the two-stage method (paper Fig. 7)."""
     results = digits_two_stage()
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     for name in ("naive (CE, one stage)", "+CE", "+BFS", "+BWLM"):
         shots = results[name]["shots"]
         ax.plot(100 * results[name]["per_class"], marker="o", ms=3, label=f"{name}: All {100 * shots['all']:.1f}")
