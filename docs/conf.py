@@ -122,6 +122,9 @@ plot_pre_code = "import numpy as np\nimport matplotlib.pyplot as plt\n"
 plot_rcparams = {"figure.figsize": (6.4, 3.6), "axes.grid": True, "grid.alpha": 0.3, "savefig.bbox": "tight"}
 plot_basedir = str(DOCS)
 
+# Not part of PyTorch's documented API (only ever rendered from a return annotation): never resolvable, online or not.
+nitpick_ignore = [("py:class", "torch.utils.hooks.RemovableHandle")]
+
 # Every name in the __all__ of these modules must have an entry in the API pages (checked by ltl_docs_ext).
 ltl_public_modules = [
     "longtail_losses",
