@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longtail_losses._common import prepare
+from longtail_losses._fused import fused_loss, use_fast_path
 from longtail_losses._reduction import reduce_loss
 from longtail_losses._validation import CountsLike, as_class_counts, check_ignore_index, check_reduction
 
@@ -13,7 +14,29 @@ __all__ = ["BalancedSoftmax", "balanced_softmax_loss"]
 
 
 def _balanced_softmax_per_sample(logits: Tensor, target: Tensor, keep: Tensor, class_counts: Tensor) -> Tensor:
-    """Per-sample balanced softmax on prepared inputs; zero where ``keep`` is False."""
+    """Per-sample balanced softmax on prepared inputs; zero where ``keep`` is False.
+
+    Dispatches to the fused fast path (:mod:`longtail_losses._fused`) when it applies, else to
+    :func:`_reference_balanced_softmax_per_sample`, which defines the values.
+    """
+    if not use_fast_path(logits):
+        return _reference_balanced_softmax_per_sample(logits, target, keep, class_counts)
+    per_sample = fused_loss(
+        logits,
+        target,
+        log_counts=class_counts.to(logits.dtype).log(),
+        weights=None,
+        alpha=0.0,
+        gamma=0.0,
+        reference=lambda z: _reference_balanced_softmax_per_sample(z, target, keep, class_counts),
+    )
+    return per_sample.masked_fill(~keep, 0.0)
+
+
+def _reference_balanced_softmax_per_sample(
+    logits: Tensor, target: Tensor, keep: Tensor, class_counts: Tensor
+) -> Tensor:
+    """Reference path: ``F.cross_entropy`` of the shifted logits, zero where ``keep`` is False."""
     shifted = logits + class_counts.to(logits.dtype).log()
     per_sample = F.cross_entropy(shifted, target, reduction="none")
     return per_sample.masked_fill(~keep, 0.0)

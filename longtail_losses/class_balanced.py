@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from longtail_losses._common import prepare
+from longtail_losses._fused import fused_loss, use_fast_path
 from longtail_losses._reduction import reduce_loss
 from longtail_losses._validation import (
     CountsLike,
@@ -83,6 +84,25 @@ def _sigmoid_focal_row_sum(logits: Tensor, target: Tensor, gamma: float) -> Tens
 def _class_balanced_focal_per_sample(
     logits: Tensor, target: Tensor, keep: Tensor, counts: Tensor, beta: float, gamma: float
 ) -> Tensor:
+    """Per-sample class-balanced focal loss; the fused fast path when it applies, else the reference."""
+    if not use_fast_path(logits):
+        return _reference_class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
+    per_sample = fused_loss(
+        logits,
+        target,
+        log_counts=None,
+        weights=_class_balanced_weights(counts, beta, logits.dtype),
+        alpha=1.0,
+        gamma=gamma,
+        reference=lambda z: _reference_class_balanced_focal_per_sample(z, target, keep, counts, beta, gamma),
+    )
+    return per_sample.masked_fill(~keep, 0.0)
+
+
+def _reference_class_balanced_focal_per_sample(
+    logits: Tensor, target: Tensor, keep: Tensor, counts: Tensor, beta: float, gamma: float
+) -> Tensor:
+    """Reference path: ``w_y`` times :func:`_sigmoid_focal_row_sum`, zero where ``keep`` is False."""
     weights = _class_balanced_weights(counts, beta, logits.dtype)
     per_sample = weights[target] * _sigmoid_focal_row_sum(logits, target, gamma)
     return per_sample.masked_fill(~keep, 0.0)

@@ -7,6 +7,7 @@ from typing import Union
 from torch import Tensor, nn
 
 from longtail_losses._common import prepare
+from longtail_losses._fused import fused_loss, use_fast_path
 from longtail_losses._reduction import reduce_loss
 from longtail_losses._validation import (
     CountsLike,
@@ -19,8 +20,8 @@ from longtail_losses._validation import (
     check_weight_decay,
     check_weight_matrix,
 )
-from longtail_losses.balanced_softmax import _balanced_softmax_per_sample
-from longtail_losses.class_balanced import _class_balanced_focal_per_sample
+from longtail_losses.balanced_softmax import _reference_balanced_softmax_per_sample
+from longtail_losses.class_balanced import _class_balanced_weights, _reference_class_balanced_focal_per_sample
 from longtail_losses.regularizers import classifier_norm_penalty
 
 __all__ = ["BFS", "BWLM", "bfs_loss", "bwlm_loss"]
@@ -31,13 +32,32 @@ ClassifierLike = Union[nn.Module, Tensor]
 def _bfs_per_sample(
     logits: Tensor, target: Tensor, keep: Tensor, counts: Tensor, alpha: float, beta: float, gamma: float
 ) -> Tensor:
+    """Per-sample BFS; the fused fast path (both terms in one pass) when it applies, else the reference."""
+    if not use_fast_path(logits):
+        return _reference_bfs_per_sample(logits, target, keep, counts, alpha, beta, gamma)
+    per_sample = fused_loss(
+        logits,
+        target,
+        log_counts=counts.to(logits.dtype).log() if alpha < 1.0 else None,
+        weights=_class_balanced_weights(counts, beta, logits.dtype) if alpha > 0.0 else None,
+        alpha=alpha,
+        gamma=gamma,
+        reference=lambda z: _reference_bfs_per_sample(z, target, keep, counts, alpha, beta, gamma),
+    )
+    return per_sample.masked_fill(~keep, 0.0)
+
+
+def _reference_bfs_per_sample(
+    logits: Tensor, target: Tensor, keep: Tensor, counts: Tensor, alpha: float, beta: float, gamma: float
+) -> Tensor:
+    """Reference path: the two reference terms mixed per sample, zero where ``keep`` is False."""
     # alpha = 0 or 1 skips the unused term: the result is then exactly the other loss.
     if alpha == 1.0:
-        return _class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
-    balanced_softmax = _balanced_softmax_per_sample(logits, target, keep, counts)
+        return _reference_class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
+    balanced_softmax = _reference_balanced_softmax_per_sample(logits, target, keep, counts)
     if alpha == 0.0:
         return balanced_softmax
-    focal = _class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
+    focal = _reference_class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
     return alpha * focal + (1.0 - alpha) * balanced_softmax
 
 
