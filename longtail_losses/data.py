@@ -256,7 +256,7 @@ class InMemoryImageDataset(Dataset):
         r"""Return every image and label at once, skipping PIL and ``transform``.
 
         Returns:
-            ``(images, labels)``: ``float32`` images in ``[0, 1]`` of shape :math:`(N, \\text{channels}, H, W)` and
+            ``(images, labels)``: ``float32`` images in ``[0, 1]`` of shape :math:`(N, \text{channels}, H, W)` and
             ``int64`` labels of shape :math:`(N)`.
         """
         x = torch.as_tensor(self.data)
