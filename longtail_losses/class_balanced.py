@@ -52,7 +52,7 @@ def class_balanced_weights(
 
     Example:
         >>> class_balanced_weights([100, 10, 1], beta=0.9)
-        tensor([0.2393, 0.3675, 2.3932])
+        tensor([0.2393, 0.3674, 2.3932])
         >>> class_balanced_weights([100, 10, 1], beta=0.0)
         tensor([1., 1., 1.])
     """
