@@ -16,8 +16,8 @@ Every loss of the library is, per sample, a mixture of two terms on the logits :
 
 The straightforward implementation (``F.cross_entropy(z + log n)``, ``logsigmoid`` terms) allocates several
 (N, C) temporaries, and autograd keeps some of them alive until backward; on a CPU every fresh (N, C)
-allocation also pays its page faults. The fast path instead walks over blocks of rows small enough to stay in
-cache, computes the per-sample loss *and* the gradient of each block with in-place work on a few block-sized
+allocation also pays its page faults. The fast path instead walks over large blocks of rows (usually one),
+computes the per-sample loss *and* the gradient of each block with in-place work on at most two block-sized
 buffers, and writes the gradient straight into one (N, C) buffer that the autograd function owns. Its
 gradient is ``row_scale[:, None] * buffer`` for a per-row scale (``alpha * w_y``); backward multiplies the
 buffer in place by ``grad_output * row_scale`` and hands it to autograd, so the whole forward and backward
@@ -51,12 +51,10 @@ from torch import Tensor
 
 __all__ = ["fused_loss", "reference_path", "use_fast_path"]
 
-#: Elements per block of rows on a CPU: the three block-sized buffers stay in cache, and the blocks are few
-#: enough that the per-op thread synchronisation (which dominates on a busy machine) stays small.
-CPU_BLOCK_ELEMENTS = 1 << 20
-#: Elements per block on an accelerator: large enough to keep the kernels busy, small enough that the
-#: block-sized buffers stay well below one (N, C) tensor for large C.
-DEVICE_BLOCK_ELEMENTS = 1 << 21
+#: Most elements in one block of rows (64 MiB of float32). Blocks bound the focal term's two block-sized
+#: buffers; they are few and large because every tensor op is one parallel region, and on a busy CPU the cost of a
+#: region is dominated by waiting for the other threads to be scheduled, not by the work.
+BLOCK_ELEMENTS = 1 << 24
 
 _state = threading.local()
 
@@ -124,13 +122,9 @@ def _logsigmoid(x: Tensor) -> Tensor:
 
 
 def _block_rows(logits: Tensor) -> int:
-    """Rows per block: within the element budget, and at most a quarter of the batch.
-
-    The cap keeps the block-sized buffers below one (N, C) tensor.
-    """
+    """Rows per block: the whole batch, unless one block-sized buffer would exceed ``BLOCK_ELEMENTS``."""
     n, c = logits.shape
-    budget = CPU_BLOCK_ELEMENTS if logits.device.type == "cpu" else DEVICE_BLOCK_ELEMENTS
-    return max(1, min(budget // max(1, c), -(-n // 4)))
+    return max(1, min(n, BLOCK_ELEMENTS // max(1, c)))
 
 
 def _forward(
@@ -153,74 +147,77 @@ def _forward(
     loss = torch.empty(n, dtype=dtype, device=device)
     use_bs, use_focal = alpha < 1.0, alpha > 0.0
     if use_focal:
-        assert weights is not None  # internal invariant, checked by the callers
+        if weights is None:
+            raise ValueError("Expected `weights` for alpha > 0, but got None")
         w_y = weights[target]
         scale = w_y if alpha == 1.0 else alpha * w_y
     else:
         scale = torch.ones(n, dtype=dtype, device=device)
+    if use_bs and log_counts is None:
+        raise ValueError("Expected `log_counts` for alpha < 1, but got None")
     if n == 0:
         return loss, scale
-    # The softmax part enters the buffer divided by the row scale, so that scale * buffer is the gradient.
-    bs_factor = (1.0 - alpha) / scale if use_bs else None
     rows = _block_rows(z)
-    work = None if grad is not None or not use_bs else torch.empty(min(rows, n), c, dtype=dtype, device=device)
+    # Block-sized buffers: `a` and `b` for the focal term, `a` for balanced softmax when there is no `grad`.
+    a_buf = torch.empty(min(rows, n), c, dtype=dtype, device=device) if use_focal or grad is None else None
+    b_buf = torch.empty(min(rows, n), c, dtype=dtype, device=device) if use_focal else None
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         zb, yb = z[start:stop], target[start:stop]
         at_y = (torch.arange(stop - start, device=device), yb)
         out = grad[start:stop] if grad is not None else None
+        a = a_buf[: stop - start] if a_buf is not None else None
+        b = b_buf[: stop - start] if b_buf is not None else None
         row_loss: Optional[Tensor] = None
-        if use_bs:
-            assert log_counts is not None
-            assert bs_factor is not None
-            buf = out if out is not None else work[: stop - start]  # type: ignore[index]
-            torch.add(zb, log_counts, out=buf)  # shifted logits x = z + log n
-            buf.sub_(buf.amax(dim=1, keepdim=True))  # x - max x, as log_softmax does
-            shifted_y = buf[at_y]
-            exp_sum = buf.exp_().sum(dim=1)
-            bs = exp_sum.log() - shifted_y  # lse(x) - x_y, without cancellation at |z| = 1e4
-            row_loss = bs if alpha == 0.0 else (1.0 - alpha) * bs
-            if out is not None:
-                factor = bs_factor[start:stop]
-                out.mul_((factor / exp_sum).unsqueeze(1))  # softmax * (1 - alpha) / scale
-                out[at_y] -= factor
         if use_focal:
-            # Non-target classes: p = sigmoid(z), log(1 - p) = logsigmoid(-z). The target entry is neutralised
-            # (p = 0 and log(1 - p) = 0 contribute exactly nothing) and computed apart from the signed logit z_y.
-            p = torch.sigmoid(zb)
-            p[at_y] = 0.0
-            tmp = torch.neg(zb)
-            tmp[at_y] = math.inf
-            log_q = _logsigmoid(tmp)  # log(1 - p) <= 0, exactly 0 at the target
-            p_gamma = None if gamma == 0.0 else (p if gamma == 1.0 else p.pow(gamma))
-            work2 = None
-            if p_gamma is None:
-                focal = -log_q.sum(dim=1)
-            else:
-                work2 = torch.mul(p_gamma, log_q)
-                focal = -work2.sum(dim=1)  # pairwise sum, as accurate as the reference
+            assert a is not None and b is not None  # noqa: PT018 - allocated above when use_focal
+            # Non-target classes: p = sigmoid(z) in `a`, log(1 - p) = logsigmoid(-z) in `b`. The target entry is
+            # neutralised (p = 0 and log(1 - p) = 0 contribute exactly nothing) and computed apart from z_y.
+            torch.sigmoid(zb, out=a)
+            a[at_y] = 0.0
+            torch.neg(zb, out=b)
+            b[at_y] = math.inf
+            log_q = _logsigmoid(b)  # in place where possible
+            if out is not None:
+                if gamma == 0.0:  # binary cross-entropy: gradient p
+                    out.copy_(a)
+                else:
+                    torch.exp(log_q, out=out).mul_(log_q)  # (1 - p) log(1 - p)
+                    torch.add(a, out, alpha=-gamma, out=out)  # p - gamma (1 - p) log(1 - p)
+            if gamma not in (0.0, 1.0):
+                a.pow_(gamma)  # p ** gamma
+            if gamma != 0.0:
+                if out is not None:
+                    out.mul_(a)
+                log_q.mul_(a)  # p ** gamma * log(1 - p)
+            focal = -log_q.sum(dim=1)  # pairwise sum, as accurate as the reference
             s = zb[at_y]
             log_p_t, log_q_t = F.logsigmoid(s), F.logsigmoid(-s)
             q_gamma_t = torch.exp(gamma * log_q_t) if gamma != 0.0 else torch.ones_like(s)
-            focal = focal - q_gamma_t * log_p_t
-            cb = w_y[start:stop] * focal
-            row_loss = cb if row_loss is None else alpha * cb + row_loss
+            cb = w_y[start:stop] * (focal - q_gamma_t * log_p_t)
+            row_loss = cb if alpha == 1.0 else alpha * cb
             if out is not None:
-                grad_t = q_gamma_t * (gamma * torch.sigmoid(s) * log_p_t - torch.sigmoid(-s))
-                if p_gamma is None:  # gamma = 0: binary cross-entropy, gradient p
-                    if use_bs:
-                        out.add_(p)
-                    else:
-                        out.copy_(p)
+                out[at_y] += q_gamma_t * (gamma * torch.sigmoid(s) * log_p_t - torch.sigmoid(-s))
+        if use_bs:
+            assert log_counts is not None  # checked above
+            # log-softmax of the shifted logits x = z + log n: in `a` when the focal term is done with it, else
+            # in place in the gradient buffer (or `a` without one).
+            target_buf = a if a is not None else out
+            assert target_buf is not None  # one of them exists by construction
+            torch.add(zb, log_counts, out=target_buf)
+            torch.log_softmax(target_buf, dim=1, out=target_buf)
+            bs = -target_buf[at_y]
+            row_loss = bs if row_loss is None else row_loss + (1.0 - alpha) * bs
+            if out is not None:
+                if use_focal:
+                    # softmax * (1 - alpha) / scale, added to the focal gradient; minus the same at the target
+                    factor = (1.0 - alpha) / scale[start:stop]
+                    out.addcmul_(target_buf.exp_(), factor.unsqueeze(1))
+                    out[at_y] -= factor
                 else:
-                    g = torch.exp(log_q, out=work2).mul_(log_q)  # (1 - p) log(1 - p)
-                    torch.add(p, g, alpha=-gamma, out=g)  # p - gamma (1 - p) log(1 - p)
-                    if use_bs:
-                        out.addcmul_(p_gamma, g)
-                    else:
-                        torch.mul(p_gamma, g, out=out)
-                out[at_y] += grad_t
-        assert row_loss is not None  # internal invariant
+                    out.exp_()
+                    out[at_y] -= 1.0
+        assert row_loss is not None  # alpha is in [0, 1]
         loss[start:stop] = row_loss
     return loss, scale
 

@@ -97,8 +97,8 @@ def test_fast_equals_reference_float64(name: str, case: dict[str, Any]) -> None:
 def test_fast_equals_reference_many_blocks(
     monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, name: str, reduction: str
 ) -> None:
-    # 300 classes and a budget of 1000 elements: blocks of 3 rows, the last one short.
-    monkeypatch.setattr(_fused, "CPU_BLOCK_ELEMENTS", 1000)
+    # 300 classes and a budget of 1000 elements: focal blocks of 3 rows, the last one short.
+    monkeypatch.setattr(_fused, "BLOCK_ELEMENTS", 1000)
     spy = ForwardSpy(monkeypatch)
     z, y, counts = make_case(32, 300, dtype, seed=1)
     y[5] = -100
