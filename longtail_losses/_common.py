@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from longtail_losses._reduction import reduce_loss
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
@@ -70,3 +71,58 @@ def prepare(
     safe_target = target.masked_fill(~keep, 0).long()
     z = logits.to(compute_dtype(logits.dtype))
     return Prepared(z, safe_target, keep, counts)
+
+
+PerSample = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
+
+
+def run_loss(
+    per_sample: PerSample,
+    logits: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    reduction: str,
+    ignore_index: int,
+    check_labels: bool,
+    check_counts: bool,
+) -> tuple[Tensor, Tensor]:
+    """Prepare the inputs, apply ``per_sample(logits, target, keep, counts)`` and reduce; returns ``(loss, keep)``."""
+    z, y, keep, counts = prepare(
+        logits,
+        target,
+        class_counts,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        check_labels=check_labels,
+        check_counts=check_counts,
+    )
+    return reduce_loss(per_sample(z, y, keep, counts), keep, reduction), keep
+
+
+class CountsLoss(nn.Module):
+    """Base of the loss modules: the ``int64`` counts buffer, ``reduction``, ``ignore_index`` and the repr.
+
+    Subclasses list their scalar hyperparameters in ``_hyperparameters`` for :meth:`extra_repr`.
+    """
+
+    class_counts: Tensor
+    _hyperparameters: tuple[str, ...] = ()
+
+    def __init__(self, class_counts: CountsLike, *, reduction: str, ignore_index: int, validate_args: bool) -> None:
+        super().__init__()
+        self.register_buffer("class_counts", as_class_counts(class_counts))
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.validate_args = bool(validate_args)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C."""
+        return self.class_counts.shape[0]
+
+    def extra_repr(self) -> str:
+        """Show the number of classes and the hyperparameters in ``repr``."""
+        fields = [f"num_classes={self.num_classes}"]
+        fields += [f"{name}={getattr(self, name)}" for name in self._hyperparameters]
+        fields += [f"reduction={self.reduction!r}", f"ignore_index={self.ignore_index}"]
+        return ", ".join(fields)

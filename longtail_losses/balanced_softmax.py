@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from longtail_losses._common import prepare
+from longtail_losses._common import CountsLoss, run_loss
 from longtail_losses._fused import fused_loss, use_fast_path
-from longtail_losses._reduction import reduce_loss
-from longtail_losses._validation import CountsLike, as_class_counts, check_ignore_index, check_reduction
+from longtail_losses._validation import CountsLike
 
 __all__ = ["BalancedSoftmax", "balanced_softmax_loss"]
 
@@ -109,19 +108,19 @@ def _balanced_softmax(
     check_labels: bool,
     check_counts: bool,
 ) -> Tensor:
-    z, y, keep, counts = prepare(
+    return run_loss(
+        _balanced_softmax_per_sample,
         logits,
         target,
         class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        check_labels=check_labels,
-        check_counts=check_counts,
-    )
-    return reduce_loss(_balanced_softmax_per_sample(z, y, keep, counts), keep, reduction)
+        reduction,
+        ignore_index,
+        check_labels,
+        check_counts,
+    )[0]
 
 
-class BalancedSoftmax(nn.Module):
+class BalancedSoftmax(CountsLoss):
     r"""Module form of :func:`balanced_softmax_loss`: cross-entropy of :math:`z + \log n`.
 
     A drop-in replacement for :class:`~torch.nn.CrossEntropyLoss` when the training set is long-tailed.
@@ -147,8 +146,6 @@ class BalancedSoftmax(nn.Module):
         tensor(0.7380)
     """
 
-    class_counts: Tensor
-
     def __init__(
         self,
         class_counts: CountsLike,
@@ -157,23 +154,10 @@ class BalancedSoftmax(nn.Module):
         ignore_index: int = -100,
         validate_args: bool = True,
     ) -> None:
-        super().__init__()
-        self.register_buffer("class_counts", as_class_counts(class_counts))
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = bool(validate_args)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes C."""
-        return self.class_counts.shape[0]
+        super().__init__(class_counts, reduction=reduction, ignore_index=ignore_index, validate_args=validate_args)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`balanced_softmax_loss`."""
         return _balanced_softmax(
             logits, target, self.class_counts, self.reduction, self.ignore_index, self.validate_args, False
         )
-
-    def extra_repr(self) -> str:
-        """Show the hyperparameters in ``repr``."""
-        return f"num_classes={self.num_classes}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"

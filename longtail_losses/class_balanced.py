@@ -6,18 +6,15 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from longtail_losses._common import prepare
+from longtail_losses._common import CountsLoss, run_loss
 from longtail_losses._fused import fused_loss, use_fast_path
-from longtail_losses._reduction import reduce_loss
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
     check_beta,
     check_gamma,
-    check_ignore_index,
-    check_reduction,
 )
 
 __all__ = ["ClassBalancedFocal", "class_balanced_focal_loss", "class_balanced_weights"]
@@ -183,19 +180,14 @@ def _class_balanced_focal(
     check_counts: bool,
 ) -> Tensor:
     beta, gamma = check_beta(beta), check_gamma(gamma)
-    z, y, keep, counts = prepare(
-        logits,
-        target,
-        class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        check_labels=check_labels,
-        check_counts=check_counts,
-    )
-    return reduce_loss(_class_balanced_focal_per_sample(z, y, keep, counts, beta, gamma), keep, reduction)
+
+    def per_sample(z: Tensor, y: Tensor, keep: Tensor, counts: Tensor) -> Tensor:
+        return _class_balanced_focal_per_sample(z, y, keep, counts, beta, gamma)
+
+    return run_loss(per_sample, logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)[0]
 
 
-class ClassBalancedFocal(nn.Module):
+class ClassBalancedFocal(CountsLoss):
     r"""Module form of :func:`class_balanced_focal_loss`: :math:`-w_y \sum_j (1-p^t_j)^\gamma \log p^t_j`.
 
     Defaults follow Cui et al.'s CIFAR setting (``beta=0.9999``, ``gamma=1.0``); for ImageNet they used
@@ -223,7 +215,7 @@ class ClassBalancedFocal(nn.Module):
         tensor(0.4213)
     """
 
-    class_counts: Tensor
+    _hyperparameters = ("beta", "gamma")
 
     def __init__(
         self,
@@ -235,18 +227,9 @@ class ClassBalancedFocal(nn.Module):
         ignore_index: int = -100,
         validate_args: bool = True,
     ) -> None:
-        super().__init__()
-        self.register_buffer("class_counts", as_class_counts(class_counts))
+        super().__init__(class_counts, reduction=reduction, ignore_index=ignore_index, validate_args=validate_args)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = bool(validate_args)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes C."""
-        return self.class_counts.shape[0]
 
     @property
     def weights(self) -> Tensor:
@@ -265,11 +248,4 @@ class ClassBalancedFocal(nn.Module):
             self.ignore_index,
             self.validate_args,
             False,
-        )
-
-    def extra_repr(self) -> str:
-        """Show the hyperparameters in ``repr``."""
-        return (
-            f"num_classes={self.num_classes}, beta={self.beta}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
         )

@@ -6,17 +6,13 @@ from typing import Union
 
 from torch import Tensor, nn
 
-from longtail_losses._common import prepare
+from longtail_losses._common import CountsLoss, run_loss
 from longtail_losses._fused import fused_loss, use_fast_path
-from longtail_losses._reduction import reduce_loss
 from longtail_losses._validation import (
     CountsLike,
-    as_class_counts,
     check_alpha,
     check_beta,
     check_gamma,
-    check_ignore_index,
-    check_reduction,
     check_weight_decay,
     check_weight_matrix,
 )
@@ -134,16 +130,11 @@ def _bfs(
     check_counts: bool,
 ) -> tuple[Tensor, Tensor]:
     alpha, beta, gamma = check_alpha(alpha), check_beta(beta), check_gamma(gamma)
-    z, y, keep, counts = prepare(
-        logits,
-        target,
-        class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        check_labels=check_labels,
-        check_counts=check_counts,
-    )
-    return reduce_loss(_bfs_per_sample(z, y, keep, counts, alpha, beta, gamma), keep, reduction), keep
+
+    def per_sample(z: Tensor, y: Tensor, keep: Tensor, counts: Tensor) -> Tensor:
+        return _bfs_per_sample(z, y, keep, counts, alpha, beta, gamma)
+
+    return run_loss(per_sample, logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
 
 
 def _add_penalty(loss: Tensor, keep: Tensor, penalty: Tensor, reduction: str) -> Tensor:
@@ -259,7 +250,7 @@ def _bwlm(
     return _add_penalty(loss, keep, classifier_norm_penalty(w, weight_decay=weight_decay), reduction)
 
 
-class BFS(nn.Module):
+class BFS(CountsLoss):
     r"""Module form of :func:`bfs_loss`: :math:`\alpha\,\ell_{CB} + (1-\alpha)\,\ell_{BS}` (paper eq. 11).
 
     Args:
@@ -283,7 +274,7 @@ class BFS(nn.Module):
         tensor(0.7064)
     """
 
-    class_counts: Tensor
+    _hyperparameters: tuple[str, ...] = ("alpha", "beta", "gamma")
 
     def __init__(
         self,
@@ -296,19 +287,10 @@ class BFS(nn.Module):
         ignore_index: int = -100,
         validate_args: bool = True,
     ) -> None:
-        super().__init__()
-        self.register_buffer("class_counts", as_class_counts(class_counts))
+        super().__init__(class_counts, reduction=reduction, ignore_index=ignore_index, validate_args=validate_args)
         self.alpha = check_alpha(alpha)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = bool(validate_args)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes C."""
-        return self.class_counts.shape[0]
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`bfs_loss`."""
@@ -324,13 +306,6 @@ class BFS(nn.Module):
             self.validate_args,
             False,
         )[0]
-
-    def extra_repr(self) -> str:
-        """Show the hyperparameters in ``repr``."""
-        return (
-            f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
-        )
 
 
 class BWLM(BFS):
@@ -369,6 +344,8 @@ class BWLM(BFS):
         >>> fc.weight.grad.shape
         torch.Size([2, 3])
     """
+
+    _hyperparameters = ("alpha", "beta", "gamma", "weight_decay")
 
     def __init__(
         self,
@@ -422,11 +399,4 @@ class BWLM(BFS):
             self.ignore_index,
             self.validate_args,
             False,
-        )
-
-    def extra_repr(self) -> str:
-        """Show the hyperparameters in ``repr``."""
-        return (
-            f"num_classes={self.num_classes}, alpha={self.alpha}, beta={self.beta}, gamma={self.gamma}, "
-            f"weight_decay={self.weight_decay}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
         )
