@@ -68,7 +68,7 @@ def prepare(
     if check_labels:
         check_target_values(target, num_classes, ignore_index)
     keep = target != ignore_index
-    safe_target = target.masked_fill(~keep, 0).long()
+    safe_target = torch.where(keep, target, 0).long()
     z = logits.to(compute_dtype(logits.dtype))
     return Prepared(z, safe_target, keep, counts)
 

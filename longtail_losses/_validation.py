@@ -187,6 +187,11 @@ def check_logits_target(logits: object, target: object, num_classes: int) -> Non
 
 def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:
     """Check that every label is in ``[0, C)`` or equals ``ignore_index`` (synchronises with the device)."""
+    if target.numel() == 0:
+        return
+    low, high = torch.aminmax(target)
+    if int(low) >= 0 and int(high) < num_classes:  # the common case: one reduction, one sync
+        return
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,7 +30,7 @@ def _balanced_softmax_per_sample(logits: Tensor, target: Tensor, keep: Tensor, c
         gamma=0.0,
         reference=lambda z: _reference_balanced_softmax_per_sample(z, target, keep, class_counts),
     )
-    return per_sample.masked_fill(~keep, 0.0)
+    return torch.where(keep, per_sample, 0.0)
 
 
 def _reference_balanced_softmax_per_sample(
@@ -38,7 +39,7 @@ def _reference_balanced_softmax_per_sample(
     """Reference path: ``F.cross_entropy`` of the shifted logits, zero where ``keep`` is False."""
     shifted = logits + class_counts.to(logits.dtype).log()
     per_sample = F.cross_entropy(shifted, target, reduction="none")
-    return per_sample.masked_fill(~keep, 0.0)
+    return torch.where(keep, per_sample, 0.0)
 
 
 def balanced_softmax_loss(

@@ -93,7 +93,7 @@ def _class_balanced_focal_per_sample(
         gamma=gamma,
         reference=lambda z: _reference_class_balanced_focal_per_sample(z, target, keep, counts, beta, gamma),
     )
-    return per_sample.masked_fill(~keep, 0.0)
+    return torch.where(keep, per_sample, 0.0)
 
 
 def _reference_class_balanced_focal_per_sample(
@@ -102,7 +102,7 @@ def _reference_class_balanced_focal_per_sample(
     """Reference path: ``w_y`` times :func:`_sigmoid_focal_row_sum`, zero where ``keep`` is False."""
     weights = _class_balanced_weights(counts, beta, logits.dtype)
     per_sample = weights[target] * _sigmoid_focal_row_sum(logits, target, gamma)
-    return per_sample.masked_fill(~keep, 0.0)
+    return torch.where(keep, per_sample, 0.0)
 
 
 def class_balanced_focal_loss(

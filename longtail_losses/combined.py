@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Union
 
+import torch
 from torch import Tensor, nn
 
 from longtail_losses._common import CountsLoss, run_loss
@@ -40,7 +41,7 @@ def _bfs_per_sample(
         gamma=gamma,
         reference=lambda z: _reference_bfs_per_sample(z, target, keep, counts, alpha, beta, gamma),
     )
-    return per_sample.masked_fill(~keep, 0.0)
+    return torch.where(keep, per_sample, 0.0)
 
 
 def _reference_bfs_per_sample(
