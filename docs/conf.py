@@ -247,7 +247,16 @@ def _resolve_public_names(app: Sphinx, env: BuildEnvironment, node: pending_xref
     return None
 
 
+def _public_bases(app: Sphinx, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    """Show a private base class (e.g. the loss modules' shared base) as the public class it derives from."""
+    for i, base in enumerate(bases):
+        module = getattr(base, "__module__", "")
+        if module.startswith("longtail_losses.") and module.rsplit(".", 1)[-1].startswith("_"):
+            bases[i] = next(b for b in base.__mro__[1:] if not b.__module__.rsplit(".", 1)[-1].startswith("_"))
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("autodoc-process-bases", _public_bases)
     app.connect("builder-inited", _excuse_missing_inventories, priority=900)
     app.connect("missing-reference", _resolve_public_names, priority=400)
     return {"parallel_read_safe": True}
