@@ -43,7 +43,7 @@ def counts_tensor(class_counts: CountsLike, device: torch.device, validate_args:
     return as_class_counts(class_counts).to(device=device)
 
 
-def prepare(
+def check_inputs(
     logits: Tensor,
     target: Tensor,
     class_counts: CountsLike,
@@ -52,8 +52,8 @@ def prepare(
     ignore_index: int,
     check_labels: bool,
     check_counts: bool,
-) -> Prepared:
-    """Check every argument of a loss and bring the tensors into the form the maths needs.
+) -> tuple[Tensor, Tensor]:
+    """Check every argument of a loss; return the logits in the compute dtype and the counts on their device.
 
     Metadata (types, shapes, dtypes) is always checked; ``check_labels`` and ``check_counts`` switch the value
     checks that synchronise with the device (modules validate their counts once, in ``__init__``).
@@ -67,9 +67,31 @@ def prepare(
     check_logits_target(logits, target, num_classes)
     if check_labels:
         check_target_values(target, num_classes, ignore_index)
+    return logits.to(compute_dtype(logits.dtype)), counts
+
+
+def prepare(
+    logits: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    *,
+    reduction: str,
+    ignore_index: int,
+    check_labels: bool,
+    check_counts: bool,
+) -> Prepared:
+    """:func:`check_inputs`, plus the mask of kept samples and labels that are safe to index with."""
+    z, counts = check_inputs(
+        logits,
+        target,
+        class_counts,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        check_labels=check_labels,
+        check_counts=check_counts,
+    )
     keep = target != ignore_index
     safe_target = torch.where(keep, target, 0).long()
-    z = logits.to(compute_dtype(logits.dtype))
     return Prepared(z, safe_target, keep, counts)
 
 

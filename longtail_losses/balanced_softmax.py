@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from longtail_losses._common import CountsLoss, run_loss
+from longtail_losses import _fused
+from longtail_losses._common import CountsLoss, check_inputs, run_loss
 from longtail_losses._fused import fused_loss, use_fast_path
 from longtail_losses._validation import CountsLike
 
@@ -109,6 +110,20 @@ def _balanced_softmax(
     check_labels: bool,
     check_counts: bool,
 ) -> Tensor:
+    if isinstance(logits, Tensor) and logits.numel() < _fused.BALANCED_SOFTMAX_MIN_ELEMENTS:
+        # Small inputs: the fused kernel's fixed cost does not pay off, and F.cross_entropy of the shifted logits
+        # has the fewest ops. It applies the same ignore_index and reduction rules as the other path.
+        z, counts = check_inputs(
+            logits,
+            target,
+            class_counts,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            check_labels=check_labels,
+            check_counts=check_counts,
+        )
+        shifted = z + counts.to(z.dtype).log()
+        return F.cross_entropy(shifted, target.long(), ignore_index=ignore_index, reduction=reduction)
     return run_loss(
         _balanced_softmax_per_sample,
         logits,

@@ -17,7 +17,7 @@ from longtail_losses._validation import (
     check_weight_decay,
     check_weight_matrix,
 )
-from longtail_losses.balanced_softmax import _reference_balanced_softmax_per_sample
+from longtail_losses.balanced_softmax import _balanced_softmax, _reference_balanced_softmax_per_sample
 from longtail_losses.class_balanced import _class_balanced_weights, _reference_class_balanced_focal_per_sample
 from longtail_losses.regularizers import classifier_norm_penalty
 
@@ -131,6 +131,9 @@ def _bfs(
     check_counts: bool,
 ) -> tuple[Tensor, Tensor]:
     alpha, beta, gamma = check_alpha(alpha), check_beta(beta), check_gamma(gamma)
+    if alpha == 0.0:  # exactly balanced softmax, by the same code path
+        loss = _balanced_softmax(logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
+        return loss, target != ignore_index
 
     def per_sample(z: Tensor, y: Tensor, keep: Tensor, counts: Tensor) -> Tensor:
         return _bfs_per_sample(z, y, keep, counts, alpha, beta, gamma)
