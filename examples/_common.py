@@ -1015,3 +1015,17 @@ def main_wrapper(run: Callable[[], Any]) -> int:
         print("stopped after the requested number of epochs (--stop-after)", file=sys.stderr, flush=True)
         return 3
     return 0
+
+
+def run_main(
+    args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Dist], Task], default_output: str
+) -> int:
+    """The body of every example's ``main``: resolve ``--row``, set up (torchrun) processes, run both stages."""
+    resolve_row(args)
+    if args.output is None:
+        args.output = Path("runs") / default_output.format(row=args.row, seed=args.seed)
+    d = init_distributed(args.device)
+    try:
+        return main_wrapper(lambda: run_two_stage(make_task(args, d), args, d))
+    finally:
+        cleanup_distributed(d)

@@ -141,15 +141,7 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    C.resolve_row(args)
-    if args.output is None:
-        args.output = Path("runs") / f"imagenet_lt_{args.row}_seed{args.seed}"
-    d = C.init_distributed(args.device)
-    try:
-        return C.main_wrapper(lambda: C.run_two_stage(make_task(args, d), args, d))
-    finally:
-        C.cleanup_distributed(d)
+    return C.run_main(build_parser().parse_args(argv), make_task, "imagenet_lt_{row}_seed{seed}")
 
 
 if __name__ == "__main__":
