@@ -107,8 +107,8 @@ def run_loss(
     ignore_index: int,
     check_labels: bool,
     check_counts: bool,
-) -> tuple[Tensor, Tensor]:
-    """Prepare the inputs, apply ``per_sample(logits, target, keep, counts)`` and reduce; returns ``(loss, keep)``."""
+) -> Tensor:
+    """Prepare the inputs, apply ``per_sample(logits, target, keep, counts)`` and reduce."""
     z, y, keep, counts = prepare(
         logits,
         target,
@@ -118,7 +118,7 @@ def run_loss(
         check_labels=check_labels,
         check_counts=check_counts,
     )
-    return reduce_loss(per_sample(z, y, keep, counts), keep, reduction), keep
+    return reduce_loss(per_sample(z, y, keep, counts), keep, reduction)
 
 
 class CountsLoss(nn.Module):

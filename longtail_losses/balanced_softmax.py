@@ -133,7 +133,7 @@ def _balanced_softmax(
         ignore_index,
         check_labels,
         check_counts,
-    )[0]
+    )
 
 
 class BalancedSoftmax(CountsLoss):

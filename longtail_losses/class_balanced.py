@@ -184,7 +184,7 @@ def _class_balanced_focal(
     def per_sample(z: Tensor, y: Tensor, keep: Tensor, counts: Tensor) -> Tensor:
         return _class_balanced_focal_per_sample(z, y, keep, counts, beta, gamma)
 
-    return run_loss(per_sample, logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)[0]
+    return run_loss(per_sample, logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
 
 
 class ClassBalancedFocal(CountsLoss):

@@ -113,9 +113,7 @@ def bfs_loss(
         >>> bfs_loss(logits, target, [90, 10], alpha=0.1, beta=0.99)
         tensor(0.7064)
     """
-    return _bfs(
-        logits, target, class_counts, alpha, beta, gamma, reduction, ignore_index, validate_args, validate_args
-    )[0]
+    return _bfs(logits, target, class_counts, alpha, beta, gamma, reduction, ignore_index, validate_args, validate_args)
 
 
 def _bfs(
@@ -129,11 +127,10 @@ def _bfs(
     ignore_index: int,
     check_labels: bool,
     check_counts: bool,
-) -> tuple[Tensor, Tensor]:
+) -> Tensor:
     alpha, beta, gamma = check_alpha(alpha), check_beta(beta), check_gamma(gamma)
     if alpha == 0.0:  # exactly balanced softmax, by the same code path
-        loss = _balanced_softmax(logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
-        return loss, target != ignore_index
+        return _balanced_softmax(logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
 
     def per_sample(z: Tensor, y: Tensor, keep: Tensor, counts: Tensor) -> Tensor:
         return _bfs_per_sample(z, y, keep, counts, alpha, beta, gamma)
@@ -141,11 +138,12 @@ def _bfs(
     return run_loss(per_sample, logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
 
 
-def _add_penalty(loss: Tensor, keep: Tensor, penalty: Tensor, reduction: str) -> Tensor:
+def _add_penalty(loss: Tensor, target: Tensor, ignore_index: int, penalty: Tensor, reduction: str) -> Tensor:
     penalty = penalty.to(loss.dtype)
     if reduction != "none":
         return loss + penalty
     # Spread the penalty over the kept samples, so that the result summed equals reduction="sum".
+    keep = target != ignore_index
     return loss + keep.to(loss.dtype) * (penalty / keep.sum().clamp_min(1))
 
 
@@ -244,14 +242,12 @@ def _bwlm(
     check_counts: bool,
 ) -> Tensor:
     w = check_weight_matrix(weight, "weight")
-    loss, keep = _bfs(
-        logits, target, class_counts, alpha, beta, gamma, reduction, ignore_index, check_labels, check_counts
-    )
+    loss = _bfs(logits, target, class_counts, alpha, beta, gamma, reduction, ignore_index, check_labels, check_counts)
     if w.shape[0] != logits.shape[1]:
         raise ValueError(
             f"Expected `weight` to have one row per class ({logits.shape[1]}), but got shape {tuple(w.shape)}"
         )
-    return _add_penalty(loss, keep, classifier_norm_penalty(w, weight_decay=weight_decay), reduction)
+    return _add_penalty(loss, target, ignore_index, classifier_norm_penalty(w, weight_decay=weight_decay), reduction)
 
 
 class BFS(CountsLoss):
@@ -309,7 +305,7 @@ class BFS(CountsLoss):
             self.ignore_index,
             self.validate_args,
             False,
-        )[0]
+        )
 
 
 class BWLM(BFS):
