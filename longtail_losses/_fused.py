@@ -2,17 +2,17 @@ r"""Fast paths of the losses: the loss and its gradient in one chunked pass, at 
 
 Every loss of the library is, per sample, a mixture of two terms on the logits :math:`z` (shape (N, C)):
 
-* balanced softmax, :math:`\\ell_{BS} = \\operatorname{lse}(z + \\log n) - (z_y + \\log n_y)`, whose gradient is
-  :math:`\\operatorname{softmax}(z + \\log n) - \\operatorname{onehot}(y)`;
-* the class-balanced sigmoid focal term, :math:`\\ell_{CB} = w_y \\sum_j f(s_j)` with the signed logit
+* balanced softmax, :math:`\ell_{BS} = \operatorname{lse}(z + \log n) - (z_y + \log n_y)`, whose gradient is
+  :math:`\operatorname{softmax}(z + \log n) - \operatorname{onehot}(y)`;
+* the class-balanced sigmoid focal term, :math:`\ell_{CB} = w_y \sum_j f(s_j)` with the signed logit
   :math:`s_j = z_j` for the target and :math:`-z_j` otherwise and
-  :math:`f(s) = -\\sigma(-s)^\\gamma \\log\\sigma(s)`, whose derivative is
+  :math:`f(s) = -\sigma(-s)^\gamma \log\sigma(s)`, whose derivative is
 
   .. math::
-      f'(s) = \\sigma(-s)^\\gamma \\bigl(\\gamma\\, \\sigma(s) \\log\\sigma(s) - \\sigma(-s)\\bigr),
+      f'(s) = \sigma(-s)^\gamma \bigl(\gamma\, \sigma(s) \log\sigma(s) - \sigma(-s)\bigr),
 
-  so :math:`\\partial \\ell / \\partial z_j = w_y f'(z_y)` for the target and, with :math:`p = \\sigma(z_j)`,
-  :math:`w_y\\, p^\\gamma \\bigl(p - \\gamma (1-p) \\log(1-p)\\bigr)` for every other class.
+  so :math:`\partial \ell / \partial z_j = w_y f'(z_y)` for the target and, with :math:`p = \sigma(z_j)`,
+  :math:`w_y\, p^\gamma \bigl(p - \gamma (1-p) \log(1-p)\bigr)` for every other class.
 
 The straightforward implementation (``F.cross_entropy(z + log n)``, ``logsigmoid`` terms) allocates several
 (N, C) temporaries, and autograd keeps some of them alive until backward; on a CPU every fresh (N, C)
@@ -23,9 +23,9 @@ gradient is ``row_scale[:, None] * buffer`` for a per-row scale (``alpha * w_y``
 buffer in place by ``grad_output * row_scale`` and hands it to autograd, so the whole forward and backward
 allocates one (N, C) tensor, the gradient itself (cross-entropy allocates three).
 
-The reference path (the plain autograd code in :mod:`longtail_losses.balanced_softmax`,
-:mod:`longtail_losses.class_balanced` and :mod:`longtail_losses.combined`) stays the definition; the fast path
-is tested equal to it. It is used instead of the fast path:
+The reference path (the plain autograd code in :mod:`longtail_losses._engine`) stays the definition; the fast
+path is tested equal to it, and :mod:`longtail_losses._engine` alone decides which runs. The reference runs
+instead of the fast path:
 
 * under :func:`reference_path` (tests, debugging);
 * while ``torch.compile``/dynamo traces (the compiler then fuses the reference's ops itself);
@@ -55,12 +55,6 @@ __all__ = ["fused_loss", "reference_path", "use_fast_path"]
 #: buffers; they are few and large because every tensor op is one parallel region, and on a busy CPU the cost of a
 #: region is dominated by waiting for the other threads to be scheduled, not by the work.
 BLOCK_ELEMENTS = 1 << 24
-
-#: Below this many logits (32 MiB of float32), balanced softmax is computed as ``F.cross_entropy(z + log n)``:
-#: there that one-liner is as fast as cross-entropy, while the fused kernel's fixed cost and its page faults on a
-#: fresh gradient buffer made it slower and noisier (CPU, B = 256, C = 1,000 and 10,000). Above it, the fused
-#: kernel wins on both time and memory (one (N, C) tensor instead of three).
-BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 23
 
 _state = threading.local()
 
@@ -104,15 +98,16 @@ def _functorch_active() -> bool:
     return bool(check()) if check is not None else False
 
 
+def tracing() -> bool:
+    """Whether ``torch.compile`` or a ``torch.func`` transform (``vmap``, ``grad``) is tracing the call."""
+    return torch.jit.is_scripting() or _is_compiling() or _functorch_active()
+
+
 def use_fast_path(logits: Tensor) -> bool:
-    """Whether the fused fast path applies to these (prepared) logits; see the module docstring."""
-    if getattr(_state, "force_reference", False):
+    """Whether the fused fast path applies to these (prepared, 2-D) logits; see the module docstring."""
+    if tracing() or getattr(_state, "force_reference", False):
         return False
-    if logits.dtype not in (torch.float32, torch.float64) or logits.ndim != 2:
-        return False
-    if torch.jit.is_scripting() or _is_compiling() or _functorch_active():
-        return False
-    return logits.device.type in ("cpu", "cuda")
+    return logits.dtype in (torch.float32, torch.float64) and logits.device.type in ("cpu", "cuda")
 
 
 def _logsigmoid(x: Tensor) -> Tensor:
@@ -136,6 +131,7 @@ def _block_rows(logits: Tensor) -> int:
 def _forward(
     z: Tensor,
     target: Tensor,
+    *,
     log_counts: Optional[Tensor],
     weights: Optional[Tensor],
     alpha: float,
@@ -243,7 +239,9 @@ class _FusedLoss(torch.autograd.Function):
         reference: ReferenceFn,
     ) -> Tensor:
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        loss, scale = _forward(logits, target, log_counts, weights, alpha, gamma, grad)
+        loss, scale = _forward(
+            logits, target, log_counts=log_counts, weights=weights, alpha=alpha, gamma=gamma, grad=grad
+        )
         ctx.save_for_backward(logits)
         ctx.grad, ctx.scale, ctx.reference = grad, scale, reference
         ctx.args = (target, log_counts, weights, alpha, gamma)
@@ -267,7 +265,7 @@ class _FusedLoss(torch.autograd.Function):
             (logits,) = ctx.saved_tensors
             grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
             target, log_counts, weights, alpha, gamma = ctx.args
-            _forward(logits, target, log_counts, weights, alpha, gamma, grad)
+            _forward(logits, target, log_counts=log_counts, weights=weights, alpha=alpha, gamma=gamma, grad=grad)
         ctx.grad = None  # hand the buffer over: autograd can keep it as .grad without a copy
         grad.mul_((grad_output * ctx.scale).unsqueeze(1))
         return (grad, *nones)
@@ -288,7 +286,8 @@ def fused_loss(
     Args:
         logits: Prepared logits (float32 or float64).
         target: Labels in ``[0, C)`` (ignored samples already replaced by a valid label).
-        log_counts: :math:`\\log n` in the dtype of ``logits`` (used when ``alpha < 1``).
+        log_counts: The logit shift of the softmax term (:math:`\log n`, times ``tau``), in the dtype of
+            ``logits`` (used when ``alpha < 1``).
         weights: Class-balanced weights in the dtype of ``logits`` (used when ``alpha > 0``).
         alpha: Weight of the focal term; ``0`` is balanced softmax, ``1`` is class-balanced focal.
         gamma: Focusing parameter of the focal term.
@@ -302,4 +301,4 @@ def fused_loss(
     if torch.is_grad_enabled() and logits.requires_grad:
         out: Tensor = _FusedLoss.apply(logits, target, log_counts, weights, alpha, gamma, reference)
         return out
-    return _forward(logits, target, log_counts, weights, alpha, gamma, None)[0]
+    return _forward(logits, target, log_counts=log_counts, weights=weights, alpha=alpha, gamma=gamma, grad=None)[0]

@@ -23,10 +23,14 @@ __all__ = [
     "as_class_counts",
     "check_alpha",
     "check_beta",
+    "check_bool",
     "check_gamma",
     "check_ignore_index",
+    "check_label_smoothing",
     "check_logits_target",
+    "check_lr",
     "check_max_norm",
+    "check_probabilities",
     "check_reduction",
     "check_target_values",
     "check_weight_decay",
@@ -58,10 +62,35 @@ def check_reduction(reduction: object) -> str:
 
 
 def check_ignore_index(ignore_index: object) -> int:
-    """Return ``ignore_index`` as an ``int``."""
+    """Return ``ignore_index`` as an ``int`` that fits in ``int64`` (the dtype labels are compared in)."""
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"Expected `ignore_index` to be an int, but got {ignore_index!r}")
-    return ignore_index
+    if not -(2**63) <= ignore_index < 2**63:
+        raise ValueError(f"Expected `ignore_index` to fit in int64 ([-2**63, 2**63)), but got {ignore_index}")
+    return int(ignore_index)
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Return ``value`` if it is a ``bool`` (``validate_args="no"`` is a mistake, not ``True``)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"Expected `{name}` to be a bool, but got {value!r} of type {type(value).__name__}")
+    return value
+
+
+def check_label_smoothing(label_smoothing: object) -> float:
+    """Return ``label_smoothing`` if it lies in ``[0, 1]``."""
+    value = _check_real("label_smoothing", label_smoothing)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"Expected `label_smoothing` to be in [0, 1], but got {label_smoothing}")
+    return value
+
+
+def check_lr(lr: object) -> float:
+    """Return the learning rate ``lr`` if it is finite and ``>= 0``."""
+    value = _check_real("lr", lr)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(f"Expected `lr` to be a finite number >= 0, but got {lr}")
+    return value
 
 
 def check_beta(beta: object) -> float:
@@ -156,53 +185,90 @@ def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Ten
     return counts
 
 
-def check_logits_target(logits: object, target: object, num_classes: int) -> None:
-    """Check types, dtypes and shapes of ``logits`` (N, C) and ``target`` (N,)."""
+def check_logits_target(logits: object, target: object, num_classes: int) -> bool:
+    """Check the types, dtypes and shapes of ``logits`` and ``target``; return whether ``target`` holds probabilities.
+
+    The forms are those of :func:`torch.nn.functional.cross_entropy`: logits :math:`(C)`, :math:`(N, C)` or
+    :math:`(N, C, d_1, ..., d_k)` with the classes on dimension 1 (0 when unbatched), and either integer class
+    indices of the logits' shape without the class dimension or floating-point class probabilities of the
+    logits' shape.
+    """
     if not isinstance(logits, Tensor):
         raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
     if not isinstance(target, Tensor):
         raise TypeError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}")
     if not logits.dtype.is_floating_point:
         raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}")
-    if logits.ndim != 2:
-        raise ValueError(f"Expected `logits` to have shape (N, C), but got shape {tuple(logits.shape)}")
-    if logits.shape[1] != num_classes:
+    if logits.ndim == 0:
+        raise ValueError("Expected `logits` to have shape (C,), (N, C) or (N, C, d1, ..., dk), but got a scalar")
+    class_dim = 0 if logits.ndim == 1 else 1
+    if logits.shape[class_dim] != num_classes:
         raise ValueError(
-            f"Expected `logits` to have C = len(class_counts) = {num_classes} columns, "
+            f"Expected `logits` to have C = len(class_counts) = {num_classes} classes on dimension {class_dim}, "
             f"but got shape {tuple(logits.shape)}"
-        )
-    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
-        raise TypeError(
-            f"Expected `target` to hold integer class indices (e.g. torch.int64), but got dtype {target.dtype}; "
-            "probabilities or one-hot targets are not supported"
-        )
-    if target.shape != (logits.shape[0],):
-        raise ValueError(
-            f"Expected `target` to have shape (N,) = ({logits.shape[0]},) to match `logits` "
-            f"{tuple(logits.shape)}, but got {tuple(target.shape)}"
         )
     if target.device != logits.device:
         raise ValueError(f"Expected `target` on the device of `logits` ({logits.device}), but got {target.device}")
+    if target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(
+            "Expected `target` to hold integer class indices or floating-point class probabilities, "
+            f"but got dtype {target.dtype}"
+        )
+    if target.dtype.is_floating_point:
+        if target.shape != logits.shape:
+            raise ValueError(
+                f"Expected `target` of class probabilities to have the shape of `logits` {tuple(logits.shape)}, "
+                f"but got {tuple(target.shape)}"
+            )
+        return True
+    expected = logits.shape[:class_dim] + logits.shape[class_dim + 1 :]
+    if target.shape != expected:
+        raise ValueError(
+            f"Expected `target` of class indices to have shape {tuple(expected)} to match `logits` "
+            f"{tuple(logits.shape)}, but got {tuple(target.shape)}"
+        )
+    return False
+
+
+def check_probabilities(probs: Tensor, class_dim: int) -> None:
+    """Check that probability targets are finite, ``>= 0`` and sum to 1 over the classes (a device sync)."""
+    if probs.numel() == 0:
+        return
+    sums = probs.sum(dim=class_dim, dtype=torch.float64)
+    bad = ~torch.isfinite(probs).all() | (probs < 0).any() | ((sums - 1.0).abs() > 1e-3).any()
+    if bool(bad):
+        raise ValueError(
+            "Expected `target` of class probabilities to be finite, >= 0 and to sum to 1 over the classes, "
+            f"but got values in [{probs.min().item()}, {probs.max().item()}] and sums in "
+            f"[{sums.min().item()}, {sums.max().item()}]"
+        )
 
 
 def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    """Check that every label is in ``[0, C)`` or equals ``ignore_index`` (synchronises with the device)."""
+    """Check that every int64 label is in ``[0, C)`` or equals ``ignore_index`` (synchronises with the device).
+
+    The position in the message counts the labels in row-major order (``target.flatten()``).
+    """
     if target.numel() == 0:
         return
     low, high = torch.aminmax(target)
     if int(low) >= 0 and int(high) < num_classes:  # the common case: one reduction, one sync
         return
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
+    flat = target.reshape(-1)
+    bad = ((flat < 0) | (flat >= num_classes)) & (flat != ignore_index)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         raise ValueError(
             f"Expected every `target` label to be in [0, {num_classes}) or equal to ignore_index={ignore_index}, "
-            f"but got {int(target[i])} at position {i}"
+            f"but got {int(flat[i])} at position {i}"
         )
 
 
 def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
-    """Return the 2-D weight of a classifier module, or the tensor itself, with one row per class."""
+    """Return the weight of a classifier module, or the tensor itself: one row per class on dimension 0.
+
+    A linear layer's ``(C, D)`` weight and a 1x1 convolution's ``(C, D, 1, 1)`` weight both qualify.
+    """
     if isinstance(weight, torch.nn.Module):
         w = getattr(weight, "weight", None)
         if not isinstance(w, Tensor):
@@ -213,12 +279,13 @@ def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
         weight = w
     if not isinstance(weight, Tensor):
         raise TypeError(
-            f"Expected `{name}` to be an nn.Module with a 2-D `.weight` or a 2-D tensor, "
+            f"Expected `{name}` to be an nn.Module with a `.weight` (e.g. nn.Linear) or a weight tensor, "
             f"but got {type(weight).__name__}"
         )
-    if weight.ndim != 2:
+    if weight.ndim < 2:
         raise ValueError(
-            f"Expected `{name}` weight to be 2-D (num_classes, features), but got shape {tuple(weight.shape)}"
+            f"Expected `{name}` weight to be at least 2-D (num_classes, features, ...), "
+            f"but got shape {tuple(weight.shape)}"
         )
     if not weight.dtype.is_floating_point:
         raise TypeError(f"Expected `{name}` weight to be floating point, but got dtype {weight.dtype}")

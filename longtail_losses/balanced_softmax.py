@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import Any
+
 from torch import Tensor
 
-from longtail_losses import _fused
-from longtail_losses._common import CountsLoss, check_inputs, run_loss
-from longtail_losses._fused import fused_loss, use_fast_path
+from longtail_losses import _engine
+from longtail_losses._base import CountsLoss
 from longtail_losses._validation import CountsLike
 
 __all__ = ["BalancedSoftmax", "balanced_softmax_loss"]
-
-
-def _balanced_softmax_per_sample(logits: Tensor, target: Tensor, keep: Tensor, class_counts: Tensor) -> Tensor:
-    """Per-sample balanced softmax on prepared inputs; zero where ``keep`` is False.
-
-    Dispatches to the fused fast path (:mod:`longtail_losses._fused`) when it applies, else to
-    :func:`_reference_balanced_softmax_per_sample`, which defines the values.
-    """
-    if not use_fast_path(logits):
-        return _reference_balanced_softmax_per_sample(logits, target, keep, class_counts)
-    per_sample = fused_loss(
-        logits,
-        target,
-        log_counts=class_counts.to(logits.dtype).log(),
-        weights=None,
-        alpha=0.0,
-        gamma=0.0,
-        reference=lambda z: _reference_balanced_softmax_per_sample(z, target, keep, class_counts),
-    )
-    return torch.where(keep, per_sample, 0.0)
-
-
-def _reference_balanced_softmax_per_sample(
-    logits: Tensor, target: Tensor, keep: Tensor, class_counts: Tensor
-) -> Tensor:
-    """Reference path: ``F.cross_entropy`` of the shifted logits, zero where ``keep`` is False."""
-    shifted = logits + class_counts.to(logits.dtype).log()
-    per_sample = F.cross_entropy(shifted, target, reduction="none")
-    return torch.where(keep, per_sample, 0.0)
 
 
 def balanced_softmax_loss(
@@ -50,6 +20,7 @@ def balanced_softmax_loss(
     *,
     reduction: str = "mean",
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Balanced softmax loss :cite:`ren2020balanced`, eq. (9)–(10) of the BWLM paper :cite:`fan2024bwlm`.
@@ -60,35 +31,43 @@ def balanced_softmax_loss(
         \phi_j = \frac{n_j e^{z_j}}{\sum_{i=1}^{C} n_i e^{z_i}}, \qquad
         \ell_{BS}(z, y) = -\log \phi_y = -\log \frac{n_y e^{z_y}}{\sum_{i=1}^{C} n_i e^{z_i}},
 
-    which is the cross-entropy of the shifted logits :math:`z_j + \log n_j`. The shift is a training-time
-    correction only: evaluate and predict with the raw logits :math:`z`.
+    which is the cross-entropy of the shifted logits :math:`z_j + \log n_j`. In every input form it is exactly
+    ``F.cross_entropy(logits + log(n), target, ...)`` with :math:`\log n` broadcast on the class dimension, with
+    the same ``ignore_index``, ``label_smoothing``, probability targets and reductions. The shift is a
+    training-time correction only: evaluate and predict with the raw logits :math:`z`.
 
     With equal counts it is exactly :func:`~torch.nn.functional.cross_entropy`; multiplying every count by the
     same factor, or adding a constant to a row of logits, leaves it unchanged.
 
     Half and bfloat16 logits are computed (and returned) in float32; float64 stays float64.
     ``'mean'`` divides the sum by the number of samples whose label is not ``ignore_index``, as
-    :func:`~torch.nn.functional.cross_entropy` does (``nan`` if every sample is ignored).
+    :func:`~torch.nn.functional.cross_entropy` does (``nan`` if every sample is ignored), and by the number of
+    samples for probability targets.
 
     Args:
         logits: Unnormalised class scores :math:`z`.
-        target: Class indices in ``[0, C)``, or ``ignore_index``.
+        target: Class indices in ``[0, C)`` or ``ignore_index`` (any integer dtype), or class probabilities of
+            the shape of ``logits`` (mixup, cutmix, distillation).
         class_counts: Training samples per class :math:`n_j`, all ``> 0`` (a sequence, array or tensor).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         ignore_index: Label whose samples contribute nothing (and are not counted by ``'mean'``).
-        validate_args: Check tensor values: counts positive, labels in range. This synchronises with the device;
-            pass ``False`` in a hot loop once the inputs are known to be valid.
+        label_smoothing: Amount :math:`\varepsilon \in [0, 1]` of smoothing, as in
+            :func:`~torch.nn.functional.cross_entropy`: the target becomes
+            :math:`(1-\varepsilon)\,t + \varepsilon / C`.
+        validate_args: Check tensor values: counts positive, labels in range, probabilities summing to 1. This
+            synchronises with the device; with ``False`` an invalid label gives its sample a ``nan`` loss.
 
     Shape:
-        logits: :math:`(N, C)`.
-        target: :math:`(N)`.
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices :math:`()`, :math:`(N)` or :math:`(N, d_1, ..., d_k)`; or probabilities of the
+        shape of ``logits``.
         class_counts: :math:`(C)`.
-        output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples).
+        output: a scalar, or the shape of the class-index target if ``reduction='none'`` (zero where ignored).
 
     Raises:
-        TypeError: If ``logits`` is not floating point or ``target`` is not an integer tensor.
+        TypeError: If ``logits`` is not floating point or ``target`` is neither integer nor floating point.
         ValueError: If the shapes disagree, a count is not a positive whole number, a label is out of range, or
-            ``reduction`` is unknown.
+            an option is unknown.
 
     Example:
         >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
@@ -97,62 +76,35 @@ def balanced_softmax_loss(
         tensor(0.7380)
         >>> balanced_softmax_loss(logits, target, torch.tensor([50, 50]))  # equal counts: plain cross-entropy
         tensor(0.2201)
+        >>> balanced_softmax_loss(logits, torch.tensor([[0.7, 0.3], [0.0, 1.0]]), [90, 10])  # probabilities
+        tensor(1.1120)
     """
-    return _balanced_softmax(logits, target, class_counts, reduction, ignore_index, validate_args, validate_args)
-
-
-def _balanced_softmax(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    reduction: str,
-    ignore_index: int,
-    check_labels: bool,
-    check_counts: bool,
-) -> Tensor:
-    if isinstance(logits, Tensor) and logits.numel() < _fused.BALANCED_SOFTMAX_MIN_ELEMENTS:
-        # Small inputs: the fused kernel's fixed cost does not pay off, and F.cross_entropy of the shifted logits
-        # has the fewest ops. It applies the same ignore_index and reduction rules as the other path.
-        z, counts = check_inputs(
-            logits,
-            target,
-            class_counts,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            check_labels=check_labels,
-            check_counts=check_counts,
-        )
-        shifted = z + counts.to(z.dtype).log()
-        return F.cross_entropy(shifted, target.long(), ignore_index=ignore_index, reduction=reduction)
-    return run_loss(
-        _balanced_softmax_per_sample,
-        logits,
-        target,
-        class_counts,
-        reduction,
-        ignore_index,
-        check_labels,
-        check_counts,
+    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
+    return _engine.mixture_loss(
+        logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, validate_args=validate_args, **options
     )
 
 
 class BalancedSoftmax(CountsLoss):
     r"""Module form of :func:`balanced_softmax_loss`: cross-entropy of :math:`z + \log n`.
 
-    A drop-in replacement for :class:`~torch.nn.CrossEntropyLoss` when the training set is long-tailed.
-    The counts are kept as an ``int64`` buffer, so ``.to()``, ``.cuda()``, ``state_dict()`` and ``deepcopy``
-    carry them and ``.half()`` cannot round them.
+    A drop-in replacement for :class:`~torch.nn.CrossEntropyLoss` when the training set is long-tailed: the same
+    input forms, ``reduction``, ``ignore_index`` and ``label_smoothing``. The counts are kept as an ``int64``
+    buffer, so ``.to()``, ``.cuda()``, ``state_dict()`` and ``deepcopy`` carry them and ``.half()`` cannot round
+    them; ``load_state_dict`` checks them again.
 
     Args:
         class_counts: Training samples per class, all ``> 0`` (a sequence, NumPy array or tensor).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         ignore_index: Label to ignore. Default: ``-100``.
-        validate_args: Check the label range on every call (a device sync). Default: ``True``.
+        label_smoothing: Smoothing in ``[0, 1]``, as in :class:`~torch.nn.CrossEntropyLoss`. Default: ``0.0``.
+        validate_args: Check the labels on every call (a device sync). Default: ``True``.
 
     Shape:
-        logits: :math:`(N, C)`.
-        target: :math:`(N)`.
-        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
+        shape of ``logits``.
+        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
         >>> criterion = BalancedSoftmax([90, 10])
@@ -168,12 +120,19 @@ class BalancedSoftmax(CountsLoss):
         *,
         reduction: str = "mean",
         ignore_index: int = -100,
+        label_smoothing: float = 0.0,
         validate_args: bool = True,
     ) -> None:
-        super().__init__(class_counts, reduction=reduction, ignore_index=ignore_index, validate_args=validate_args)
+        super().__init__(
+            class_counts,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            validate_args=validate_args,
+        )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`balanced_softmax_loss`."""
-        return _balanced_softmax(
-            logits, target, self.class_counts, self.reduction, self.ignore_index, self.validate_args, False
+        return _engine.mixture_loss(
+            logits, target, self.class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, **self._options()
         )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Union
+import copy
+from typing import Any, Union
 
-import torch
 from torch import Tensor, nn
 
-from longtail_losses._common import CountsLoss, run_loss
-from longtail_losses._fused import fused_loss, use_fast_path
+from longtail_losses import _engine
+from longtail_losses._base import CountsLoss
 from longtail_losses._validation import (
     CountsLike,
     check_alpha,
@@ -17,45 +17,11 @@ from longtail_losses._validation import (
     check_weight_decay,
     check_weight_matrix,
 )
-from longtail_losses.balanced_softmax import _balanced_softmax, _reference_balanced_softmax_per_sample
-from longtail_losses.class_balanced import _class_balanced_weights, _reference_class_balanced_focal_per_sample
 from longtail_losses.regularizers import classifier_norm_penalty
 
 __all__ = ["BFS", "BWLM", "bfs_loss", "bwlm_loss"]
 
 ClassifierLike = Union[nn.Module, Tensor]
-
-
-def _bfs_per_sample(
-    logits: Tensor, target: Tensor, keep: Tensor, counts: Tensor, alpha: float, beta: float, gamma: float
-) -> Tensor:
-    """Per-sample BFS; the fused fast path (both terms in one pass) when it applies, else the reference."""
-    if not use_fast_path(logits):
-        return _reference_bfs_per_sample(logits, target, keep, counts, alpha, beta, gamma)
-    per_sample = fused_loss(
-        logits,
-        target,
-        log_counts=counts.to(logits.dtype).log() if alpha < 1.0 else None,
-        weights=_class_balanced_weights(counts, beta, logits.dtype) if alpha > 0.0 else None,
-        alpha=alpha,
-        gamma=gamma,
-        reference=lambda z: _reference_bfs_per_sample(z, target, keep, counts, alpha, beta, gamma),
-    )
-    return torch.where(keep, per_sample, 0.0)
-
-
-def _reference_bfs_per_sample(
-    logits: Tensor, target: Tensor, keep: Tensor, counts: Tensor, alpha: float, beta: float, gamma: float
-) -> Tensor:
-    """Reference path: the two reference terms mixed per sample, zero where ``keep`` is False."""
-    # alpha = 0 or 1 skips the unused term: the result is then exactly the other loss.
-    if alpha == 1.0:
-        return _reference_class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
-    balanced_softmax = _reference_balanced_softmax_per_sample(logits, target, keep, counts)
-    if alpha == 0.0:
-        return balanced_softmax
-    focal = _reference_class_balanced_focal_per_sample(logits, target, keep, counts, beta, gamma)
-    return alpha * focal + (1.0 - alpha) * balanced_softmax
 
 
 def bfs_loss(
@@ -68,6 +34,7 @@ def bfs_loss(
     gamma: float = 1.0,
     reduction: str = "mean",
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Balanced Focal Softmax loss, eq. (11)–(13) of the BWLM paper :cite:`fan2024bwlm`.
@@ -84,24 +51,29 @@ def bfs_loss(
     with the conventions of the two parts: :math:`w` normalised to sum to C, sigmoid :math:`p^t_j`.
     ``alpha=1`` gives exactly :func:`class_balanced_focal_loss` and ``alpha=0`` exactly
     :func:`balanced_softmax_loss`. The default ``alpha=0.1`` is the paper's recommendation (section 4.3).
-    ``'mean'`` averages the per-sample mixture over the samples that are not ignored.
+    ``'mean'`` averages the per-sample mixture over the samples that are not ignored. Probability targets
+    (and ``label_smoothing``) mix both terms in the same way, each term being the expected loss over the target
+    distribution (see :func:`class_balanced_focal_loss`).
 
     Args:
         logits: Unnormalised class scores :math:`z`.
-        target: Class indices in ``[0, C)``, or ``ignore_index``.
+        target: Class indices in ``[0, C)`` or ``ignore_index``, or class probabilities.
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
         gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         ignore_index: Label whose samples contribute nothing.
-        validate_args: Check tensor values (counts, label range); this synchronises with the device.
+        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]` of class-index targets, as in
+            :func:`~torch.nn.functional.cross_entropy`.
+        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
 
     Shape:
-        logits: :math:`(N, C)`.
-        target: :math:`(N)`.
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
+        shape of ``logits``.
         class_counts: :math:`(C)`.
-        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Raises:
         TypeError: If ``logits`` is not floating point or ``target`` is not an integer tensor.
@@ -113,38 +85,9 @@ def bfs_loss(
         >>> bfs_loss(logits, target, [90, 10], alpha=0.1, beta=0.99)
         tensor(0.7064)
     """
-    return _bfs(logits, target, class_counts, alpha, beta, gamma, reduction, ignore_index, validate_args, validate_args)
-
-
-def _bfs(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    alpha: float,
-    beta: float,
-    gamma: float,
-    reduction: str,
-    ignore_index: int,
-    check_labels: bool,
-    check_counts: bool,
-) -> Tensor:
-    alpha, beta, gamma = check_alpha(alpha), check_beta(beta), check_gamma(gamma)
-    if alpha == 0.0:  # exactly balanced softmax, by the same code path
-        return _balanced_softmax(logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
-
-    def per_sample(z: Tensor, y: Tensor, keep: Tensor, counts: Tensor) -> Tensor:
-        return _bfs_per_sample(z, y, keep, counts, alpha, beta, gamma)
-
-    return run_loss(per_sample, logits, target, class_counts, reduction, ignore_index, check_labels, check_counts)
-
-
-def _add_penalty(loss: Tensor, target: Tensor, ignore_index: int, penalty: Tensor, reduction: str) -> Tensor:
-    penalty = penalty.to(loss.dtype)
-    if reduction != "none":
-        return loss + penalty
-    # Spread the penalty over the kept samples, so that the result summed equals reduction="sum".
-    keep = target != ignore_index
-    return loss + keep.to(loss.dtype) * (penalty / keep.sum().clamp_min(1))
+    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
+    hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
+    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, validate_args=validate_args, **options)
 
 
 def bwlm_loss(
@@ -159,6 +102,7 @@ def bwlm_loss(
     weight_decay: float = 5e-3,
     reduction: str = "mean",
     ignore_index: int = -100,
+    label_smoothing: float = 0.0,
     validate_args: bool = True,
 ) -> Tensor:
     r"""Balanced Weight Learning Mechanism loss, eq. (17) of the BWLM paper :cite:`fan2024bwlm`.
@@ -174,11 +118,12 @@ def bwlm_loss(
     update as SGD's ``weight_decay`` on the classifier, which is how the paper's :math:`\lambda` (eq. 14, from
     Alshammari et al. :cite:`alshammari2022long`) transfers. The paper writes :math:`\lambda\lVert\theta\rVert^2`;
     this factor of 2 is the library's one convention to remember. With ``reduction='none'`` the penalty is
-    spread evenly over the samples that are not ignored, so the result summed equals ``reduction='sum'``.
+    spread evenly over the samples that are not ignored (over all of them when every one is ignored), so the
+    result summed always equals ``reduction='sum'``.
 
     Args:
         logits: Unnormalised class scores :math:`z`, produced by ``weight``.
-        target: Class indices in ``[0, C)``, or ``ignore_index``.
+        target: Class indices in ``[0, C)`` or ``ignore_index``, or class probabilities.
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
         weight: The classifier's weight :math:`\theta` (one row per class) or the classifier module itself
             (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`).
@@ -188,14 +133,17 @@ def bwlm_loss(
         weight_decay: :math:`\lambda \ge 0`; the penalty's gradient is ``weight_decay * theta``.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
         ignore_index: Label whose samples contribute nothing.
-        validate_args: Check tensor values (counts, label range); this synchronises with the device.
+        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]` of class-index targets, as in
+            :func:`~torch.nn.functional.cross_entropy`.
+        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
 
     Shape:
-        logits: :math:`(N, C)`.
-        target: :math:`(N)`.
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
+        shape of ``logits``.
         class_counts: :math:`(C)`.
         weight: :math:`(C, D)`.
-        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
@@ -211,43 +159,23 @@ def bwlm_loss(
         >>> round(loss.item(), 4)  # bfs_loss 0.7064 plus 0.1 / 2 * (1 + 4)
         0.9564
     """
-    return _bwlm(
-        logits,
-        target,
-        class_counts,
-        weight,
-        alpha,
-        beta,
-        gamma,
-        weight_decay,
-        reduction,
-        ignore_index,
-        validate_args,
-        validate_args,
+    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
+    hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
+    penalty = _penalty(check_weight_matrix(weight, "weight"), check_weight_decay(weight_decay), logits)
+    return _engine.mixture_loss(
+        logits, target, class_counts, **hyper, tau=1.0, validate_args=validate_args, penalty=penalty, **options
     )
 
 
-def _bwlm(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    weight: ClassifierLike,
-    alpha: float,
-    beta: float,
-    gamma: float,
-    weight_decay: float,
-    reduction: str,
-    ignore_index: int,
-    check_labels: bool,
-    check_counts: bool,
-) -> Tensor:
-    w = check_weight_matrix(weight, "weight")
-    loss = _bfs(logits, target, class_counts, alpha, beta, gamma, reduction, ignore_index, check_labels, check_counts)
-    if w.shape[0] != logits.shape[1]:
-        raise ValueError(
-            f"Expected `weight` to have one row per class ({logits.shape[1]}), but got shape {tuple(w.shape)}"
-        )
-    return _add_penalty(loss, target, ignore_index, classifier_norm_penalty(w, weight_decay=weight_decay), reduction)
+def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Any:
+    """The penalty of :func:`longtail_losses._engine.mixture_loss`; checks the rows of ``weight`` against ``logits``."""
+    if isinstance(logits, Tensor) and logits.ndim > 0:
+        num_classes = logits.shape[0 if logits.ndim == 1 else 1]
+        if weight.shape[0] != num_classes:
+            raise ValueError(
+                f"Expected `weight` to have one row per class ({num_classes}), but got shape {tuple(weight.shape)}"
+            )
+    return lambda: classifier_norm_penalty(weight, weight_decay=weight_decay)
 
 
 class BFS(CountsLoss):
@@ -261,12 +189,13 @@ class BFS(CountsLoss):
             ``gamma=0.5`` on ImageNet).
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         ignore_index: Label to ignore. Default: ``-100``.
-        validate_args: Check the label range on every call (a device sync). Default: ``True``.
+        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
+        validate_args: Check the labels on every call (a device sync). Default: ``True``.
 
     Shape:
-        logits: :math:`(N, C)`.
-        target: :math:`(N)`.
-        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices, or probabilities of the shape of ``logits``.
+        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
         >>> criterion = BFS([90, 10], alpha=0.1, beta=0.99)
@@ -285,27 +214,26 @@ class BFS(CountsLoss):
         gamma: float = 1.0,
         reduction: str = "mean",
         ignore_index: int = -100,
+        label_smoothing: float = 0.0,
         validate_args: bool = True,
     ) -> None:
-        super().__init__(class_counts, reduction=reduction, ignore_index=ignore_index, validate_args=validate_args)
+        super().__init__(
+            class_counts,
+            reduction=reduction,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            validate_args=validate_args,
+        )
         self.alpha = check_alpha(alpha)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)
 
+    def _hyper(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": 1.0}
+
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`bfs_loss`."""
-        return _bfs(
-            logits,
-            target,
-            self.class_counts,
-            self.alpha,
-            self.beta,
-            self.gamma,
-            self.reduction,
-            self.ignore_index,
-            self.validate_args,
-            False,
-        )
+        return _engine.mixture_loss(logits, target, self.class_counts, **self._hyper(), **self._options())
 
 
 class BWLM(BFS):
@@ -317,22 +245,30 @@ class BWLM(BFS):
     two-stage method, where only the new classifier trains; the penalty's gradient is exactly
     ``weight_decay * theta``, so do not also give that parameter an optimizer ``weight_decay``.
 
+    Copies follow the live classifier: ``copy.deepcopy(criterion)`` refers to the same classifier (or to its copy,
+    when the model is deep-copied in the same call, e.g. ``deepcopy({"model": model, "loss": criterion})``).
+    Pickling (``pickle``, ``torch.save``) is refused, because the classifier would be saved as a detached copy:
+    save ``criterion.state_dict()`` and build a new ``BWLM`` on the restored model. After
+    :func:`longtail_losses.twostage.replace_classifier` swaps the layer out, calling the criterion raises
+    until :meth:`rebind` points it at the new layer.
+
     Args:
         class_counts: Training samples per class, all ``> 0``.
-        classifier: The module producing the logits (anything with a 2-D ``.weight`` of shape (C, D), e.g.
-            ``model.fc``), or that weight tensor itself.
+        classifier: The module producing the logits (anything with a ``.weight`` with one row per class, e.g.
+            ``model.fc``, or a 1x1 convolution), or that weight tensor itself.
         alpha: Weight of the class-balanced focal term, in ``[0, 1]``. Default: ``0.1``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
         weight_decay: :math:`\lambda \ge 0`. Default: ``5e-3``.
         reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
         ignore_index: Label to ignore. Default: ``-100``.
-        validate_args: Check the label range on every call (a device sync). Default: ``True``.
+        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
+        validate_args: Check the labels on every call (a device sync). Default: ``True``.
 
     Shape:
-        logits: :math:`(N, C)`.
-        target: :math:`(N)`.
-        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices, or probabilities of the shape of ``logits``.
+        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
         >>> fc = torch.nn.Linear(3, 2)
@@ -358,6 +294,7 @@ class BWLM(BFS):
         weight_decay: float = 5e-3,
         reduction: str = "mean",
         ignore_index: int = -100,
+        label_smoothing: float = 0.0,
         validate_args: bool = True,
     ) -> None:
         super().__init__(
@@ -367,36 +304,64 @@ class BWLM(BFS):
             gamma=gamma,
             reduction=reduction,
             ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
             validate_args=validate_args,
         )
+        self.weight_decay = check_weight_decay(weight_decay)
+        self.rebind(classifier)
+
+    def rebind(self, classifier: ClassifierLike) -> BWLM:
+        """Penalise ``classifier`` from now on; returns ``self``.
+
+        Use it after :func:`~longtail_losses.twostage.replace_classifier`, with the new ``model.fc``.
+
+        Raises:
+            TypeError: If ``classifier`` has no floating-point weight.
+            ValueError: If its weight does not have one row per class.
+        """
         weight = check_weight_matrix(classifier, "classifier")
         if weight.shape[0] != self.num_classes:
             raise ValueError(
                 f"Expected `classifier` weight to have one row per class ({self.num_classes}), "
                 f"but got shape {tuple(weight.shape)}"
             )
-        self.weight_decay = check_weight_decay(weight_decay)
         # A plain tuple keeps the classifier out of this module's parameters, state_dict and .to().
         self._classifier: tuple[ClassifierLike] = (classifier,)
+        return self
 
     @property
     def classifier_weight(self) -> Tensor:
-        r"""The classifier weight :math:`\theta` that the penalty acts on, shape (C, D)."""
-        return check_weight_matrix(self._classifier[0], "classifier")
+        r"""The classifier weight :math:`\theta` that the penalty acts on, one row per class."""
+        classifier = self._classifier[0]
+        replaced_by = getattr(classifier, "_ltl_replaced_by", None)
+        if replaced_by is not None:
+            raise RuntimeError(
+                f"Expected the classifier of this BWLM to be the live one, but it was replaced by "
+                f"{type(replaced_by).__name__} in twostage.replace_classifier; call `criterion.rebind(new_layer)` "
+                "or build a new BWLM on the new layer"
+            )
+        return check_weight_matrix(classifier, "classifier")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> BWLM:
+        # Copy everything but the classifier, which stays the live one unless the same deepcopy copies it too.
+        classifier = self._classifier[0]
+        memo.setdefault(id(classifier), classifier)
+        clone = BWLM.__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            clone.__dict__[key] = copy.deepcopy(value, memo)
+        return clone
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            "Expected a BWLM not to be pickled: it refers to a classifier it does not own, which would be saved as "
+            "a dead copy. Save `criterion.state_dict()` instead and build a new BWLM on the restored model "
+            "(`BWLM(counts, classifier=model.fc)`, then `load_state_dict`)"
+        )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`bwlm_loss`."""
-        return _bwlm(
-            logits,
-            target,
-            self.class_counts,
-            self.classifier_weight,
-            self.alpha,
-            self.beta,
-            self.gamma,
-            self.weight_decay,
-            self.reduction,
-            self.ignore_index,
-            self.validate_args,
-            False,
+        penalty = _penalty(self.classifier_weight, self.weight_decay, logits)
+        return _engine.mixture_loss(
+            logits, target, self.class_counts, **self._hyper(), penalty=penalty, **self._options()
         )

@@ -2,56 +2,89 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 __all__ = ["class_counts"]
 
 
-def _labels_of(source: Any) -> Tensor:
-    targets = getattr(source, "targets", None)
-    if targets is None and hasattr(source, "dataset") and hasattr(source, "indices"):
-        # torch.utils.data.Subset: count the labels of the selected indices without decoding any sample.
-        parent = _labels_of(source.dataset)
-        return parent[torch.as_tensor(list(source.indices), dtype=torch.long)]
-    if targets is not None:
-        source = targets
-    if isinstance(source, Tensor):
-        labels = source.detach()
-    else:
+def _as_labels(values: Any, what: str) -> Tensor:
+    if isinstance(values, Tensor):
+        return values.detach()
+    try:
+        return torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError):
         try:
-            labels = torch.as_tensor(source)
-        except (TypeError, ValueError, RuntimeError):
-            try:
-                labels = torch.as_tensor(list(source))
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise TypeError(
-                    "Expected `labels` to be a tensor, list or array of class indices, or a data set with "
-                    f"`.targets`, but got {type(source).__name__}: {err}"
-                ) from None
-    return labels
+            return torch.as_tensor(list(values))
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                "Expected `labels` to be a tensor, list or array of class indices, a data set or a DataLoader, "
+                f"but got {what}: {err}"
+            ) from None
 
 
-def class_counts(labels: Any, num_classes: Optional[int] = None) -> Tensor:
+def _second(sample: Any) -> Any:
+    if isinstance(sample, (tuple, list)) and len(sample) >= 2:
+        return sample[1]
+    raise TypeError(
+        "Expected each sample of the data set to be an (input, label, ...) tuple, but got "
+        f"{type(sample).__name__}; pass `label_fn` to say where the label is"
+    )
+
+
+def _labels_of(source: Any, label_fn: Optional[Callable[[Any], Any]]) -> Tensor:
+    """The labels of ``source``, read without decoding a sample whenever the data set allows it."""
+    if isinstance(source, DataLoader):
+        return _labels_of(source.dataset, label_fn)
+    if label_fn is None:
+        targets = getattr(source, "targets", None)
+        if targets is not None:  # torchvision's and this library's data sets
+            return _as_labels(targets, type(source).__name__)
+        if isinstance(source, TensorDataset) and len(source.tensors) >= 2:
+            return source.tensors[1].detach()
+    if isinstance(source, Subset):
+        parent = _labels_of(source.dataset, label_fn)
+        return parent[torch.as_tensor(list(source.indices), dtype=torch.long)]
+    if isinstance(source, Dataset) or label_fn is not None:
+        if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
+            raise TypeError(
+                f"Expected `labels` to be a map-style data set (with __len__ and __getitem__), but got "
+                f"{type(source).__name__}"
+            )
+        pick = label_fn if label_fn is not None else _second
+        # The generic path: reads every sample, since the data set exposes its labels no other way.
+        return _as_labels([int(pick(source[i])) for i in range(len(source))], type(source).__name__)
+    return _as_labels(source, type(source).__name__)
+
+
+def class_counts(
+    labels: Any, num_classes: Optional[int] = None, *, label_fn: Optional[Callable[[Any], Any]] = None
+) -> Tensor:
     """Count the training samples of every class.
 
-    Works without decoding a single image: a data set is counted through its ``.targets`` attribute (as on
-    torchvision's data sets and on those of :mod:`longtail_losses.data`), and a
-    :class:`~torch.utils.data.Subset` through the targets of its parent.
+    Reads the labels without decoding a single image wherever the data set allows it: a data set's ``.targets``
+    (torchvision's data sets and those of :mod:`longtail_losses.data`), the second tensor of a
+    :class:`~torch.utils.data.TensorDataset`, and a :class:`~torch.utils.data.Subset` of either through its
+    parent. A :class:`~torch.utils.data.DataLoader` is counted through its data set (its sampler is ignored: the
+    counts are those of the training set). Any other map-style data set is read sample by sample, taking the
+    label with ``label_fn(sample)`` (default: ``sample[1]``).
 
     Args:
-        labels: Class indices (a tensor, list or NumPy array), or a data set that has ``.targets``.
+        labels: Class indices (a tensor, list or NumPy array), a data set or a DataLoader.
         num_classes: Number of classes C. Default: ``max(labels) + 1``. Pass it whenever a class may have no
             sample in ``labels``, so that the counts still have one entry per class.
+        label_fn: Where the label of a sample is, for data sets without ``.targets``: a function of one sample
+            returning its class index (e.g. ``lambda s: s["label"]``). Given, it is used for every data set.
 
     Returns:
         An ``int64`` tensor of shape :math:`(C)` on the CPU. A class without samples counts ``0``; the losses
         reject such counts with a clear error.
 
     Raises:
-        TypeError: If ``labels`` is not integer-valued.
+        TypeError: If ``labels`` is not integer-valued or a sample has no label where expected.
         ValueError: If ``labels`` is not 1-D, is negative, or has a label ``>= num_classes``.
 
     Example:
@@ -59,8 +92,11 @@ def class_counts(labels: Any, num_classes: Optional[int] = None) -> Tensor:
         tensor([2, 1, 3])
         >>> class_counts(torch.tensor([1, 1]), num_classes=3)
         tensor([0, 2, 0])
+        >>> from torch.utils.data import TensorDataset
+        >>> class_counts(TensorDataset(torch.zeros(4, 2), torch.tensor([1, 0, 1, 1])))
+        tensor([1, 3])
     """
-    values = _labels_of(labels)
+    values = _labels_of(labels, label_fn)
     if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
         raise TypeError(f"Expected `labels` to hold integer class indices, but got dtype {values.dtype}")
     if values.ndim != 1:

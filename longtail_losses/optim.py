@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from longtail_losses._validation import check_max_norm, check_weight_decay, check_weight_matrix
+from longtail_losses._validation import check_lr, check_max_norm, check_weight_decay, check_weight_matrix
 
 __all__ = ["ClassNormDecay"]
 
@@ -30,18 +30,22 @@ class ClassNormDecay:
     momentum or adaptive scaling. The second is the MaxNorm projection of Alshammari et al.
     :cite:`alshammari2022long` ("weight balancing"). Only the weight rows are touched, never the bias.
 
+    A step must shrink, never flip, the rows: :meth:`apply` raises if :math:`\eta\lambda s_j > 1` for some class
+    (the factor :math:`1 - \eta\lambda s_j` would be negative), instead of silently negating the weights.
+
     For plain SGD without momentum, decay by :math:`1 - \eta\lambda` equals adding :math:`\lambda\theta` to the
     gradient, i.e. :class:`BWLM`'s penalty; with momentum or Adam-style optimizers the two differ. Use one or
     the other, and give the classifier's weight no optimizer ``weight_decay`` besides.
 
     Args:
-        classifier: A module with a 2-D ``.weight`` of shape (C, D) (e.g. ``model.fc``) or that weight itself.
+        classifier: A module with a ``.weight`` with one row per class: (C, D) for a linear layer (e.g.
+            ``model.fc``), (C, D, 1, 1) for a 1x1 convolution; or that weight itself.
         weight_decay: :math:`\lambda \ge 0`.
         max_norm: Upper bound :math:`\tau > 0` on every row's L2 norm, or ``None`` for no projection.
         per_class: Optional non-negative factors :math:`s_j`, one per class, scaling the decay of each row.
 
     Raises:
-        TypeError: If ``classifier`` has no 2-D floating-point weight.
+        TypeError: If ``classifier`` has no floating-point weight, or ``per_class`` is not numeric.
         ValueError: If ``weight_decay < 0``, ``max_norm <= 0``, or ``per_class`` has the wrong shape or a
             negative or non-finite value; from :meth:`attach`, if the optimizer does not hold the weight.
 
@@ -66,17 +70,29 @@ class ClassNormDecay:
         self.weight = check_weight_matrix(classifier, "classifier")
         self.weight_decay = check_weight_decay(weight_decay)
         self.max_norm = check_max_norm(max_norm)
-        self.per_class: Optional[Tensor] = None
-        if per_class is not None:
-            factors = torch.as_tensor(per_class, dtype=torch.float32).detach()
-            if factors.shape != (self.weight.shape[0],):
-                raise ValueError(
-                    f"Expected `per_class` to have shape ({self.weight.shape[0]},), one factor per class, "
-                    f"but got {tuple(factors.shape)}"
-                )
-            if not bool(torch.isfinite(factors).all()) or bool((factors < 0).any()):
-                raise ValueError(f"Expected `per_class` to be finite and >= 0, but got {factors.tolist()}")
-            self.per_class = factors
+        self.per_class = None if per_class is None else self._check_per_class(per_class)
+        # The largest decay factor, a Python float, so that the sign check in apply() needs no device sync.
+        self._max_factor = 1.0 if self.per_class is None else float(self.per_class.max())
+
+    def _check_per_class(self, per_class: Any) -> Tensor:
+        try:
+            factors = torch.as_tensor(per_class).detach()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                f"Expected `per_class` to be a sequence, array or tensor of real numbers, but got "
+                f"{type(per_class).__name__}: {err}"
+            ) from None
+        if factors.dtype == torch.bool or factors.dtype.is_complex:
+            raise TypeError(f"Expected `per_class` to hold real numbers, but got dtype {factors.dtype}")
+        factors = factors.to(torch.float32)
+        if factors.shape != (self.weight.shape[0],):
+            raise ValueError(
+                f"Expected `per_class` to have shape ({self.weight.shape[0]},), one factor per class, "
+                f"but got {tuple(factors.shape)}"
+            )
+        if not bool(torch.isfinite(factors).all()) or bool((factors < 0).any()):
+            raise ValueError(f"Expected `per_class` to be finite and >= 0, but got {factors.tolist()}")
+        return factors
 
     def __repr__(self) -> str:
         return (
@@ -98,14 +114,26 @@ class ClassNormDecay:
         """Decay (and cap) the rows once, as after an optimizer step taken with learning rate ``lr``.
 
         Use this directly in a hand-written loop that does not go through :meth:`attach`.
+
+        Raises:
+            ValueError: If ``lr`` is negative or not finite, or ``lr * weight_decay * per_class[j] > 1`` for some
+                class (the decay would flip the sign of that row).
         """
+        lr = check_lr(lr)
         weight = self.weight
         if self.weight_decay:
+            step = lr * self.weight_decay * self._max_factor
+            if step > 1.0:
+                raise ValueError(
+                    f"Expected `lr * weight_decay * per_class` to be <= 1 so that the decay shrinks the rows, but got "
+                    f"{lr} * {self.weight_decay} * {self._max_factor} = {step}; the rows would flip sign. Lower the "
+                    "learning rate or weight_decay"
+                )
             if self.per_class is None:
                 weight.mul_(1.0 - lr * self.weight_decay)
             else:
                 factors = self.per_class.to(device=weight.device, dtype=weight.dtype)
-                weight.mul_((1.0 - lr * self.weight_decay * factors).unsqueeze(1))
+                weight.mul_((1.0 - lr * self.weight_decay * factors).view(-1, *([1] * (weight.ndim - 1))))
         if self.max_norm is not None:
             weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=self.max_norm))
 
@@ -119,8 +147,11 @@ class ClassNormDecay:
             A handle whose ``.remove()`` detaches the hook.
 
         Raises:
+            TypeError: If ``optimizer`` is not a :class:`torch.optim.Optimizer`.
             ValueError: If no param group of ``optimizer`` holds the classifier weight.
         """
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"Expected `optimizer` to be a torch.optim.Optimizer, but got {type(optimizer).__name__}")
         self._group_lr(optimizer)  # fail early, at attach time
 
         def hook(opt: Optimizer, args: Any, kwargs: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from longtail_losses._common import compute_dtype
+from longtail_losses._engine import compute_dtype
 from longtail_losses._validation import check_weight_decay, check_weight_matrix
 
 __all__ = ["classifier_norm_penalty"]

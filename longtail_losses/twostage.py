@@ -95,7 +95,7 @@ def _frequency_order(counts: Tensor) -> list[int]:
 
 def _review_labels(labels: Any) -> tuple[Tensor, Tensor, list[int]]:
     counts = class_counts(labels)
-    values = _labels_of(labels).to(device="cpu", dtype=torch.int64)
+    values = _labels_of(labels, None).to(device="cpu", dtype=torch.int64)
     if counts.numel() < 2:
         raise ValueError(f"Expected `labels` to hold at least 2 classes, but got {counts.numel()}")
     return values, counts, _frequency_order(counts)
@@ -339,7 +339,9 @@ def replace_classifier(
 
     Returns:
         The new classifier, e.g. for ``BWLM(counts, classifier=...)`` and
-        :class:`~longtail_losses.ClassNormDecay`; optimise only its parameters.
+        :class:`~longtail_losses.ClassNormDecay`; optimise only its parameters. A
+        :class:`~longtail_losses.BWLM` built on the old layer raises when called: build it on the new one, or
+        call its :meth:`~longtail_losses.BWLM.rebind`.
 
     Raises:
         TypeError: If ``model.<attr>`` is not an ``nn.Linear`` or ``num_classes`` is not an int.
@@ -363,6 +365,10 @@ def replace_classifier(
     ).requires_grad_(True)
     new.train(old.training)
     setattr(parent, name, new)
+    # Mark the old layer (and its weight) so that a BWLM still pointing at it fails loudly instead of penalising a
+    # dead weight; see BWLM.rebind.
+    old._ltl_replaced_by = new
+    old.weight._ltl_replaced_by = new  # type: ignore[attr-defined]
     if freeze:
         freeze_backbone(model, attr)
     return new
