@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Union
+from typing import Any, Callable, Union
 
 from torch import Tensor, nn
 
@@ -167,15 +167,18 @@ def bwlm_loss(
     )
 
 
-def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Any:
-    """The penalty of :func:`longtail_losses._engine.mixture_loss`; checks the rows of ``weight`` against ``logits``."""
-    if isinstance(logits, Tensor) and logits.ndim > 0:
+def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
+    """The penalty of :func:`longtail_losses._engine.mixture_loss`, called once the logits are checked."""
+
+    def penalty() -> Tensor:
         num_classes = logits.shape[0 if logits.ndim == 1 else 1]
         if weight.shape[0] != num_classes:
             raise ValueError(
                 f"Expected `weight` to have one row per class ({num_classes}), but got shape {tuple(weight.shape)}"
             )
-    return lambda: classifier_norm_penalty(weight, weight_decay=weight_decay)
+        return classifier_norm_penalty(weight, weight_decay=weight_decay)
+
+    return penalty
 
 
 class BFS(CountsLoss):

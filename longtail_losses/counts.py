@@ -30,7 +30,7 @@ def _second(sample: Any) -> Any:
     if isinstance(sample, (tuple, list)) and len(sample) >= 2:
         return sample[1]
     raise TypeError(
-        "Expected each sample of the data set to be an (input, label, ...) tuple, but got "
+        "Expected each sample of the `labels` data set to be an (input, label, ...) tuple, but got "
         f"{type(sample).__name__}; pass `label_fn` to say where the label is"
     )
 

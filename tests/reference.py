@@ -64,3 +64,26 @@ def reduce(per_sample: Tensor, target: Tensor, reduction: str, ignore_index: int
 def safe(target: Tensor, ignore_index: int = -100) -> Tensor:
     """Labels usable as indices: ignored ones replaced by 0 (their values are zeroed by ``reduce``)."""
     return torch.where(target == ignore_index, torch.zeros_like(target), target)
+
+
+def penalty(weight: Tensor, weight_decay: float) -> Tensor:
+    """BWLM's penalty, eq. (17) with the library's factor 1/2: weight_decay / 2 * sum_j ||theta_j||^2."""
+    return 0.5 * weight_decay * (weight.to(torch.float64) ** 2).sum()
+
+
+def rows_of(logits: Tensor) -> Tensor:
+    """(C,) -> (1, C); (N, C, d...) -> (N * d..., C), written with permute (independently of the library)."""
+    if logits.ndim == 1:
+        return logits[None]
+    dims = [0, *range(2, logits.ndim), 1]
+    return logits.permute(*dims).reshape(-1, logits.shape[1])
+
+
+def expected_over_classes(per_sample, logits: Tensor, probs: Tensor, counts: Tensor) -> Tensor:
+    """Probability targets: sum_k t_k * loss(z, k), computed class by class with the class-index reference."""
+    z, t = logits.to(torch.float64), probs.to(torch.float64)
+    total = torch.zeros(z.shape[0], dtype=torch.float64)
+    for k in range(z.shape[1]):
+        label = torch.full((z.shape[0],), k, dtype=torch.int64)
+        total = total + t[:, k] * per_sample(z, label, counts)
+    return total

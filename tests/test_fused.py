@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import longtail_losses as ltl
-from longtail_losses import _fused
+from longtail_losses import _engine, _fused
 from longtail_losses import functional as LF
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
@@ -29,7 +29,7 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 @pytest.fixture(autouse=True)
 def _fused_balanced_softmax_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small balanced-softmax inputs normally take F.cross_entropy(z + log n); here the fused kernel is under test.
-    monkeypatch.setattr(_fused, "BALANCED_SOFTMAX_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(_engine, "BALANCED_SOFTMAX_MIN_ELEMENTS", 0)
 
 
 class ForwardSpy:
@@ -39,9 +39,9 @@ class ForwardSpy:
         self.calls = 0
         original = _fused._forward
 
-        def spy(*args: Any) -> Any:
+        def spy(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return original(*args)
+            return original(*args, **kwargs)
 
         monkeypatch.setattr(_fused, "_forward", spy)
 

@@ -120,7 +120,7 @@ class TestClassNormDecay:
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[1.0, -2.0, 0.0])
         with pytest.raises(TypeError, match=r"`classifier` to have a `.weight`"):
             ltl.ClassNormDecay(nn.ReLU(), weight_decay=0.1)
-        with pytest.raises(ValueError, match=r"`classifier` weight to be 2-D"):
+        with pytest.raises(ValueError, match=r"`classifier` weight to be at least 2-D"):
             ltl.ClassNormDecay(torch.ones(3), weight_decay=0.1)
         other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
         with pytest.raises(ValueError, match=r"`optimizer` to hold the classifier weight"):
