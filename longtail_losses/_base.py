@@ -6,16 +6,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from longtail_losses._validation import (
-    CountsLike,
-    as_class_counts,
-    check_bool,
-    check_ignore_index,
-    check_label_smoothing,
-    check_reduction,
-)
+from longtail_losses._engine import LossOptions, Unpack, check_options
+from longtail_losses._validation import CountsLike, as_class_counts
 
-__all__ = ["CountsLoss"]
+__all__ = ["CountsLoss", "LossOptions", "Unpack"]
 
 
 class CountsLoss(nn.Module):
@@ -30,21 +24,10 @@ class CountsLoss(nn.Module):
     class_counts: Tensor
     _hyperparameters: tuple[str, ...] = ()
 
-    def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
-        reduction: str,
-        ignore_index: int,
-        label_smoothing: float,
-        validate_args: bool,
-    ) -> None:
+    def __init__(self, class_counts: CountsLike, **options: Unpack[LossOptions]) -> None:
         super().__init__()
         self.register_buffer("class_counts", as_class_counts(class_counts))
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.label_smoothing = check_label_smoothing(label_smoothing)
-        self.validate_args = check_bool("validate_args", validate_args)
+        self.reduction, self.ignore_index, self.label_smoothing, self.validate_args = check_options(**options)
 
     @property
     def num_classes(self) -> int:

@@ -31,13 +31,19 @@ with no synchronisation.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional
+import sys
+from typing import Callable, NamedTuple, Optional, TypedDict
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from longtail_losses import _fused
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions comes with torch
+    from typing_extensions import Unpack
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
@@ -52,7 +58,11 @@ from longtail_losses._validation import (
 
 __all__ = [
     "BALANCED_SOFTMAX_MIN_ELEMENTS",
+    "LossOptions",
+    "Options",
     "Rows",
+    "Unpack",
+    "check_options",
     "class_balanced_weights",
     "compute_dtype",
     "finish",
@@ -67,6 +77,36 @@ __all__ = [
 #: fresh gradient buffer made it slower and noisier (CPU, B = 256, C = 1,000 and 10,000). Above it the fused
 #: kernel wins on time and memory (one (N, C) tensor instead of three).
 BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 23
+
+
+class LossOptions(TypedDict, total=False):
+    """The call options every loss takes after its hyperparameters; defaults in :func:`check_options`."""
+
+    reduction: str
+    ignore_index: int
+    label_smoothing: float
+    validate_args: bool
+
+
+class Options(NamedTuple):
+    """Checked call options."""
+
+    reduction: str
+    ignore_index: int
+    label_smoothing: float
+    validate_args: bool
+
+
+def check_options(
+    *, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0, validate_args: bool = True
+) -> Options:
+    """Check the call options; the one place that holds their defaults (those of ``nn.CrossEntropyLoss``)."""
+    return Options(
+        check_reduction(reduction),
+        check_ignore_index(ignore_index),
+        check_label_smoothing(label_smoothing),
+        check_bool("validate_args", validate_args),
+    )
 
 
 class Rows(NamedTuple):
@@ -130,24 +170,13 @@ def _counts(class_counts: CountsLike, device: torch.device, check: bool) -> Tens
 
 
 def _check_call(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    reduction: str,
-    ignore_index: int,
-    label_smoothing: float,
-    validate_args: bool,
-    check_counts: bool,
+    logits: Tensor, target: Tensor, class_counts: CountsLike, options: Options, *, check_counts: bool
 ) -> tuple[Tensor, bool, bool]:
     """The checks of every call.
 
     Returns the counts, whether ``target`` holds probabilities, and whether values were checked.
     """
-    check_reduction(reduction)
-    check_ignore_index(ignore_index)
-    check_label_smoothing(label_smoothing)
-    check_values = _checks_values(check_bool("validate_args", validate_args))
+    check_values = _checks_values(options.validate_args)
     if not isinstance(logits, Tensor):
         raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
     counts = _counts(class_counts, logits.device, check_counts and check_values)
@@ -156,7 +185,7 @@ def _check_call(
         if is_prob:
             check_probabilities(target, 0 if logits.ndim == 1 else 1)
         else:
-            check_target_values(target.long(), counts.shape[0], ignore_index)
+            check_target_values(target.long(), counts.shape[0], options.ignore_index)
     return counts, is_prob, check_values
 
 
@@ -165,44 +194,17 @@ def prepare(
     target: Tensor,
     class_counts: CountsLike,
     *,
-    reduction: str,
-    ignore_index: int,
-    label_smoothing: float,
-    validate_args: bool,
-    check_counts: bool,
+    check_counts: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Rows:
     """Check every argument and bring the inputs to rows (step 1 of the module docstring)."""
-    counts, is_prob, checked = _check_call(
-        logits,
-        target,
-        class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        validate_args=validate_args,
-        check_counts=check_counts,
-    )
-    return _rows(
-        logits,
-        target,
-        counts,
-        is_prob=is_prob,
-        checked=checked,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-    )
+    opts = check_options(**options)
+    counts, is_prob, checked = _check_call(logits, target, class_counts, opts, check_counts=check_counts)
+    return _rows(logits, target, counts, opts, is_prob=is_prob, checked=checked)
 
 
-def _rows(
-    logits: Tensor,
-    target: Tensor,
-    counts: Tensor,
-    *,
-    is_prob: bool,
-    checked: bool,
-    ignore_index: int,
-    label_smoothing: float,
-) -> Rows:
+def _rows(logits: Tensor, target: Tensor, counts: Tensor, options: Options, *, is_prob: bool, checked: bool) -> Rows:
+    label_smoothing = options.label_smoothing
     z = _to_rows(logits.to(compute_dtype(logits.dtype)))
     num_classes = z.shape[1]
     shape = tuple(logits.shape[:1] + logits.shape[2:]) if logits.ndim > 1 else ()
@@ -212,7 +214,7 @@ def _rows(
             dist = dist * (1.0 - label_smoothing) + label_smoothing / num_classes
         return Rows(z, None, dist, None, None, counts, shape)
     y = target.reshape(-1).long()  # int64 first: a uint8 156 must not compare equal to ignore_index -100
-    keep = y != ignore_index
+    keep = y != options.ignore_index
     invalid = None if checked else keep & ((y < 0) | (y >= num_classes))
     valid = keep if invalid is None else keep & ~invalid
     labels = torch.where(valid, y, 0)
@@ -243,21 +245,19 @@ def finish(per_row: Tensor, rows: Rows, reduction: str) -> Tensor:
     return total / rows.keep.sum().to(total.dtype)
 
 
-def add_penalty(
-    loss: Tensor, penalty: Tensor, *, target: Tensor, is_prob: bool, ignore_index: int, reduction: str
-) -> Tensor:
+def add_penalty(loss: Tensor, penalty: Tensor, *, target: Tensor, is_prob: bool, options: Options) -> Tensor:
     """Add ``penalty`` once to the reduced ``loss`` (step 4 of the module docstring).
 
     For ``'none'`` it is spread over the kept entries (over every entry when none is kept), so that the result
     summed always equals ``reduction='sum'``.
     """
     penalty = penalty.to(loss.dtype)
-    if reduction != "none":
+    if options.reduction != "none":
         return loss + penalty
     if is_prob or loss.numel() == 0:
         keep = torch.ones_like(loss)
     else:
-        keep = (target.long() != ignore_index).to(loss.dtype).reshape(loss.shape)
+        keep = (target.long() != options.ignore_index).to(loss.dtype).reshape(loss.shape)
     kept = keep.sum()
     share = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / max(1, keep.numel())))
     return loss + share * penalty
@@ -269,24 +269,12 @@ def run(
     target: Tensor,
     class_counts: CountsLike,
     *,
-    reduction: str,
-    ignore_index: int,
-    label_smoothing: float,
-    validate_args: bool,
-    check_counts: bool,
+    check_counts: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     """Steps 1-3 for any per-row kernel ``per_row(rows) -> (M,)``: the entry point of a new loss."""
-    rows = prepare(
-        logits,
-        target,
-        class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        validate_args=validate_args,
-        check_counts=check_counts,
-    )
-    return finish(per_row(rows), rows, reduction)
+    rows = prepare(logits, target, class_counts, check_counts=check_counts, **options)
+    return finish(per_row(rows), rows, check_options(**options).reduction)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -386,50 +374,30 @@ def mixture_loss(
     beta: float,
     gamma: float,
     tau: float,
-    reduction: str,
-    ignore_index: int,
-    label_smoothing: float,
-    validate_args: bool,
     check_counts: bool = True,
     penalty: Optional[Callable[[], Tensor]] = None,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     """The paper's losses (hyperparameters already checked): the four steps of the module docstring.
 
     ``penalty`` is called after the inputs are checked and its value added once (BWLM's classifier norm).
     """
-    counts, is_prob, checked = _check_call(
-        logits,
-        target,
-        class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        validate_args=validate_args,
-        check_counts=check_counts,
-    )
+    opts = check_options(**options)
+    counts, is_prob, checked = _check_call(logits, target, class_counts, opts, check_counts=check_counts)
     z = logits.to(compute_dtype(logits.dtype))
     if alpha == 0.0 and (checked or is_prob) and z.numel() < BALANCED_SOFTMAX_MIN_ELEMENTS:
         # Softmax only, labels checked: exactly F.cross_entropy of the shifted logits, in the caller's form.
         shift = _class_view(tau * counts.to(z.dtype).log(), z.ndim)
         loss = F.cross_entropy(
             z + shift,
-            target if is_prob else target.long(),
-            ignore_index=ignore_index,
-            reduction=reduction,
-            label_smoothing=label_smoothing,
+            target.to(z.dtype) if is_prob else target.long(),
+            ignore_index=opts.ignore_index,
+            reduction=opts.reduction,
+            label_smoothing=opts.label_smoothing,
         )
     else:
-        rows = _rows(
-            logits,
-            target,
-            counts,
-            is_prob=is_prob,
-            checked=checked,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-        )
-        per_row = mixture_per_row(rows, alpha=alpha, beta=beta, gamma=gamma, tau=tau)
-        loss = finish(per_row, rows, reduction)
+        rows = _rows(logits, target, counts, opts, is_prob=is_prob, checked=checked)
+        loss = finish(mixture_per_row(rows, alpha=alpha, beta=beta, gamma=gamma, tau=tau), rows, opts.reduction)
     if penalty is None:
         return loss
-    return add_penalty(loss, penalty(), target=target, is_prob=is_prob, ignore_index=ignore_index, reduction=reduction)
+    return add_penalty(loss, penalty(), target=target, is_prob=is_prob, options=opts)

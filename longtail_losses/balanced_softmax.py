@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
 from longtail_losses import _engine
 from longtail_losses._base import CountsLoss
+from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import CountsLike
 
 __all__ = ["BalancedSoftmax", "balanced_softmax_loss"]
@@ -17,11 +16,7 @@ def balanced_softmax_loss(
     logits: Tensor,
     target: Tensor,
     class_counts: CountsLike,
-    *,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Balanced softmax loss :cite:`ren2020balanced`, eq. (9)–(10) of the BWLM paper :cite:`fan2024bwlm`.
 
@@ -49,13 +44,9 @@ def balanced_softmax_loss(
         target: Class indices in ``[0, C)`` or ``ignore_index`` (any integer dtype), or class probabilities of
             the shape of ``logits`` (mixup, cutmix, distillation).
         class_counts: Training samples per class :math:`n_j`, all ``> 0`` (a sequence, array or tensor).
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing (and are not counted by ``'mean'``).
-        label_smoothing: Amount :math:`\varepsilon \in [0, 1]` of smoothing, as in
-            :func:`~torch.nn.functional.cross_entropy`: the target becomes
-            :math:`(1-\varepsilon)\,t + \varepsilon / C`.
-        validate_args: Check tensor values: counts positive, labels in range, probabilities summing to 1. This
-            synchronises with the device; with ``False`` an invalid label gives its sample a ``nan`` loss.
+        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
+            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
+            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -79,10 +70,7 @@ def balanced_softmax_loss(
         >>> balanced_softmax_loss(logits, torch.tensor([[0.7, 0.3], [0.0, 1.0]]), [90, 10])  # probabilities
         tensor(1.3676)
     """
-    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
-    return _engine.mixture_loss(
-        logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, validate_args=validate_args, **options
-    )
+    return _engine.mixture_loss(logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, **options)
 
 
 class BalancedSoftmax(CountsLoss):
@@ -95,10 +83,7 @@ class BalancedSoftmax(CountsLoss):
 
     Args:
         class_counts: Training samples per class, all ``> 0`` (a sequence, NumPy array or tensor).
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        label_smoothing: Smoothing in ``[0, 1]``, as in :class:`~torch.nn.CrossEntropyLoss`. Default: ``0.0``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -113,23 +98,6 @@ class BalancedSoftmax(CountsLoss):
         >>> criterion(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
         tensor(0.7380)
     """
-
-    def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        validate_args: bool = True,
-    ) -> None:
-        super().__init__(
-            class_counts,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            validate_args=validate_args,
-        )
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`balanced_softmax_loss`."""

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
 from longtail_losses import _engine
 from longtail_losses._base import CountsLoss
+from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_gamma
 
 __all__ = ["ClassBalancedFocal", "class_balanced_focal_loss", "class_balanced_weights"]
@@ -57,10 +56,7 @@ def class_balanced_focal_loss(
     *,
     beta: float = 0.9999,
     gamma: float = 1.0,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Class-balanced sigmoid focal loss :cite:`cui2019class`, eq. (6)–(8) of the BWLM paper :cite:`fan2024bwlm`.
 
@@ -99,11 +95,9 @@ def class_balanced_focal_loss(
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)`.
         gamma: Focusing parameter :math:`\gamma \ge 0`; ``0`` gives weighted binary cross-entropy.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing.
-        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]`: the target becomes
-            :math:`(1-\varepsilon)\,t + \varepsilon / C`, as in :func:`~torch.nn.functional.cross_entropy`.
-        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
+        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
+            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
+            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -123,11 +117,8 @@ def class_balanced_focal_loss(
         >>> class_balanced_focal_loss(logits, target, [90, 10], beta=0.99, gamma=1.0)
         tensor(0.4213)
     """
-    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
     beta, gamma = check_beta(beta), check_gamma(gamma)
-    return _engine.mixture_loss(
-        logits, target, class_counts, alpha=1.0, beta=beta, gamma=gamma, tau=0.0, validate_args=validate_args, **options
-    )
+    return _engine.mixture_loss(logits, target, class_counts, alpha=1.0, beta=beta, gamma=gamma, tau=0.0, **options)
 
 
 class ClassBalancedFocal(CountsLoss):
@@ -141,10 +132,7 @@ class ClassBalancedFocal(CountsLoss):
         class_counts: Training samples per class, all ``> 0``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -167,18 +155,9 @@ class ClassBalancedFocal(CountsLoss):
         *,
         beta: float = 0.9999,
         gamma: float = 1.0,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        validate_args: bool = True,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            class_counts,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            validate_args=validate_args,
-        )
+        super().__init__(class_counts, **options)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)
 

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from longtail_losses import _engine
 from longtail_losses._base import CountsLoss
+from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import (
     CountsLike,
     check_alpha,
@@ -32,10 +33,7 @@ def bfs_loss(
     alpha: float = 0.1,
     beta: float = 0.9999,
     gamma: float = 1.0,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Balanced Focal Softmax loss, eq. (11)–(13) of the BWLM paper :cite:`fan2024bwlm`.
 
@@ -62,11 +60,9 @@ def bfs_loss(
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
         gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing.
-        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]` of class-index targets, as in
-            :func:`~torch.nn.functional.cross_entropy`.
-        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
+        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
+            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
+            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -85,9 +81,8 @@ def bfs_loss(
         >>> bfs_loss(logits, target, [90, 10], alpha=0.1, beta=0.99)
         tensor(0.7064)
     """
-    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
     hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
-    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, validate_args=validate_args, **options)
+    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, **options)
 
 
 def bwlm_loss(
@@ -100,10 +95,7 @@ def bwlm_loss(
     beta: float = 0.9999,
     gamma: float = 1.0,
     weight_decay: float = 5e-3,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Balanced Weight Learning Mechanism loss, eq. (17) of the BWLM paper :cite:`fan2024bwlm`.
 
@@ -131,11 +123,9 @@ def bwlm_loss(
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)`.
         gamma: Focusing parameter :math:`\gamma \ge 0`.
         weight_decay: :math:`\lambda \ge 0`; the penalty's gradient is ``weight_decay * theta``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing.
-        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]` of class-index targets, as in
-            :func:`~torch.nn.functional.cross_entropy`.
-        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
+        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
+            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
+            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -159,12 +149,9 @@ def bwlm_loss(
         >>> round(loss.item(), 4)  # bfs_loss 0.7064 plus 0.1 / 2 * (1 + 4)
         0.9564
     """
-    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
     hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
     penalty = _penalty(check_weight_matrix(weight, "weight"), check_weight_decay(weight_decay), logits)
-    return _engine.mixture_loss(
-        logits, target, class_counts, **hyper, tau=1.0, validate_args=validate_args, penalty=penalty, **options
-    )
+    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, penalty=penalty, **options)
 
 
 def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
@@ -190,10 +177,7 @@ class BFS(CountsLoss):
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999`` (Cui et al., CIFAR).
         gamma: Focusing parameter ``>= 0``. Default: ``1.0`` (Cui et al., CIFAR; they used ``beta=0.999``,
             ``gamma=0.5`` on ImageNet).
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -215,18 +199,9 @@ class BFS(CountsLoss):
         alpha: float = 0.1,
         beta: float = 0.9999,
         gamma: float = 1.0,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        validate_args: bool = True,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            class_counts,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            validate_args=validate_args,
-        )
+        super().__init__(class_counts, **options)
         self.alpha = check_alpha(alpha)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)
@@ -263,10 +238,7 @@ class BWLM(BFS):
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
         weight_decay: :math:`\lambda \ge 0`. Default: ``5e-3``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -295,21 +267,9 @@ class BWLM(BFS):
         beta: float = 0.9999,
         gamma: float = 1.0,
         weight_decay: float = 5e-3,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        validate_args: bool = True,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            class_counts,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            validate_args=validate_args,
-        )
+        super().__init__(class_counts, alpha=alpha, beta=beta, gamma=gamma, **options)
         self.weight_decay = check_weight_decay(weight_decay)
         self.rebind(classifier)
 
