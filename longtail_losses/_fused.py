@@ -40,7 +40,6 @@ graph, from the saved logits.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Iterator
 from typing import Any, Callable, Optional
@@ -110,16 +109,18 @@ def use_fast_path(logits: Tensor) -> bool:
     return logits.dtype in (torch.float32, torch.float64) and logits.device.type in ("cpu", "cuda")
 
 
-def _logsigmoid(x: Tensor) -> Tensor:
-    """``F.logsigmoid(x)``, written over ``x`` (one block-sized buffer less) where torch offers that."""
-    out_variant = getattr(torch._C._nn, "log_sigmoid", None)
-    if out_variant is not None:
-        try:
-            result: Tensor = out_variant(x, out=x)
-            return result
-        except (RuntimeError, TypeError):  # an alias check or a missing out= overload: use the plain form
-            pass
-    return F.logsigmoid(x)
+def _log_one_minus_sigmoid(z: Tensor, p: Tensor, *, out: Tensor, scratch: Optional[Tensor]) -> Tensor:
+    r""":math:`\log(1 - \sigma(z)) = \log\sigma(-z)` into ``out``, from ``p = sigmoid(z)``, with vectorised kernels.
+
+    :math:`\log\sigma(-z) = \log\max(p, 1-p) - \max(z, 0)`: for :math:`z > 0` it is :math:`\log p - z` and for
+    :math:`z \le 0` it is :math:`\log(1-p)`, and in both branches the argument of the log lies in
+    :math:`[\tfrac12, 1]`, where it is accurate to the rounding of ``p``. This replaces ``F.logsigmoid``, whose
+    CPU kernel costs about ten exp-sized passes, by one log and three memory-bound passes.
+    """
+    torch.neg(p, out=out).add_(1.0)
+    torch.maximum(p, out, out=out).log_()
+    relu = torch.clamp(z, min=0.0, out=scratch) if scratch is not None else z.clamp_min(0.0)
+    return out.sub_(relu)
 
 
 def _block_rows(logits: Tensor) -> int:
@@ -177,9 +178,8 @@ def _forward(
             # neutralised (p = 0 and log(1 - p) = 0 contribute exactly nothing) and computed apart from z_y.
             torch.sigmoid(zb, out=a)
             a[at_y] = 0.0
-            torch.neg(zb, out=b)
-            b[at_y] = math.inf
-            log_q = _logsigmoid(b)  # in place where possible
+            log_q = _log_one_minus_sigmoid(zb, a, out=b, scratch=out)  # `out` is free until the gradient below
+            log_q[at_y] = 0.0
             if out is not None:
                 if gamma == 0.0:  # binary cross-entropy: gradient p
                     out.copy_(a)
