@@ -12,6 +12,15 @@ folder). Install the peers first, without their dependencies so that torch is no
 
 A peer that fails to import is skipped and listed as such in the results.
 
+Two regimes, both printed with the absolute time of ``F.cross_entropy``:
+
+* **pairwise** (``--regime pairwise``): each loss timed interleaved with ``F.cross_entropy`` alone, in a fresh
+  process per (loss, C), so that neither the heap left by other cases nor their caches move the floor;
+* **table** (``--regime table``, the default of earlier versions): every case of one C interleaved in one process,
+  with the PyPI peers, and memory.
+
+``--regime both`` (the default) runs the pairwise regime first, then the table.
+
 Method:
 
 * Time: B = 256 float32 logits (requires_grad) and int64 labels; one run is ``loss(z, y).backward()``. All cases
@@ -246,6 +255,64 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def pairwise_child(name: str, num_classes: int, repeats: int) -> None:
+    """Run in a fresh process: time ``name`` interleaved with ``F.cross_entropy`` alone; print both as JSON."""
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    results, skipped = time_cases([BASELINE, name], num_classes, torch.device("cpu"), torch.float32, repeats, 3)
+    print(json.dumps({"cases": results, "skipped": skipped}))
+
+
+def pairwise(names: list[str], num_classes: int, repeats: int) -> dict[str, dict]:
+    """Each loss of ``names`` against ``F.cross_entropy`` in its own fresh process (CPU, float32)."""
+    env = dict(os.environ, BENCH_THREADS=str(torch.get_num_threads()))
+    out: dict[str, dict] = {}
+    for name in names:
+        command = [
+            sys.executable, __file__, "--pairwise-child", name, "--classes", str(num_classes),
+            "--repeats", str(repeats),
+        ]  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200)
+        if done.returncode != 0:
+            out[name] = {"error": done.stderr.strip().splitlines()[-1:]}
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        if name not in result["cases"]:
+            out[name] = {"error": result["skipped"].get(name, "skipped")}
+            continue
+        loss, floor = result["cases"][name], result["cases"][BASELINE]
+        out[name] = {
+            "median_ms": loss["median_ms"],
+            "iqr_ms": loss["iqr_ms"],
+            "ce_median_ms": floor["median_ms"],
+            "ratio": loss["median_ms"] / floor["median_ms"],
+        }
+    return out
+
+
+def pairwise_markdown(report: dict) -> list[str]:
+    section = report["pairwise"]
+    classes = section["classes"]
+    lines = [
+        "## Regime 1: each loss alone with F.cross_entropy, fresh process per cell (CPU float32)",
+        "",
+        "Each cell: median ms of the loss / median ms of `F.cross_entropy` in the same process (ratio).",
+        "",
+        "| loss | " + " | ".join(f"C = {c:,}" for c in classes) + " | time target |",
+        "|---|" + "---|" * len(classes) + "---|",
+    ]
+    for name in section["names"]:
+        cells = []
+        for c in classes:
+            cell = section["results"][str(c)][name]
+            if "error" in cell:
+                cells.append("failed")
+                continue
+            cells.append(f"{cell['median_ms']:.2f} / {cell['ce_median_ms']:.2f} ({cell['ratio']:.2f}x)")
+        target = TARGETS.get(name)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {f'<= {target[0]}x' if target else ''} |")
+    return [*lines, ""]
+
+
 def memory_child(name: str, num_classes: int) -> None:
     """Run in a fresh process: print the peak extra resident memory (bytes) of one forward + backward."""
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
@@ -355,7 +422,13 @@ def markdown(report: dict) -> str:
     ]
     for section in report["sections"]:
         classes = section["classes"]
-        lines += [f"## {section['device']} {section['dtype']}", ""]
+        lines += [f"## Regime 2, the full table: {section['device']} {section['dtype']}", ""]
+        base_times = [section["results"][str(c)]["cases"].get(BASELINE, {}).get("median_ms") for c in classes]
+        lines += [
+            "F.cross_entropy's own time in this process: "
+            + ", ".join(f"C = {c:,}: {t:.2f} ms" for c, t in zip(classes, base_times) if t is not None),
+            "",
+        ]
         lines.append("| loss | " + " | ".join(f"C = {c:,}" for c in classes) + " | target (time / memory) |")
         lines.append("|---|" + "---|" * len(classes) + "---|")
         for name in CASES:
@@ -380,6 +453,8 @@ def markdown(report: dict) -> str:
         if skipped:
             lines.append("")
     lines.append("(± is half the interquartile range of the times.)")
+    if "pairwise" in report:
+        lines += ["", *pairwise_markdown(report)]
     return "\n".join(lines) + "\n"
 
 
@@ -391,10 +466,17 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="only F.cross_entropy and our losses")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory subprocesses")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
+    parser.add_argument(
+        "--regime", choices=["both", "pairwise", "table"], default="both", help="which regime(s) to run"
+    )
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--pairwise-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.classes[0])
+        return
+    if args.pairwise_child:
+        pairwise_child(args.pairwise_child, args.classes[0], args.repeats)
         return
     classes = args.classes or ([1000, 10000] if args.quick else [1000, 10000, 50000])
     repeats = args.repeats or (10 if args.quick else 30)
@@ -403,8 +485,15 @@ def main() -> None:
     torch.manual_seed(0)
     report: dict = {"machine": machine_info(), "repeats": repeats, "batch": BATCH, "sections": []}
     report["machine"]["mode"] = "quick" if args.quick else "full"
-    configs = [(torch.device("cpu"), torch.float32)]
-    if torch.cuda.is_available():
+    if args.regime in ("both", "pairwise"):
+        ours = [name for name, (group, _) in CASES.items() if group == "ours"]
+        report["pairwise"] = {"classes": classes, "names": ours, "results": {}}
+        for c in classes:
+            started = time.perf_counter()
+            report["pairwise"]["results"][str(c)] = pairwise(ours, c, repeats)
+            print(f"pairwise C={c}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    configs = [(torch.device("cpu"), torch.float32)] if args.regime != "pairwise" else []
+    if torch.cuda.is_available() and args.regime != "pairwise":
         configs += [(torch.device("cuda"), torch.float32), (torch.device("cuda"), torch.bfloat16)]
     for device, dtype in configs:
         section: dict = {"device": device.type, "dtype": str(dtype).replace("torch.", ""), "classes": classes}
