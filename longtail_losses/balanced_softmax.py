@@ -44,9 +44,7 @@ def balanced_softmax_loss(
         target: Class indices in ``[0, C)`` or ``ignore_index`` (any integer dtype), or class probabilities of
             the shape of ``logits`` (mixup, cutmix, distillation).
         class_counts: Training samples per class :math:`n_j`, all ``> 0`` (a sequence, array or tensor).
-        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
-            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
-            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -87,8 +85,7 @@ class BalancedSoftmax(CountsLoss):
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
-        shape of ``logits``.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:

@@ -95,15 +95,11 @@ def class_balanced_focal_loss(
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)`.
         gamma: Focusing parameter :math:`\gamma \ge 0`; ``0`` gives weighted binary cross-entropy.
-        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
-            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
-            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
-        shape of ``logits``.
-        class_counts: :math:`(C)`.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'`` (zero where ignored).
 
     Raises:
@@ -136,7 +132,7 @@ class ClassBalancedFocal(CountsLoss):
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices, or probabilities of the shape of ``logits``.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:

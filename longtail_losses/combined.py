@@ -60,15 +60,11 @@ def bfs_loss(
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
         gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
-        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
-            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
-            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
-        shape of ``logits``.
-        class_counts: :math:`(C)`.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Raises:
@@ -123,15 +119,11 @@ def bwlm_loss(
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)`.
         gamma: Focusing parameter :math:`\gamma \ge 0`.
         weight_decay: :math:`\lambda \ge 0`; the penalty's gradient is ``weight_decay * theta``.
-        **options: ``reduction='mean'`` (or ``'sum'``, ``'none'``), ``ignore_index=-100``,
-            ``label_smoothing=0.0`` and ``validate_args=True`` (check the values of counts and targets, a device
-            sync), as in :class:`~torch.nn.CrossEntropyLoss`; see :ref:`call-options`.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
-        shape of ``logits``.
-        class_counts: :math:`(C)`.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         weight: :math:`(C, D)`.
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
@@ -181,7 +173,7 @@ class BFS(CountsLoss):
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices, or probabilities of the shape of ``logits``.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
@@ -242,7 +234,7 @@ class BWLM(BFS):
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices, or probabilities of the shape of ``logits``.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
