@@ -80,12 +80,21 @@ BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 23
 
 
 class LossOptions(TypedDict, total=False):
-    """The call options every loss takes after its hyperparameters; defaults in :func:`check_options`."""
+    r"""The keyword options every loss takes after its hyperparameters, with the defaults of ``nn.CrossEntropyLoss``.
+
+    * ``reduction``: ``'mean'`` (default), ``'sum'`` or ``'none'``;
+    * ``ignore_index``: the label whose samples contribute nothing (default ``-100``);
+    * ``label_smoothing``: smoothing :math:`arepsilon \in [0, 1]` of the target (default ``0.0``);
+    * ``validate_args``: check the values of the counts and the targets, a device sync (default ``True``).
+    """
 
     reduction: str
     ignore_index: int
     label_smoothing: float
     validate_args: bool
+
+
+LossOptions.__module__ = "longtail_losses"  # documented, and referenced by every signature, as a public type
 
 
 class Options(NamedTuple):
