@@ -9,7 +9,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import longtail_losses as ltl
 from longtail_losses import _engine, _fused
 from longtail_losses import functional as LF
 
@@ -125,6 +124,7 @@ def test_saturated_logits(dtype: torch.dtype, gamma: float, alpha: float) -> Non
     loss, grad = run(LF.bfs_loss, z, y, counts, reference=False, alpha=alpha, gamma=gamma, reduction="none")
     assert torch.isfinite(loss).all()
     assert torch.isfinite(grad).all()
+    assert loss[3] > 1e3  # the hard sample is counted, not dropped (Cui et al.'s released code gives nan here)
     assert_fast_equals_reference(LF.bfs_loss, z, y, counts, alpha=alpha, beta=0.99, gamma=gamma, reduction="none")
 
 
@@ -214,12 +214,6 @@ def test_half_inputs_under_autocast(dtype: torch.dtype, name: str) -> None:
         torch.testing.assert_close(fast, reference)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_logits_give_half_gradients(dtype: torch.dtype) -> None:
-    z, y, counts = make_case(6, 7, dtype, seed=10)
-    assert_fast_equals_reference(LF.bfs_loss, z, y, counts, alpha=0.5, gamma=1.0, reduction="mean")
-
-
 def test_dispatch_rule() -> None:
     z = torch.zeros(2, 3)
     assert _fused.use_fast_path(z)
@@ -242,16 +236,3 @@ def test_functorch_transforms_use_the_reference(monkeypatch: pytest.MonkeyPatch)
         (reference,) = torch.autograd.grad(LF.bfs_loss(logits, y, counts), logits)
     torch.testing.assert_close(grad, reference)
     assert spy.calls == 0
-
-
-@pytest.mark.slow
-def test_compile_equals_eager() -> None:
-    z, y, counts = make_case(8, 20, torch.float32, seed=12)
-    crit = ltl.BFS(counts, alpha=0.3, beta=0.99, gamma=0.5)
-    compiled = torch.compile(crit)
-    logits = z.clone().requires_grad_()
-    compiled_loss = compiled(logits, y)
-    compiled_loss.backward()
-    eager_loss, eager_grad = run(lambda t, *a: crit(t, *a), z, y, reference=False)
-    torch.testing.assert_close(compiled_loss, eager_loss)
-    torch.testing.assert_close(logits.grad, eager_grad)

@@ -162,18 +162,6 @@ class TestEveryLoss:
         none = spec.functional(logits, target, COUNTS, reduction="none", **spec.hyper)
         torch.testing.assert_close(none.sum(), total)  # BWLM: the penalty is spread over all, not lost
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-    def test_extreme_logits_finite(self, spec: Spec, dtype: torch.dtype) -> None:
-        # |z| = 1e4 in both directions, right and wrong: the reference code of Cui et al. gives nan here.
-        logits = torch.tensor([[1e4, -1e4, 0.0, 1e4, -1e4], [-1e4, 1e4, -1e4, 0.0, 1e4]], dtype=dtype)
-        target = torch.tensor([1, 0])
-        z = logits.clone().requires_grad_(True)
-        loss = spec.functional(z, target, COUNTS, **spec.hyper)
-        loss.backward()
-        assert torch.isfinite(loss)
-        assert loss > 1e3  # the hard samples are counted, not dropped
-        assert torch.isfinite(z.grad).all()
-
     def test_state_dict_pickle_roundtrip(self, spec: Spec) -> None:
         module = spec.module(COUNTS, **spec.hyper)
         assert torch.equal(module.state_dict()["class_counts"], torch.tensor(COUNTS))
@@ -209,9 +197,12 @@ class TestEveryLoss:
         logits, target = _inputs(torch.float32)
         for dtype in (torch.float16, torch.bfloat16):
             low = logits.to(dtype)
-            out = spec.functional(low, target, COUNTS, **spec.hyper)
+            z = low.clone().requires_grad_(True)
+            out = spec.functional(z, target, COUNTS, **spec.hyper)
             assert out.dtype == torch.float32
             torch.testing.assert_close(out, spec.functional(low.float(), target, COUNTS, **spec.hyper))
+            out.backward()
+            assert z.grad.dtype == dtype  # the gradient comes back in the dtype of the logits
 
     def test_autocast_bf16_cpu(self, spec: Spec) -> None:
         layer = nn.Linear(8, len(COUNTS))
@@ -242,13 +233,6 @@ class TestEveryLoss:
         target[2] = -1
         with pytest.raises(ValueError, match=r"got -1 at position 2"):
             spec.functional(logits, target, COUNTS, **spec.hyper)
-
-    @pytest.mark.slow
-    def test_compile(self, spec: Spec) -> None:
-        logits, target = _inputs(torch.float32)
-        module = spec.module(COUNTS, **spec.hyper)
-        compiled = torch.compile(module)
-        torch.testing.assert_close(compiled(logits, target), module(logits, target))
 
 
 class TestBalancedSoftmax:
