@@ -9,6 +9,7 @@ import copy
 import io
 import math
 import pickle
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,7 @@ def ref_la_rows(z: Tensor, dist: Tensor, counts: Tensor, tau: float) -> Tensor:
 
 
 def ref_margins(counts: Tensor, max_margin: float) -> Tensor:
-    """Cao et al. eq. (12) and their code: m_j = 1 / n_j^(1/4), rescaled so that max_j m_j = max_margin."""
+    """Cao et al.: Delta_j = C / n_j^(1/4); their code: m = 1 / n^(1/4), rescaled so that max_j m_j = max_margin."""
     m = 1.0 / torch.sqrt(torch.sqrt(counts.to(torch.float64)))
     return m * (max_margin / m.max())
 
@@ -872,3 +873,24 @@ def test_compile(module) -> None:
     logits, target = make_inputs("batched", "index", seed=31)
     compiled = torch.compile(criterion, backend="eager", fullgraph=False)
     torch.testing.assert_close(compiled(logits, target), criterion(logits, target))
+
+
+@pytest.mark.slow
+def test_offline_toolbox_demo_reduced(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sklearn")
+    examples = str(Path(__file__).resolve().parent.parent / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
+    import offline_toolbox_demo
+
+    threads, rng = torch.get_num_threads(), torch.get_rng_state()
+    det = torch.are_deterministic_algorithms_enabled()
+    try:
+        assert offline_toolbox_demo.main(["--epochs", "2", "--stage2-epochs", "2", "--seeds", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_rng_state(rng)
+        torch.use_deterministic_algorithms(det)
+    text = capsys.readouterr().out
+    for row in ("naive", "+CE", "+BWLM", "LA", "LDAM-DRW", "naive+posthoc-LA", "s1+cRT", "s1+LWS", "s1+NCM"):
+        assert f"| {row} |" in text
