@@ -59,7 +59,7 @@ def _margins(counts: Tensor, max_margin: float, dtype: torch.dtype) -> Tensor:
 
 
 def ldam_margins(class_counts: CountsLike, max_margin: float = 0.5, *, dtype: torch.dtype = torch.float32) -> Tensor:
-    r"""The per-class margins of LDAM :cite:`cao2019ldam`, eq. (12): :math:`m_j \propto n_j^{-1/4}`.
+    r"""The per-class margins of LDAM :cite:`cao2019ldam` (:math:`\Delta_j`, section 3): :math:`m_j \propto n_j^{-1/4}`.
 
     .. math::
         m_j = \frac{C}{n_j^{1/4}}, \qquad C \text{ chosen so that } \max_j m_j = m_{\max},
