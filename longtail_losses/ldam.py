@@ -99,7 +99,7 @@ def drw_weights(
     class-balanced weights of Cui et al. :cite:`cui2019class`,
     :math:`w_j \propto (1-\beta)/(1-\beta^{n_j})`, normalised to sum to :math:`C` (as in Cao et al.'s code, which
     uses ``beta = 0.9999`` and ``start_epoch = 160`` of 200 on CIFAR). Pass them as ``weight`` of
-    :func:`ldam_loss`, or assign them to :attr:`LDAMLoss.weight` at the start of every epoch.
+    :func:`ldam_loss`, or assign them to the ``weight`` of :class:`LDAMLoss` at the start of every epoch.
 
     Args:
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.

@@ -165,7 +165,7 @@ class ClassAwareSampler(Sampler[int]):
 
     @property
     def total_size(self) -> int:
-        """Draws of one epoch over all ranks: ``num_samples`` rounded up to a multiple of ``num_replicas``."""
+        """The number of draws of one epoch over all ranks (``num_samples`` rounded up to a multiple of R)."""
         return self.num_replicas * math.ceil(self.num_samples / self.num_replicas)
 
     def epoch_draws(self) -> Tensor:

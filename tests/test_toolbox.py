@@ -588,6 +588,25 @@ class TestLDAMLoss:
             optimizer.step()
             assert torch.isfinite(loss)
 
+    @given(problems(logit_bound=5.0), st.floats(0.0, 1.0), st.floats(0.5, 40.0), st.floats(-20.0, 20.0))
+    def test_invariants(
+        self, problem: tuple[Tensor, Tensor, Tensor], max_margin: float, scale: float, shift: float
+    ) -> None:
+        logits, target, counts = problem
+        options = {"max_margin": max_margin, "scale": scale}
+        none = LF.ldam_loss(logits, target, counts, reduction="none", **options)
+        assert torch.isfinite(none).all()
+        assert (none >= 0).all()
+        total = LF.ldam_loss(logits, target, counts, reduction="sum", **options)
+        torch.testing.assert_close(total, none.sum())
+        torch.testing.assert_close(LF.ldam_loss(logits + shift, target, counts, reduction="sum", **options), total)
+        perm = torch.randperm(counts.numel(), generator=torch.Generator().manual_seed(0))
+        inverse = torch.argsort(perm)
+        permuted_target = torch.where(target >= 0, inverse[target.clamp_min(0)], target)
+        torch.testing.assert_close(
+            LF.ldam_loss(logits[:, perm], permuted_target, counts[perm], reduction="sum", **options), total
+        )
+
     def test_no_cuda_in_source(self) -> None:
         root = Path(ltl.__file__).parent
         for name in ("ldam.py", "samplers.py", "logit_adjustment.py", "decoupled.py"):
