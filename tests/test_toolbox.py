@@ -643,6 +643,17 @@ SAMPLER_LABELS = torch.repeat_interleave(torch.arange(4), torch.tensor(SAMPLER_C
 ]
 
 
+def _sampler_rank(rank: int, world_size: int, folder: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{folder}/store", rank=rank, world_size=world_size)
+    try:
+        sampler = ltd.ClassAwareSampler(SAMPLER_LABELS, num_samples=50, seed=6)
+        assert (sampler.num_replicas, sampler.rank) == (world_size, rank)
+        sampler.set_epoch(3)
+        torch.save(torch.tensor(list(sampler)), f"{folder}/rank{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 class TestClassAwareSampler:
     @pytest.mark.parametrize("power", [0.0, 0.5, 1.0, -0.5])
     def test_class_frequencies(self, power: float) -> None:
@@ -714,6 +725,15 @@ class TestClassAwareSampler:
         monkeypatch.setattr(torch.distributed, "get_rank", lambda: 2)
         sampler = ltd.ClassAwareSampler(SAMPLER_LABELS, num_samples=10)
         assert (sampler.num_replicas, sampler.rank, len(sampler)) == (4, 2, 3)
+
+    @pytest.mark.slow
+    def test_real_process_group(self, tmp_path: Path) -> None:
+        # Two gloo processes: each sampler reads its rank and the world size from torch.distributed.
+        torch.multiprocessing.spawn(_sampler_rank, args=(2, str(tmp_path)), nprocs=2, join=True)
+        shards = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+        single = ltd.ClassAwareSampler(SAMPLER_LABELS, num_samples=50, seed=6, num_replicas=1, rank=0)
+        single.set_epoch(3)
+        assert torch.stack(shards, dim=1).reshape(-1).tolist() == list(single)
 
     def test_missing_class_never_drawn(self) -> None:
         labels = torch.tensor([0, 0, 2, 2, 2, 0])
