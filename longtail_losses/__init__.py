@@ -11,6 +11,8 @@ from longtail_losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.class_balanced import ClassBalancedFocal
 from longtail_losses.combined import BFS, BWLM
 from longtail_losses.counts import class_counts
+from longtail_losses.ldam import LDAMLoss, drw_weights
+from longtail_losses.logit_adjustment import LogitAdjustedLoss, posthoc_adjust, tune_tau
 from longtail_losses.optim import ClassNormDecay
 
 __version__ = "0.1.0.dev0"
@@ -21,12 +23,17 @@ __all__ = [
     "BalancedSoftmax",
     "ClassBalancedFocal",
     "ClassNormDecay",
+    "LDAMLoss",
+    "LogitAdjustedLoss",
     "LossOptions",
     "__version__",
     "class_counts",
     "data",
+    "drw_weights",
     "functional",
     "metrics",
     "models",
+    "posthoc_adjust",
+    "tune_tau",
     "twostage",
 ]

@@ -848,3 +848,8 @@ def digits_lt(
         transform=transform,
         target_transform=target_transform,
     )
+
+
+from longtail_losses.samplers import ClassAwareSampler  # noqa: E402  (re-export; defined in samplers.py)
+
+__all__ += ["ClassAwareSampler"]

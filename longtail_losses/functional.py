@@ -3,6 +3,8 @@
 from longtail_losses.balanced_softmax import balanced_softmax_loss
 from longtail_losses.class_balanced import class_balanced_focal_loss, class_balanced_weights
 from longtail_losses.combined import bfs_loss, bwlm_loss
+from longtail_losses.ldam import ldam_loss, ldam_margins
+from longtail_losses.logit_adjustment import logit_adjusted_loss
 from longtail_losses.regularizers import classifier_norm_penalty
 
 __all__ = [
@@ -12,4 +14,7 @@ __all__ = [
     "class_balanced_focal_loss",
     "class_balanced_weights",
     "classifier_norm_penalty",
+    "ldam_loss",
+    "ldam_margins",
+    "logit_adjusted_loss",
 ]

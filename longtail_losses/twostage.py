@@ -882,3 +882,13 @@ def train_classifier(
         if handle is not None and callable(getattr(handle, "remove", None)):
             handle.remove()
     return history
+
+
+from longtail_losses.decoupled import (  # noqa: E402  (re-export; defined in decoupled.py)
+    LearnableWeightScaling,
+    NearestClassMean,
+    nearest_class_mean,
+    tau_normalize,
+)
+
+__all__ += ["LearnableWeightScaling", "NearestClassMean", "nearest_class_mean", "tau_normalize"]

@@ -1,0 +1,274 @@
+r"""Decoupled classifiers (Kang et al., ICLR 2020): re-balance the classifier of a frozen representation.
+
+Exported from :mod:`longtail_losses.twostage`. Given a backbone trained with instance-balanced sampling (or
+the paper's stage 1), Kang et al. re-balance only the classifier:
+
+* **cRT** (classifier re-training): a new linear classifier trained on the frozen features with
+  class-balanced sampling. With this library: :func:`~longtail_losses.twostage.replace_classifier` and
+  :func:`~longtail_losses.twostage.extract_features`, then batches from
+  :class:`~longtail_losses.data.ClassAwareSampler` (``power=0``) and plain cross-entropy::
+
+      fc = twostage.replace_classifier(model, num_classes)
+      features, labels = twostage.extract_features(model, train_set_without_augmentation)
+      sampler = ClassAwareSampler(labels, power=0.0, seed=0)
+      optimizer = torch.optim.SGD(fc.parameters(), lr=0.01, momentum=0.9)
+      for epoch in range(epochs):
+          sampler.set_epoch(epoch)
+          index = torch.tensor(list(sampler))
+          for batch in index.split(64):
+              loss = F.cross_entropy(fc(features[batch]), labels[batch])
+              optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+* **tau-normalisation** (:func:`tau_normalize`): no training, rescale each class's weight vector by a power
+  of its norm.
+* **LWS** (:class:`LearnableWeightScaling`): keep the classifier, learn one scale per class with
+  class-balanced sampling (as for cRT, optimising ``lws.scales`` only).
+* **NCM** (:func:`nearest_class_mean`): a classifier of class-mean features, by cosine similarity.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longtail_losses._validation import check_weight_matrix
+
+__all__ = ["LearnableWeightScaling", "NearestClassMean", "nearest_class_mean", "tau_normalize"]
+
+
+def _check_tau(tau: object) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise TypeError(f"Expected `tau` to be a real number, but got {tau!r} of type {type(tau).__name__}")
+    value = float(tau)
+    if not math.isfinite(value):
+        raise ValueError(f"Expected `tau` to be a finite real number, but got {tau}")
+    return value
+
+
+def _linear_weight(classifier: object) -> Tensor:
+    if not isinstance(classifier, nn.Module):
+        raise TypeError(
+            f"Expected `classifier` to be an nn.Module (e.g. nn.Linear), but got {type(classifier).__name__}"
+        )
+    weight = check_weight_matrix(classifier)
+    if weight.ndim != 2:
+        raise ValueError(
+            f"Expected `classifier` weight to have shape (num_classes, features), but got {tuple(weight.shape)}"
+        )
+    return weight
+
+
+@torch.no_grad()
+def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = False) -> nn.Linear:
+    r"""tau-normalised classifier :cite:`kang2020decoupling`, eq. (3): rows :math:`W_j / \lVert W_j \rVert^{\tau}`.
+
+    .. math::
+        \tilde W_j = \frac{W_j}{\lVert W_j \rVert_2^{\tau}}
+
+    A classifier trained on long-tailed data has larger weight norms for the head classes; ``tau=1`` makes every
+    row unit-norm, ``tau=0`` changes nothing, values in between (Kang et al. pick :math:`\tau` on a validation
+    set; they report about 0.7 on ImageNet-LT) interpolate. A zero row stays zero.
+
+    **The bias** is dropped by default (``keep_bias=False``), as in Kang et al.'s released tau-normalisation
+    code, which computes :math:`\tilde W x` only: a bias learned together with the un-normalised rows has the
+    scale of those rows, and carries its own long-tail bias. With ``keep_bias=True`` it is copied unchanged.
+
+    Args:
+        classifier: A linear classifier with a ``weight`` of shape :math:`(C, D)` (and optionally ``bias``).
+        tau: The exponent :math:`\tau`, a finite real number.
+        keep_bias: Copy the bias unchanged (``True``) or leave the new classifier without one (``False``).
+
+    Returns:
+        A new :class:`~torch.nn.Linear` on the device and in the dtype of ``classifier``; ``classifier`` is not
+        modified.
+
+    Raises:
+        TypeError: If ``classifier`` has no floating-point ``weight`` or ``tau`` is not a real number.
+        ValueError: If the weight is not 2-D or ``tau`` is not finite.
+
+    Example:
+        >>> fc = nn.Linear(2, 2)
+        >>> _ = fc.weight.data.copy_(torch.tensor([[3.0, 4.0], [0.6, 0.8]]))
+        >>> tau_normalize(fc, 1.0).weight
+        Parameter containing:
+        tensor([[0.6000, 0.8000],
+                [0.6000, 0.8000]], requires_grad=True)
+        >>> tau_normalize(fc, 0.5).bias is None
+        True
+    """
+    tau = _check_tau(tau)
+    weight = _linear_weight(classifier)
+    norms = weight.norm(dim=1, keepdim=True)
+    scale = torch.where(norms > 0, norms.pow(-tau) if tau != 0.0 else torch.ones_like(norms), torch.ones_like(norms))
+    bias = getattr(classifier, "bias", None)
+    keep = bool(keep_bias) and isinstance(bias, Tensor)
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=keep, device=weight.device, dtype=weight.dtype)
+    out.weight.copy_(weight * scale)
+    if keep and out.bias is not None and isinstance(bias, Tensor):
+        out.bias.copy_(bias)
+    return out
+
+
+class LearnableWeightScaling(nn.Module):
+    r"""Learnable weight scaling (LWS) :cite:`kang2020decoupling`, eq. (4): logits :math:`f_j z_j`, classifier frozen.
+
+    .. math::
+        \tilde W_j = f_j W_j, \qquad \text{here:}\quad \tilde z_j = f_j\, z_j(x),
+
+    one learnable scale :math:`f_j` per class (initialised to 1) on the logits of ``classifier``, whose own
+    parameters are frozen (``requires_grad=False``, restored by :meth:`unfreeze`). For a linear classifier
+    without bias this is exactly :math:`f_j W_j x`; with a bias, the bias is scaled too (as in Kang et al.'s
+    code, which scales the logits). Train ``lws.scales`` only, with class-balanced sampling
+    (:class:`~longtail_losses.data.ClassAwareSampler`), cross-entropy and a small learning rate.
+
+    Args:
+        classifier: The trained classifier, mapping features :math:`(N, D)` to logits :math:`(N, C)`; its
+            ``weight`` has one row per class.
+
+    Shape:
+        input: :math:`(N, D)`, the features.
+        output: :math:`(N, C)`.
+
+    Raises:
+        TypeError: If ``classifier`` is not a module with a floating-point ``weight``.
+
+    Example:
+        >>> fc = nn.Linear(3, 2)
+        >>> lws = LearnableWeightScaling(fc)
+        >>> [name for name, p in lws.named_parameters() if p.requires_grad]
+        ['scales']
+        >>> x = torch.randn(4, 3)
+        >>> torch.equal(lws(x), fc(x))  # scales start at 1
+        True
+    """
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        weight = check_weight_matrix(classifier)
+        self.classifier = classifier
+        self._frozen = [(p, p.requires_grad) for p in classifier.parameters()]
+        for param, _ in self._frozen:
+            param.requires_grad_(False)
+        self.scales = nn.Parameter(torch.ones(weight.shape[0], device=weight.device, dtype=weight.dtype))
+
+    def unfreeze(self) -> None:
+        """Restore the ``requires_grad`` that the classifier's parameters had before."""
+        for param, requires_grad in self._frozen:
+            param.requires_grad_(requires_grad)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Scaled logits ``classifier(features) * scales``."""
+        return self.classifier(features) * self.scales
+
+    def extra_repr(self) -> str:
+        """Show the number of classes."""
+        return f"num_classes={self.scales.shape[0]}"
+
+
+class NearestClassMean(nn.Module):
+    r"""Nearest-class-mean classifier: cosine similarity to the class-mean features; see :func:`nearest_class_mean`.
+
+    Args:
+        means: The class means :math:`\mu_j`, one row per class (kept as a buffer).
+
+    Shape:
+        input: :math:`(N, D)`, the features.
+        output: :math:`(N, C)`, cosine similarities in :math:`[-1, 1]`.
+
+    Raises:
+        TypeError: If ``means`` is not a floating-point tensor.
+        ValueError: If ``means`` is not 2-D.
+
+    Example:
+        >>> ncm = NearestClassMean(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+        >>> ncm(torch.tensor([[3.0, 1.0]]))
+        tensor([[0.9487, 0.3162]])
+    """
+
+    means: Tensor
+
+    def __init__(self, means: Tensor) -> None:
+        super().__init__()
+        if not isinstance(means, Tensor) or not means.dtype.is_floating_point:
+            raise TypeError(f"Expected `means` to be a floating-point tensor, but got {means!r}")
+        if means.ndim != 2:
+            raise ValueError(f"Expected `means` to have shape (num_classes, features), but got {tuple(means.shape)}")
+        self.register_buffer("means", means.detach().clone())
+
+    def forward(self, features: Tensor) -> Tensor:
+        """Cosine similarity of every feature vector to every class mean."""
+        return F.normalize(features, dim=1) @ F.normalize(self.means, dim=1).T
+
+    def extra_repr(self) -> str:
+        """Show the number of classes and features."""
+        return f"num_classes={self.means.shape[0]}, features={self.means.shape[1]}"
+
+
+@torch.no_grad()
+def nearest_class_mean(features: Tensor, labels: Tensor, num_classes: Optional[int] = None) -> NearestClassMean:
+    r"""Nearest-class-mean (NCM) classifier :cite:`kang2020decoupling`, section 4 (classifier learning).
+
+    The mean feature of each class, :math:`\mu_j = \frac{1}{n_j}\sum_{i: y_i = j} x_i`, over the (frozen)
+    training features; prediction by cosine similarity,
+
+    .. math::
+        s_j(x) = \frac{x^\top \mu_j}{\lVert x \rVert\, \lVert \mu_j \rVert}, \qquad
+        \hat y = \operatorname{argmax}_j s_j(x).
+
+    A class without a training sample gets a zero mean and a similarity of 0. The means are computed in float64
+    and returned in the dtype of ``features``.
+
+    Args:
+        features: Training features, e.g. from :func:`~longtail_losses.twostage.extract_features`.
+        labels: Their class indices.
+        num_classes: Number of classes C. Default: ``max(labels) + 1``.
+
+    Shape:
+        features: :math:`(N, D)`.
+        labels: :math:`(N)`.
+
+    Returns:
+        A :class:`NearestClassMean` module whose ``means`` is :math:`(C, D)`, on the device of ``features``.
+
+    Raises:
+        TypeError: If ``features`` is not floating point or ``labels`` not integer.
+        ValueError: If the shapes disagree, there is no sample, or a label is outside ``[0, num_classes)``.
+
+    Example:
+        >>> features = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 1.0]])
+        >>> ncm = nearest_class_mean(features, torch.tensor([0, 0, 1]))
+        >>> ncm.means
+        tensor([[2., 0.],
+                [0., 1.]])
+        >>> ncm(torch.tensor([[1.0, 0.5]])).argmax(1)
+        tensor([0])
+    """
+    if not isinstance(features, Tensor) or not features.dtype.is_floating_point:
+        raise TypeError(f"Expected `features` to be a floating-point tensor, but got {type(features).__name__}")
+    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise TypeError(f"Expected `labels` to be an integer tensor, but got {labels!r}")
+    if features.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (N, D), but got {tuple(features.shape)}")
+    if labels.shape != (features.shape[0],):
+        raise ValueError(
+            f"Expected `labels` to have shape ({features.shape[0]},) to match features, but got {tuple(labels.shape)}"
+        )
+    if labels.numel() == 0:
+        raise ValueError("Expected `features` to hold at least one sample, but got none")
+    y = labels.long().to(features.device)
+    low, high = int(y.min()), int(y.max())
+    if num_classes is None:
+        num_classes = high + 1
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
+    if low < 0 or high >= num_classes:
+        raise ValueError(f"Expected every label to be in [0, {num_classes}), but got labels in [{low}, {high}]")
+    x = features.to(torch.float64)
+    sums = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, device=x.device).index_add_(0, y, x)
+    counts = torch.bincount(y, minlength=num_classes).to(torch.float64).clamp_min(1.0)
+    return NearestClassMean((sums / counts.unsqueeze(1)).to(features.dtype))
