@@ -41,8 +41,9 @@ def _check_number(name: str, value: object, *, low: float, low_inclusive: bool =
     result = float(value)
     above = result >= low if low_inclusive else result > low
     if not (above and result <= high and math.isfinite(result)):
-        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
-        raise ValueError(f"Expected `{name}` to be a finite number {bound}, but got {value}")
+        bound = "" if low == -math.inf else f" {'>=' if low_inclusive else '>'} {low:g}"
+        bound += "" if high == math.inf else f" and <= {high:g}"
+        raise ValueError(f"Expected `{name}` to be a finite number{bound}, but got {value}")
     return result
 
 
