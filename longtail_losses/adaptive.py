@@ -519,7 +519,9 @@ class EQLv2Loss(nn.Module):
     until the first update). Then, in training mode, it adds the batch's weighted gradient magnitudes
     :math:`\sum_n w_j^{t_{nj}}\,|\sigma(z_{nj}) - t_{nj}|` over the positives and the negatives of each class,
     summed over the ranks when :mod:`torch.distributed` is initialised, to the ``float64`` buffers ``pos_grad``
-    and ``neg_grad``, and counts the update in ``num_updates``. This is the official code's ``collect_grad``,
+    and ``neg_grad``, and counts the update in ``num_updates`` if the (global) batch had a label that is not
+    ``ignore_index``: a first batch with none leaves every weight 1 (the official code would start weighting from
+    zero statistics there, which all but switches off every negative). This is the official code's ``collect_grad``,
     which works from the analytic gradient of the weighted BCE of each element, in ``forward`` and with no
     backward hook; ``reduction`` does not change it.
 
@@ -612,11 +614,15 @@ class EQLv2Loss(nn.Module):
         loss = _engine.finish(per_row, rows, self.reduction)
         if self.training:
             with torch.no_grad():
-                batch = _eqlv2_batch_grads(rows, is_target, pos_w, neg_w, self.num_classes)
-                batch = _all_reduce(batch.to(self.pos_grad.device), self.process_group)
-                self.pos_grad.add_(batch[0])
-                self.neg_grad.add_(batch[1])
-                self.num_updates.add_(1)
+                grads = _eqlv2_batch_grads(rows, is_target, pos_w, neg_w, self.num_classes)
+                labelled = _valid(rows).sum(dtype=torch.float64).reshape(1)
+                batch = _all_reduce(
+                    torch.cat([grads.reshape(-1), labelled]).to(self.pos_grad.device), self.process_group
+                )
+                c = self.num_classes
+                self.pos_grad.add_(batch[:c])
+                self.neg_grad.add_(batch[c : 2 * c])
+                self.num_updates.add_((batch[2 * c] > 0).to(torch.int64))  # a batch with no label is no update
         return loss
 
     def reset_statistics(self) -> None:

@@ -112,7 +112,7 @@ class EQLv2Reference:
                         self.pos[j] += abs(s - 1.0) * pos_w[j]
                     else:
                         self.neg[j] += abs(s) * neg_w[j]
-            self.started = True
+            self.started = self.started or any(y != IGNORE for y in target.tolist())
         return torch.stack(rows)
 
 
@@ -383,6 +383,16 @@ class TestEQLv2Loss:
         assert module.pos_grad[4] == 0
         torch.testing.assert_close(neg_w[4], torch.tensor(1 / (1 + math.exp(12 * 0.8)), dtype=torch.float64))
         torch.testing.assert_close(pos_w, 1 + 4.0 * (1 - neg_w))
+
+    def test_batch_without_labels_is_no_update(self) -> None:
+        module = ltl.EQLv2Loss(C, reduction="sum")
+        for target in (torch.full((3,), IGNORE), torch.zeros(0, dtype=torch.int64)):
+            assert module(torch.randn(target.shape[0], C), target) == 0
+        assert module.num_updates == 0
+        assert torch.equal(module.weights()[1], torch.ones(C, dtype=torch.float64))
+        logits, target = batch(0)
+        torch.testing.assert_close(module(logits, target), LF.eqlv2_loss(logits, target, reduction="sum"))
+        assert module.num_updates == 1
 
     def test_dense_input_equals_rows(self) -> None:
         logits = torch.randn(2, C + 1, 3, 4, dtype=torch.float64)
