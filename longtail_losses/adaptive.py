@@ -55,6 +55,12 @@ def _check_num_classes(num_classes: object) -> int:
     return num_classes
 
 
+_NO_PROBABILITIES = {
+    "Seesaw": "Seesaw's factors compare every class with the one target class",
+    "EQLv2": "EQLv2 accumulates positives and negatives per class from one label",
+}
+
+
 def _check_inputs(logits: object, target: object, num_columns: int, loss: str) -> None:
     """Checks the engine words for counts-based losses: the number of classes, and class indices only."""
     if not isinstance(logits, Tensor):
@@ -69,8 +75,8 @@ def _check_inputs(logits: object, target: object, num_columns: int, loss: str) -
         )
     if target.dtype.is_floating_point:
         raise TypeError(
-            f"Expected `target` to hold integer class indices ({loss} counts positives and negatives per class, "
-            f"which class probabilities do not define), but got dtype {target.dtype}"
+            f"Expected `target` to hold integer class indices ({_NO_PROBABILITIES[loss]}; class probabilities are "
+            f"not defined for it), but got dtype {target.dtype}"
         )
 
 

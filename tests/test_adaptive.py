@@ -20,12 +20,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
+from tests.strategies import problems
 
 REDUCTIONS = ["none", "mean", "sum"]
 C = 5
@@ -287,7 +290,7 @@ class TestSeesawLoss:
         module = ltl.SeesawLoss(C)
         with pytest.raises(ValueError, match=r"Expected `logits` to have 5 columns on dimension 1, but got shape"):
             module(torch.randn(2, 4), torch.tensor([0, 1]))
-        with pytest.raises(TypeError, match=r"Expected `target` to hold integer class indices \(Seesaw counts"):
+        with pytest.raises(TypeError, match=r"to hold integer class indices \(Seesaw's factors compare"):
             module(torch.randn(2, C), torch.softmax(torch.randn(2, C), 1))
         with pytest.raises(ValueError, match=r"Expected every `target` label to be in \[0, 5\)"):
             module(torch.randn(2, C), torch.tensor([0, 5]))
@@ -465,7 +468,7 @@ class TestEQLv2Loss:
             module(torch.randn(2, C), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"Expected every `target` label to be in \[0, 6\)"):
             module(torch.randn(2, C + 1), torch.tensor([0, 6]))
-        with pytest.raises(TypeError, match=r"Expected `target` to hold integer class indices \(EQLv2 counts"):
+        with pytest.raises(TypeError, match=r"Expected `target` to hold integer class indices \(EQLv2 accumulates"):
             module(torch.randn(2, C + 1), torch.rand(2, C + 1))
         assert module.num_updates == 0
         logits, target = torch.randn(2, C), torch.tensor([0, 1])
@@ -475,6 +478,34 @@ class TestEQLv2Loss:
             LF.eqlv2_loss(logits, target, torch.ones(C), -torch.ones(C))
         with pytest.raises(ValueError, match=r"Expected `pos_grad` to have shape \(4,\), but got \(5,\)"):
             LF.eqlv2_loss(logits, target, torch.ones(C), torch.ones(C), background=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Properties
+
+
+@given(problem=problems(), shift=st.floats(-50.0, 50.0), hyper=st.sampled_from(SEESAW_HYPER))
+def test_seesaw_invariant_to_a_row_shift(problem: tuple, shift: float, hyper: dict) -> None:
+    logits, target, counts = problem
+    out = LF.seesaw_loss(logits, target, counts, reduction="none", **hyper)
+    torch.testing.assert_close(LF.seesaw_loss(logits + shift, target, counts, reduction="none", **hyper), out)
+    assert bool((out >= 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["seesaw", "eqlv2"])
+def test_extreme_logits_give_finite_losses_and_statistics(name: str, dtype: torch.dtype) -> None:
+    module = make(name, reduction="none")
+    for step in range(3):
+        logits, target = batch(step, scale=1e4)
+        logits = logits.to(dtype).requires_grad_(True)
+        out = module(logits, target)
+        (grad,) = torch.autograd.grad(out.sum(), logits)
+        assert bool(torch.isfinite(out).all())
+        assert bool((out >= 0).all())
+        assert bool(torch.isfinite(grad).all())
+    for buf in module.buffers():
+        assert bool(torch.isfinite(buf.double()).all())
 
 
 # ----------------------------------------------------------------------------------------------------------------
