@@ -374,30 +374,38 @@ def _eqlv2_weights(
     return pos_w, neg_w
 
 
-def _eqlv2_per_row(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor) -> tuple[Tensor, Tensor]:
-    """The weighted BCE summed over the columns per row, and the (M, K) bool of target columns."""
+def _eqlv2_per_row(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor) -> Tensor:
+    r"""Per row, :math:`\sum_{j \ne y} w^0_j \operatorname{softplus}(z_j) + w^1_y \operatorname{softplus}(-z_y)`.
+
+    That is the weighted BCE summed over the columns (:math:`\operatorname{BCE}(z, 0) = \operatorname{softplus}(z)`,
+    :math:`\operatorname{BCE}(z, 1) = \operatorname{softplus}(-z)`) with one (M, K) tensor: the negatives' terms,
+    the target column zeroed in place, times the column weights as one matrix-vector product.
+    """
     z, labels = rows.logits, rows.labels
     assert labels is not None
-    is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
-    bce = F.binary_cross_entropy_with_logits(z, is_target.to(z.dtype), reduction="none")
-    weight = torch.where(is_target, pos_w.to(z.dtype), neg_w.to(z.dtype))
-    return (bce * weight).sum(dim=1), is_target
+    y = labels.unsqueeze(1)
+    negatives = F.softplus(z).scatter_(1, y, 0.0)  # softplus saves its input for backward, not its output
+    positive = F.softplus(-z.gather(1, y).squeeze(1))
+    return negatives @ neg_w.to(z.dtype) + pos_w.to(z.dtype)[labels] * positive
 
 
-def _eqlv2_batch_grads(rows: _engine.Rows, is_target: Tensor, pos_w: Tensor, neg_w: Tensor, num_classes: int) -> Tensor:
+def _eqlv2_batch_grads(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor, num_classes: int) -> Tensor:
     r"""(2, C) float64: per class, the batch's weighted positive and negative gradient magnitudes.
 
-    :math:`|\partial \ell_{BCE} / \partial z| = |\sigma(z) - t|`, i.e. :math:`\sigma(-z)` on a positive and
-    :math:`\sigma(z)` on a negative, times the weight it had in the loss, summed over the valid rows (not divided
-    by their number), as the official code's ``collect_grad`` does. The background column is left out.
+    :math:`|\partial \operatorname{BCE}(z, t) / \partial z| = |\sigma(z) - t|`, i.e. :math:`\sigma(-z)` on a
+    positive and :math:`\sigma(z)` on a negative, times the weight it had in the loss, summed over the valid rows
+    (not divided by their number), as the official code's ``collect_grad`` does. The background column is left
+    out. One (M, K) tensor; the sums are taken in float64.
     """
-    z = rows.logits.detach()
-    grad = torch.sigmoid(torch.where(is_target, -z, z))
-    weighted = grad * torch.where(is_target, pos_w.to(z.dtype), neg_w.to(z.dtype))
-    weighted = weighted * _valid(rows).to(z.dtype).unsqueeze(1)
-    pos = torch.where(is_target, weighted, 0.0).sum(dim=0, dtype=torch.float64)
-    neg = torch.where(is_target, 0.0, weighted).sum(dim=0, dtype=torch.float64)
-    return torch.stack([pos[:num_classes], neg[:num_classes]])
+    z, labels = rows.logits.detach(), rows.labels
+    assert labels is not None
+    y = labels.unsqueeze(1)
+    valid = _valid(rows).to(z.dtype)
+    negatives = torch.sigmoid(z).scatter_(1, y, 0.0).mul_(valid.unsqueeze(1)).sum(dim=0, dtype=torch.float64)
+    positives = torch.sigmoid(-z.gather(1, y).squeeze(1)) * valid
+    positives = negatives.new_zeros(z.shape[1]).index_add_(0, labels, positives.to(torch.float64))
+    weighted = torch.stack([positives * pos_w.to(torch.float64), negatives * neg_w.to(torch.float64)])
+    return weighted[:, :num_classes]
 
 
 def _check_eqlv2(gamma: object, mu: object, alpha: object, background: object) -> tuple[float, float, float, bool]:
@@ -514,7 +522,7 @@ def eqlv2_loss(
             alpha=alpha,
             background=background,
         )
-    per_row, _ = _eqlv2_per_row(rows, pos_w, neg_w)
+    per_row = _eqlv2_per_row(rows, pos_w, neg_w)
     return _engine.finish(per_row, rows, reduction)
 
 
@@ -616,11 +624,11 @@ class EQLv2Loss(nn.Module):
             loss="EQLv2",
         )
         pos_w, neg_w = (w.to(rows.logits.device) for w in self.weights())
-        per_row, is_target = _eqlv2_per_row(rows, pos_w, neg_w)
+        per_row = _eqlv2_per_row(rows, pos_w, neg_w)
         loss = _engine.finish(per_row, rows, self.reduction)
         if self.training:
             with torch.no_grad():
-                grads = _eqlv2_batch_grads(rows, is_target, pos_w, neg_w, self.num_classes)
+                grads = _eqlv2_batch_grads(rows, pos_w, neg_w, self.num_classes)
                 labelled = _valid(rows).sum(dtype=torch.float64).reshape(1)
                 batch = _all_reduce(
                     torch.cat([grads.reshape(-1), labelled]).to(self.pos_grad.device), self.process_group
