@@ -151,19 +151,26 @@ def _all_reduce(tensor: Tensor, group: Optional[Any]) -> Tensor:
 
 
 def _seesaw_per_row(rows: _engine.Rows, class_counts: Tensor, *, p: float, q: float, eps: float) -> Tensor:
-    r"""Cross-entropy of :math:`z_j + \log S_{y j}` (:math:`j \ne y`), in log space; only (M, C) tensors."""
+    r"""Cross-entropy of :math:`z_j + \log S_{y j}` (:math:`j \ne y`), in log space; only (M, C) tensors.
+
+    :math:`\log S_{y j} = p \min(0, \log N_j - \log N_y) + q \max(0, \log\sigma_j - \log\max(\sigma_y, \epsilon))`
+    is built in place in one (M, C) buffer, which then receives :math:`z` in place.
+    """
     z, labels = rows.logits, rows.labels
     assert labels is not None
-    is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
-    log_weight = torch.zeros_like(z)
+    y = labels.unsqueeze(1)
     if p > 0.0:  # mitigation: (N_j / N_y)^p where N_j < N_y
         log_n = class_counts.clamp_min(1).to(z.dtype).log()
-        log_weight = p * (log_n - log_n[labels].unsqueeze(1)).clamp_max(0.0)
+        log_weight = (log_n - log_n[labels].unsqueeze(1)).clamp_max_(0.0).mul_(p)
+    else:
+        log_weight = torch.zeros_like(z)
     if q > 0.0:  # compensation: (sigma_j / sigma_y)^q where sigma_j > sigma_y, from the detached logits
         log_sigma = F.log_softmax(z.detach(), dim=1)
-        log_sigma_y = log_sigma.gather(1, labels.unsqueeze(1)).clamp_min(math.log(eps))
-        log_weight = log_weight + q * (log_sigma - log_sigma_y).clamp_min(0.0)
-    return F.cross_entropy(z + log_weight.masked_fill(is_target, 0.0), labels, reduction="none")
+        log_sigma_y = log_sigma.gather(1, y).clamp_min(math.log(eps))
+        log_weight.add_(log_sigma.sub_(log_sigma_y).clamp_min_(0.0).mul_(q))
+        del log_sigma
+    log_weight.scatter_(1, y, 0.0)  # the factors are for j != y (both terms are already 0 at y)
+    return F.cross_entropy(log_weight.add_(z), labels, reduction="none")  # z + log S, in the same buffer
 
 
 def _batch_counts(rows: _engine.Rows, num_classes: int) -> Tensor:
