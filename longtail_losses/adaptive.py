@@ -107,6 +107,18 @@ def _check_statistic(value: object, name: str, num_classes: int, *, dtype: torch
     return tensor.to(dtype)
 
 
+def _check_loaded(
+    state_dict: dict[str, Any], prefix: str, names: tuple[str, ...], num_classes: int, dtype: torch.dtype
+) -> None:
+    """Check (and cast to ``dtype``) the statistics a ``state_dict`` brings, as ``__init__`` checks its arguments."""
+    for name in names:
+        key = prefix + name
+        if key in state_dict:
+            state_dict[key] = _check_statistic(
+                state_dict[key], f"state_dict[{key!r}]", num_classes, dtype=dtype, check_values=True
+            )
+
+
 def _class_indices(
     logits: Tensor,
     target: Tensor,
@@ -350,6 +362,10 @@ class SeesawLoss(nn.Module):
                 self.class_counts.add_(batch.to(self.class_counts.device))
         counts = self.class_counts.to(rows.logits.device)
         return _engine.finish(_seesaw_per_row(rows, counts, p=self.p, q=self.q, eps=self.eps), rows, self.reduction)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        _check_loaded(state_dict, prefix, ("class_counts", "initial_counts"), self.num_classes, torch.int64)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_statistics(self) -> None:
         """Set the accumulated counts back to their initial value (``class_counts`` of ``__init__``, or zeros)."""
@@ -652,6 +668,10 @@ class EQLv2Loss(nn.Module):
             self.pos_grad.zero_()
             self.neg_grad.zero_()
             self.num_updates.zero_()
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        _check_loaded(state_dict, prefix, self._statistics, self.num_classes, torch.float64)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> EQLv2Loss:
         # .half(), .float() and .to(dtype) cast every floating-point buffer: keep the statistics float64 and apply

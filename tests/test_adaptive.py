@@ -550,6 +550,25 @@ class TestBoth:
         expected = {"class_counts", "initial_counts"} if name == "seesaw" else {"pos_grad", "neg_grad", "num_updates"}
         assert keys == expected
 
+    def test_load_state_dict_checks_the_statistics(self, name: str) -> None:
+        module = make(name)
+        state = module.state_dict()
+        key = "class_counts" if name == "seesaw" else "neg_grad"
+        state[key] = -torch.ones(C, dtype=state[key].dtype)
+        with pytest.raises(ValueError, match=rf"Expected `state_dict\['{key}'\]` to hold (whole|finite) numbers >= 0"):
+            module.load_state_dict(state)
+        state[key] = torch.ones(C + 1, dtype=state[key].dtype)
+        with pytest.raises(ValueError, match=rf"Expected `state_dict\['{key}'\]` to have shape \(5,\), but got \(6,\)"):
+            module.load_state_dict(state)
+
+    @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+    def test_half_inputs_computed_in_float32(self, name: str, dtype: torch.dtype) -> None:
+        logits, target = batch(0)
+        low = logits.to(dtype)
+        out = make(name)(low, target)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, make(name)(low.float(), target), rtol=0, atol=0)
+
     def test_to_moves_buffers(self, name: str) -> None:
         module = make(name).to("meta")
         assert all(buf.device.type == "meta" for buf in module.buffers())
