@@ -62,7 +62,7 @@ _NO_PROBABILITIES = {
 
 
 def _check_inputs(logits: object, target: object, num_columns: int, loss: str) -> None:
-    """Checks the engine words for counts-based losses: the number of classes, and class indices only."""
+    """The checks whose engine wording speaks of class counts: the number of columns; class indices only."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
     if not isinstance(target, Tensor):
