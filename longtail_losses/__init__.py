@@ -7,6 +7,7 @@ Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm dec
 
 from longtail_losses import data, functional, metrics, models, twostage
 from longtail_losses._engine import LossOptions
+from longtail_losses.adaptive import EQLv2Loss, SeesawLoss
 from longtail_losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.class_balanced import ClassBalancedFocal
 from longtail_losses.combined import BFS, BWLM
@@ -23,9 +24,11 @@ __all__ = [
     "BalancedSoftmax",
     "ClassBalancedFocal",
     "ClassNormDecay",
+    "EQLv2Loss",
     "LDAMLoss",
     "LogitAdjustedLoss",
     "LossOptions",
+    "SeesawLoss",
     "__version__",
     "class_counts",
     "data",

@@ -1,5 +1,6 @@
 """Functional forms of every loss (``from longtail_losses import functional as LF``)."""
 
+from longtail_losses.adaptive import eqlv2_loss, seesaw_loss
 from longtail_losses.balanced_softmax import balanced_softmax_loss
 from longtail_losses.class_balanced import class_balanced_focal_loss, class_balanced_weights
 from longtail_losses.combined import bfs_loss, bwlm_loss
@@ -14,7 +15,9 @@ __all__ = [
     "class_balanced_focal_loss",
     "class_balanced_weights",
     "classifier_norm_penalty",
+    "eqlv2_loss",
     "ldam_loss",
     "ldam_margins",
     "logit_adjusted_loss",
+    "seesaw_loss",
 ]
