@@ -16,6 +16,7 @@ from torch import Tensor
 
 from longtail_losses import _engine
 from longtail_losses._base import CountsLoss
+from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import CountsLike, _check_real, as_class_counts, check_beta
 
 __all__ = ["LDAMLoss", "drw_weights", "ldam_loss", "ldam_margins"]
@@ -174,22 +175,11 @@ def _ldam(
     max_margin: float,
     scale: float,
     weight: Optional[Tensor],
-    reduction: str,
-    ignore_index: int,
-    label_smoothing: float,
-    validate_args: bool,
-    check_counts: bool,
+    check_counts: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
-    rows = _engine.prepare(
-        logits,
-        target,
-        class_counts,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        validate_args=validate_args,
-        check_counts=check_counts,
-    )
+    reduction = _engine.check_options(**options).reduction
+    rows = _engine.prepare(logits, target, class_counts, check_counts=check_counts, **options)
     z = rows.logits
     weight = check_class_weight(weight, z.shape[1])
     w = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
@@ -210,10 +200,7 @@ def ldam_loss(
     max_margin: float = 0.5,
     scale: float = 30.0,
     weight: Optional[Tensor] = None,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Label-distribution-aware margin (LDAM) loss :cite:`cao2019ldam`, eq. (13).
 
@@ -249,17 +236,11 @@ def ldam_loss(
         max_margin: The margin :math:`m_{\max} \ge 0` of the rarest class.
         scale: The scale :math:`s > 0` of the logits.
         weight: Per-class weights :math:`w_j` (floating point), or ``None`` for ones.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing.
-        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]`: the target becomes
-            :math:`(1-\varepsilon)\,t + \varepsilon / C`.
-        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
-        shape of ``logits``.
-        class_counts: :math:`(C)`.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         weight: :math:`(C)`.
         output: a scalar, or the shape of the class-index target if ``reduction='none'`` (zero where ignored).
 
@@ -283,11 +264,7 @@ def ldam_loss(
         max_margin=check_max_margin(max_margin),
         scale=check_scale(scale),
         weight=weight,
-        reduction=reduction,
-        ignore_index=ignore_index,
-        label_smoothing=label_smoothing,
-        validate_args=validate_args,
-        check_counts=True,
+        **options,
     )
 
 
@@ -309,14 +286,11 @@ class LDAMLoss(CountsLoss):
         max_margin: Margin of the rarest class, ``>= 0``. Default: ``0.5``.
         scale: Scale of the logits, ``> 0``. Default: ``30.0``.
         weight: Per-class weights, a floating-point tensor of shape :math:`(C)`, or ``None``. Default: ``None``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices, or probabilities of the shape of ``logits``.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
@@ -337,18 +311,9 @@ class LDAMLoss(CountsLoss):
         max_margin: float = 0.5,
         scale: float = 30.0,
         weight: Optional[Tensor] = None,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        validate_args: bool = True,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            class_counts,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            validate_args=validate_args,
-        )
+        super().__init__(class_counts, **options)
         self.max_margin = check_max_margin(max_margin)
         self.scale = check_scale(scale)
         weight = check_class_weight(weight, self.num_classes)

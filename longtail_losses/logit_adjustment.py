@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Union
 
 import torch
 from torch import Tensor
 
 from longtail_losses import _engine
 from longtail_losses._base import CountsLoss
+from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import (
     CountsLike,
     _check_real,
@@ -46,10 +47,7 @@ def logit_adjusted_loss(
     class_counts: CountsLike,
     *,
     tau: float = 1.0,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Logit-adjusted softmax cross-entropy :cite:`menon2021logit`, eq. (10).
 
@@ -77,17 +75,11 @@ def logit_adjusted_loss(
             ``logits``.
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
         tau: Strength :math:`\tau` of the adjustment, a finite real number.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing (and are not counted by ``'mean'``).
-        label_smoothing: Smoothing :math:`\varepsilon \in [0, 1]`, as in
-            :func:`~torch.nn.functional.cross_entropy`.
-        validate_args: Check tensor values (counts, labels, probabilities); this synchronises with the device.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices of the shape of ``logits`` without the class dimension, or probabilities of the
-        shape of ``logits``.
-        class_counts: :math:`(C)`.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'`` (zero where ignored).
 
     Raises:
@@ -103,17 +95,8 @@ def logit_adjusted_loss(
         >>> logit_adjusted_loss(logits, target, [90, 10], tau=0.5)
         tensor(0.3939)
     """
-    options: dict[str, Any] = {"reduction": reduction, "ignore_index": ignore_index, "label_smoothing": label_smoothing}
     return _engine.mixture_loss(
-        logits,
-        target,
-        class_counts,
-        alpha=0.0,
-        beta=0.0,
-        gamma=0.0,
-        tau=check_tau(tau),
-        validate_args=validate_args,
-        **options,
+        logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=check_tau(tau), **options
     )
 
 
@@ -126,14 +109,11 @@ class LogitAdjustedLoss(CountsLoss):
     Args:
         class_counts: Training samples per class, all ``> 0``.
         tau: Strength of the adjustment, a finite real number. Default: ``1.0``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        label_smoothing: Smoothing in ``[0, 1]``. Default: ``0.0``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices, or probabilities of the shape of ``logits``.
+        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Example:
@@ -151,18 +131,9 @@ class LogitAdjustedLoss(CountsLoss):
         class_counts: CountsLike,
         *,
         tau: float = 1.0,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        label_smoothing: float = 0.0,
-        validate_args: bool = True,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__(
-            class_counts,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            validate_args=validate_args,
-        )
+        super().__init__(class_counts, **options)
         self.tau = check_tau(tau)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
