@@ -24,8 +24,10 @@ __all__ = [
     "check_alpha",
     "check_beta",
     "check_bool",
+    "check_finite",
     "check_gamma",
     "check_ignore_index",
+    "check_int",
     "check_label_smoothing",
     "check_logits_target",
     "check_lr",
@@ -52,6 +54,25 @@ def _check_real(name: str, value: object) -> float:
     if math.isnan(result):
         raise ValueError(f"Expected `{name}` to be a real number, but got nan")
     return result
+
+
+def check_finite(name: str, value: object, *, low: float = -math.inf, strict: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite real number ``>= low`` (``> low`` if ``strict``)."""
+    result = _check_real(name, value)
+    if not math.isfinite(result):
+        raise ValueError(f"Expected `{name}` to be a finite real number, but got {value}")
+    if result < low or (strict and result == low):
+        raise ValueError(f"Expected `{name}` to be a finite number {'>' if strict else '>='} {low:g}, but got {value}")
+    return result
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"Expected `{name}` to be an int, but got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}")
+    return int(value)
 
 
 def check_reduction(reduction: object) -> str:

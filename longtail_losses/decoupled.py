@@ -28,26 +28,15 @@ the paper's stage 1), Kang et al. re-balance only the classifier:
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses._validation import check_weight_matrix
+from longtail_losses._validation import check_finite, check_weight_matrix
 
 __all__ = ["LearnableWeightScaling", "NearestClassMean", "nearest_class_mean", "tau_normalize"]
-
-
-def _check_tau(tau: object) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"Expected `tau` to be a real number, but got {tau!r} of type {type(tau).__name__}")
-    value = float(tau)
-    if not math.isfinite(value):
-        raise ValueError(f"Expected `tau` to be a finite real number, but got {tau}")
-    return value
 
 
 def _linear_weight(classifier: object) -> Tensor:
@@ -101,7 +90,7 @@ def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = 
         >>> tau_normalize(fc, 0.5).bias is None
         True
     """
-    tau = _check_tau(tau)
+    tau = check_finite("tau", tau)
     weight = _linear_weight(classifier)
     norms = weight.norm(dim=1, keepdim=True)
     scale = torch.where(norms > 0, norms.pow(-tau) if tau != 0.0 else torch.ones_like(norms), torch.ones_like(norms))

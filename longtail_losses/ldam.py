@@ -17,25 +17,9 @@ from torch import Tensor
 from longtail_losses import _engine
 from longtail_losses._base import CountsLoss
 from longtail_losses._engine import LossOptions, Unpack
-from longtail_losses._validation import CountsLike, _check_real, as_class_counts, check_beta
+from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_finite
 
 __all__ = ["LDAMLoss", "drw_weights", "ldam_loss", "ldam_margins"]
-
-
-def check_max_margin(max_margin: object) -> float:
-    """Return ``max_margin`` if it is finite and ``>= 0``."""
-    value = _check_real("max_margin", max_margin)
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise ValueError(f"Expected `max_margin` to be a finite number >= 0, but got {max_margin}")
-    return value
-
-
-def check_scale(scale: object) -> float:
-    """Return ``scale`` if it is finite and ``> 0``."""
-    value = _check_real("scale", scale)
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ValueError(f"Expected `scale` to be a finite number > 0, but got {scale}")
-    return value
 
 
 def check_class_weight(weight: object, num_classes: int) -> Optional[Tensor]:
@@ -83,7 +67,7 @@ def ldam_margins(class_counts: CountsLike, max_margin: float = 0.5, *, dtype: to
         >>> ldam_margins([10000, 100, 1], max_margin=0.5)
         tensor([0.0500, 0.1581, 0.5000])
     """
-    return _margins(as_class_counts(class_counts), check_max_margin(max_margin), dtype)
+    return _margins(as_class_counts(class_counts), check_finite("max_margin", max_margin, low=0.0), dtype)
 
 
 def drw_weights(
@@ -261,8 +245,8 @@ def ldam_loss(
         logits,
         target,
         class_counts,
-        max_margin=check_max_margin(max_margin),
-        scale=check_scale(scale),
+        max_margin=check_finite("max_margin", max_margin, low=0.0),
+        scale=check_finite("scale", scale, low=0.0, strict=True),
         weight=weight,
         **options,
     )
@@ -314,8 +298,8 @@ class LDAMLoss(CountsLoss):
         **options: Unpack[LossOptions],
     ) -> None:
         super().__init__(class_counts, **options)
-        self.max_margin = check_max_margin(max_margin)
-        self.scale = check_scale(scale)
+        self.max_margin = check_finite("max_margin", max_margin, low=0.0)
+        self.scale = check_finite("scale", scale, low=0.0, strict=True)
         weight = check_class_weight(weight, self.num_classes)
         self.register_buffer("weight", None if weight is None else weight.detach().clone())
 

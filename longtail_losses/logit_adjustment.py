@@ -8,7 +8,6 @@ with plain cross-entropy, by predicting with :math:`z - \tau\log\pi` (:func:`pos
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Union
 
@@ -20,8 +19,8 @@ from longtail_losses._base import CountsLoss
 from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import (
     CountsLike,
-    _check_real,
     as_class_counts,
+    check_finite,
     check_ignore_index,
     check_logits_target,
     check_target_values,
@@ -31,14 +30,6 @@ __all__ = ["LogitAdjustedLoss", "logit_adjusted_loss", "posthoc_adjust", "tune_t
 
 #: The default grid of :func:`tune_tau`: 0.0, 0.1, ..., 3.0.
 DEFAULT_TAUS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(31))
-
-
-def check_tau(tau: object) -> float:
-    """Return ``tau`` if it is a finite real number (negative values are allowed: they strengthen the prior)."""
-    value = _check_real("tau", tau)
-    if not math.isfinite(value):
-        raise ValueError(f"Expected `tau` to be a finite real number, but got {tau}")
-    return value
 
 
 def logit_adjusted_loss(
@@ -96,7 +87,7 @@ def logit_adjusted_loss(
         tensor(0.3939)
     """
     return _engine.mixture_loss(
-        logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=check_tau(tau), **options
+        logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=check_finite("tau", tau), **options
     )
 
 
@@ -134,7 +125,7 @@ class LogitAdjustedLoss(CountsLoss):
         **options: Unpack[LossOptions],
     ) -> None:
         super().__init__(class_counts, **options)
-        self.tau = check_tau(tau)
+        self.tau = check_finite("tau", tau)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`logit_adjusted_loss`."""
@@ -184,7 +175,7 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
         >>> adjusted.argmax(1)  # the first sample moves to the rare class
         tensor([1, 1])
     """
-    tau = check_tau(tau)
+    tau = check_finite("tau", tau)
     counts = as_class_counts(class_counts)
     if not isinstance(logits, Tensor):
         raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
@@ -265,7 +256,7 @@ def tune_tau(
         taus = taus.detach().cpu().reshape(-1).tolist()
     if isinstance(taus, (str, bytes)) or not isinstance(taus, Sequence):
         raise TypeError(f"Expected `taus` to be a sequence of real numbers, but got {type(taus).__name__}")
-    candidates = [check_tau(t) for t in taus]
+    candidates = [check_finite("tau", t) for t in taus]
     if not candidates:
         raise ValueError("Expected `taus` to hold at least one value, but got an empty sequence")
     ignore_index = check_ignore_index(ignore_index)

@@ -6,7 +6,6 @@ r"""Class-aware sampling (Kang et al., ICLR 2020): draw classes with probability
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -14,26 +13,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from longtail_losses._validation import check_finite, check_int
 from longtail_losses.counts import _labels_of
 
 __all__ = ["ClassAwareSampler"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Expected `{name}` to be an int, but got {value!r} of type {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}")
-    return int(value)
-
-
-def _check_power(power: object) -> float:
-    if isinstance(power, bool) or not isinstance(power, numbers.Real):
-        raise TypeError(f"Expected `power` to be a real number, but got {power!r} of type {type(power).__name__}")
-    value = float(power)
-    if not math.isfinite(value):
-        raise ValueError(f"Expected `power` to be a finite real number, but got {power}")
-    return value
 
 
 def _distributed_defaults(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
@@ -42,8 +25,8 @@ def _distributed_defaults(num_replicas: Optional[int], rank: Optional[int]) -> t
         num_replicas = torch.distributed.get_world_size() if initialised else 1
     if rank is None:
         rank = torch.distributed.get_rank() if initialised else 0
-    num_replicas = _check_int("num_replicas", num_replicas, 1)
-    rank = _check_int("rank", rank, 0)
+    num_replicas = check_int("num_replicas", num_replicas, 1)
+    rank = check_int("rank", rank, 0)
     if rank >= num_replicas:
         raise ValueError(f"Expected `rank` to be in [0, num_replicas={num_replicas}), but got {rank}")
     return num_replicas, rank
@@ -128,12 +111,12 @@ class ClassAwareSampler(Sampler[int]):
             raise ValueError("Expected `labels` to hold at least one label, but got none")
         if int(values.min()) < 0:
             raise ValueError(f"Expected every entry of `labels` to be >= 0, but got {int(values.min())}")
-        self.power = _check_power(power)
-        self.num_samples = values.numel() if num_samples is None else _check_int("num_samples", num_samples, 0)
-        self.seed = _check_int("seed", seed, -(2**63))
+        self.power = check_finite("power", power)
+        self.num_samples = values.numel() if num_samples is None else check_int("num_samples", num_samples, 0)
+        self.seed = check_int("seed", seed, -(2**63))
         self.num_replicas, self.rank = _distributed_defaults(num_replicas, rank)
         self.progressive_epochs = (
-            None if progressive_epochs is None else _check_int("progressive_epochs", progressive_epochs, 1)
+            None if progressive_epochs is None else check_int("progressive_epochs", progressive_epochs, 1)
         )
         self.epoch = 0
         self.counts = torch.bincount(values)
@@ -143,11 +126,11 @@ class ClassAwareSampler(Sampler[int]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the draws (and the progressive mixture) of ``epoch``; call it at the start of every epoch."""
-        self.epoch = _check_int("epoch", epoch, 0)
+        self.epoch = check_int("epoch", epoch, 0)
 
     def class_probabilities(self, epoch: Optional[int] = None) -> Tensor:
         r"""The class probabilities :math:`p_j` of ``epoch`` (default: the current one), float64 :math:`(C)`."""
-        epoch = self.epoch if epoch is None else _check_int("epoch", epoch, 0)
+        epoch = self.epoch if epoch is None else check_int("epoch", epoch, 0)
         n = self.counts.to(torch.float64)
         present = n > 0
 
