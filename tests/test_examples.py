@@ -493,3 +493,33 @@ def test_download_rank0_first_then_barrier(cifar_root: Path, monkeypatch: pytest
     script.make_task(args, common.Dist(rank=rank, world_size=2))
     expected_before = ["download", "download"] if rank == 0 else []
     assert events == [*expected_before, "barrier", "read", "read"]
+
+
+def test_cleanup_frees_ddp_wrappers_before_destroying_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The DDP test once aborted at exit (SIGABRT, "terminate called without an active exception"): DDP wrappers
+    # live in reference cycles and were freed by the garbage collector at shutdown, after the group was destroyed.
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    common = _import("_common")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    seen = []
+    destroy = dist.destroy_process_group
+    gc.disable()  # no collection by chance: only cleanup_distributed's own
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+        ddp(torch.randn(4, 3)).sum().backward()
+        alive = weakref.ref(ddp)
+        del ddp
+        assert alive() is not None  # a cycle: not freed by reference counting
+        monkeypatch.setattr(dist, "destroy_process_group", lambda *a: (seen.append(alive() is None), destroy(*a)))
+        common.cleanup_distributed(common.Dist(rank=0, world_size=2))  # world_size > 1: a distributed run
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            destroy()
+    assert seen == [True]  # the wrapper was freed before the group was destroyed
