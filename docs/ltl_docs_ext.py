@@ -11,6 +11,9 @@ Options:
     ``:titles:`` turn Markdown headings into real sections (default: rubrics).
     ``:skip-first-heading:`` drop the first heading (the including page has its own title).
     ``:skip-images:`` leave out the image lines (the including page shows the plots itself, e.g. first).
+    ``:split-cells:`` labels, one per line: a table whose cells hold ``a / b`` becomes one table per label, the
+    first with the ``a`` parts, the next with the ``b`` parts (one quantity per cell; a header's ``(x / y)``
+    note is dropped).
 
 It also checks the maths of every page: a doubled backslash before a letter (``\\le``, ``\\text``) in rendered
 maths is a docstring that escaped its backslashes in a raw string, and renders as a line break and plain letters
@@ -67,6 +70,7 @@ def markdown_to_rst(
     skip_first_heading: bool = False,
     image_base: str = ".",
     skip_images: bool = False,
+    split_labels: tuple[str, ...] = (),
 ) -> list[str]:
     """Translate the Markdown subset to reStructuredText lines.
 
@@ -134,13 +138,22 @@ def markdown_to_rst(
                     rows.append(cells)
                 i += 1
             width = max(len(r) for r in rows)
-            out += ["", ".. list-table::", "   :header-rows: 1", ""]
-            for row in rows:
-                row = row + [""] * (width - len(row))
-                for j, cell in enumerate(row):
-                    lead = "   * - " if j == 0 else "     - "
-                    out.append((lead + _inline(cell)).rstrip())
-            out.append("")
+            body_split = any(len(c.split(" / ")) == len(split_labels) for r in rows[1:] for c in r[1:])
+            parts = list(enumerate(split_labels)) if split_labels and body_split else [(None, "")]
+            for k, label in parts:
+                if k is not None:
+                    out += ["", f"*{label}*", ""]
+                out += ["", ".. list-table::", "   :header-rows: 1", ""]
+                for r_index, row in enumerate(rows):
+                    row = row + [""] * (width - len(row))
+                    for j, cell in enumerate(row):
+                        if k is not None and r_index == 0:
+                            cell = re.sub(r"\s*\([^()]*/[^()]*\)", "", cell)
+                        elif k is not None and j > 0 and len(cell.split(" / ")) == len(split_labels):
+                            cell = cell.split(" / ")[k]
+                        lead = "   * - " if j == 0 else "     - "
+                        out.append((lead + _inline(cell)).rstrip())
+                out.append("")
             continue
         bullet = re.match(r"^(\s*)[-*+]\s+(.*)$", line)
         if bullet:
@@ -176,6 +189,7 @@ class MarkdownInclude(SphinxDirective):
         "titles": directives.flag,
         "skip-first-heading": directives.flag,
         "skip-images": directives.flag,
+        "split-cells": directives.unchanged,
     }
 
     def run(self) -> list[nodes.Node]:
@@ -192,6 +206,9 @@ class MarkdownInclude(SphinxDirective):
                 titles="titles" in self.options,
                 skip_first_heading="skip-first-heading" in self.options,
                 skip_images="skip-images" in self.options,
+                split_labels=tuple(
+                    line.strip() for line in self.options.get("split-cells", "").splitlines() if line.strip()
+                ),
                 image_base=Path(os.path.relpath(source.parent, doc_dir)).as_posix(),
             )
             origin = str(source)
@@ -358,7 +375,7 @@ def _check_math_backslashes(app: Sphinx, doctree: nodes.document) -> None:
         if match:
             logger.warning(
                 "doubled backslash %r in maths %r: it renders as a line break and plain letters; write the "
-                "docstring as a raw string (r\"\"\"...) with single backslashes",
+                'docstring as a raw string (r"""...) with single backslashes',
                 match.group(0),
                 text if len(text) <= 80 else text[:77] + "...",
                 location=node,
