@@ -374,7 +374,7 @@ def _check_math_backslashes(app: Sphinx, doctree: nodes.document) -> None:
         match = _DOUBLED_BACKSLASH.search(text)
         if match:
             logger.warning(
-                "doubled backslash %r in maths %r: it renders as a line break and plain letters; write the "
+                "doubled backslash '%s' in maths '%s': it renders as a line break and plain letters; write the "
                 'docstring as a raw string (r"""...) with single backslashes',
                 match.group(0),
                 text if len(text) <= 80 else text[:77] + "...",
