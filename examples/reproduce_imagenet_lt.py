@@ -11,9 +11,8 @@ split files ``ImageNet_LT_{train,val,test}.txt`` (lines ``relative/path.JPEG lab
 the val images into one folder per class first (e.g. with the ``valprep.sh`` of PyTorch's ImageNet example).
 Every image the split files list is checked to exist before training starts.
 
-With ``--val-split`` the val set (20 images per class) is evaluated
-after every epoch and the epoch that is best on it is reported besides the last one; the test set (50 per class)
-never selects anything.
+With ``--val-split`` the val set (20 images per class) is evaluated after every epoch and the epoch that is best
+on it is reported besides the last one; the test set (50 per class) never selects anything.
 
 Examples:
     python examples/reproduce_imagenet_lt.py --data /data/imagenet --splits /data/ImageNet_LT --row BWLM \
@@ -22,7 +21,8 @@ Examples:
         --splits /data/ImageNet_LT --row BWLM --output runs/inlt_bwlm
 
 Outputs as ``reproduce_cifar_lt.py``: results.json, per_class_accuracy.png (Fig. 7), weight_norms.png (Fig. 5a),
-checkpoint.pt every epoch (--resume), stage1_model.pt, final_model.pt, best_stage1_model.pt.
+checkpoint.pt every epoch (--resume), stage1_model.pt (with the fingerprint --stage1-weights checks),
+final_model.pt, best_stage1_model.pt, and train.log (the start banner and one line per epoch).
 """
 
 from __future__ import annotations
