@@ -20,8 +20,8 @@ Outputs in ``--output``: results.json (config, Many/Medium/Few/All per stage, pe
 weight norms, wall time), per_class_accuracy.png (paper Fig. 7), weight_norms.png (Fig. 5a), stage1_model.pt
 (with a fingerprint of the data and seed, checked by --stage1-weights), final_model.pt, checkpoint.pt (every
 epoch; continue with --resume) and train.log (the start banner and one line per epoch, as printed).
-Accuracy is measured on the raw logits;
-the reported model is the last epoch's (CIFAR has no validation split, and the test set selects nothing).
+Accuracy is measured on the raw logits; the reported model is the last epoch's (CIFAR has no validation split,
+and the test set selects nothing).
 """
 
 from __future__ import annotations
