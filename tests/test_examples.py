@@ -513,6 +513,8 @@ def test_cleanup_frees_ddp_wrappers_before_destroying_the_group(
     try:
         ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
         ddp(torch.randn(4, 3)).sum().backward()
+        # DDP's own cycles depend on torch's state (whether dynamo was imported, ...): make sure there is one.
+        ddp.__dict__["_test_cycle"] = ddp
         alive = weakref.ref(ddp)
         del ddp
         assert alive() is not None  # a cycle: not freed by reference counting
