@@ -76,8 +76,9 @@ def check_cifar(args: argparse.Namespace) -> None:
     base = Path(args.data).expanduser() / folder
     missing = [f for f in files if not (base / f).is_file()]
     if missing:
+        name = "CIFAR-100" if args.dataset == "cifar100" else "CIFAR-10"
         raise C.InputError(
-            f"Expected {args.dataset.upper()} in --data {args.data} (the python version: {folder}/ with "
+            f"Expected {name} in --data {args.data} (the python version: {folder}/ with "
             f"{', '.join(files)}), but {len(missing)} of {len(files)} files are missing ({base / missing[0]}). "
             f"Pass --download to fetch it (needs torchvision and internet access), or point --data at the folder "
             f"that holds {folder}/ (from https://www.cs.toronto.edu/~kriz/cifar.html)."

@@ -411,7 +411,7 @@ def test_cifar_missing_data_names_the_flags(tmp_path: Path, capsys: pytest.Captu
     (tmp_path / "nothing").mkdir()
     assert script.main(_cifar_args(tmp_path / "nothing", tmp_path / "run")) == 2
     err = capsys.readouterr().err
-    assert "Expected CIFAR100 in --data" in err
+    assert "Expected CIFAR-100 in --data" in err
     assert "3 of 3 files are missing" in err
     assert "Pass --download" in err
     assert "download=True" not in err  # the library's argument, not the script's flag
