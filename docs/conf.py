@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,15 @@ sys.path.insert(0, str(DOCS))
 
 import longtail_losses  # noqa: E402
 
+# sphinx-autodoc-typehints 3.6.1 (the latest release) still calls a parser API that Sphinx 9 deprecates, and
+# Sphinx shows its own next-version deprecations by default: fifteen lines per build that we cannot act on.
+try:
+    from sphinx.deprecation import RemovedInSphinx10Warning
+
+    warnings.filterwarnings("ignore", category=RemovedInSphinx10Warning, module="sphinx_autodoc_typehints")
+except ImportError:  # a Sphinx without that class no longer has the deprecated API either
+    pass
+
 # -- Project -----------------------------------------------------------------------------------------------------------
 
 project = "longtail-losses"
@@ -43,6 +53,7 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # PyPI sphinx-mathjax-offline: MathJax 3 copied into _static, no CDN (offline reading)
     "sphinx.ext.intersphinx",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
@@ -64,7 +75,8 @@ pygments_dark_style = "monokai"
 
 html_theme = "furo"
 html_title = f"longtail-losses {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["ltl.css"]  # wrapped code, scrolling wide equations and tables, readable table font
 html_theme_options = {
     "source_repository": "https://github.com/longtail-losses/longtail-losses/",
     "source_branch": "main",

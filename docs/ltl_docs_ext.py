@@ -10,6 +10,14 @@ Options:
     ``:missing:`` reStructuredText to show when the file is absent.
     ``:titles:`` turn Markdown headings into real sections (default: rubrics).
     ``:skip-first-heading:`` drop the first heading (the including page has its own title).
+    ``:skip-images:`` leave out the image lines (the including page shows the plots itself, e.g. first).
+    ``:split-cells:`` labels, one per line: a table whose cells hold ``a / b`` becomes one table per label, the
+    first with the ``a`` parts, the next with the ``b`` parts (one quantity per cell; a header's ``(x / y)``
+    note is dropped).
+
+It also checks the maths of every page: a doubled backslash before a letter (``\\le``, ``\\text``) in rendered
+maths is a docstring that escaped its backslashes in a raw string, and renders as a line break and plain letters
+("20lenle100"); the build warns (an error under ``-W``).
 """
 
 from __future__ import annotations
@@ -56,7 +64,13 @@ def _cells(line: str) -> list[str]:
 
 
 def markdown_to_rst(
-    text: str, *, titles: bool = False, skip_first_heading: bool = False, image_base: str = "."
+    text: str,
+    *,
+    titles: bool = False,
+    skip_first_heading: bool = False,
+    image_base: str = ".",
+    skip_images: bool = False,
+    split_labels: tuple[str, ...] = (),
 ) -> list[str]:
     """Translate the Markdown subset to reStructuredText lines.
 
@@ -86,6 +100,9 @@ def markdown_to_rst(
             out += ["", f".. code-block:: {lang}", ""] + ["   " + b for b in body] + [""]
             continue
         image = re.fullmatch(r"!\[([^\]]*)\]\(([^)\s]+)\)", stripped)
+        if image and skip_images:
+            i += 1
+            continue
         if image:
             target = image.group(2)
             if "://" not in target and not target.startswith("/"):
@@ -100,6 +117,8 @@ def markdown_to_rst(
                 skipped = True
                 continue
             title = _inline(heading.group(2))
+            if skip_images and title.strip().lower() == "plots":  # a section of images only
+                continue
             if titles:
                 level = len(heading.group(1))
                 while levels and levels[-1] > level:
@@ -119,13 +138,22 @@ def markdown_to_rst(
                     rows.append(cells)
                 i += 1
             width = max(len(r) for r in rows)
-            out += ["", ".. list-table::", "   :header-rows: 1", ""]
-            for row in rows:
-                row = row + [""] * (width - len(row))
-                for j, cell in enumerate(row):
-                    lead = "   * - " if j == 0 else "     - "
-                    out.append((lead + _inline(cell)).rstrip())
-            out.append("")
+            body_split = any(len(c.split(" / ")) == len(split_labels) for r in rows[1:] for c in r[1:])
+            parts = list(enumerate(split_labels)) if split_labels and body_split else [(None, "")]
+            for k, label in parts:
+                if k is not None:
+                    out += ["", f"*{label}*", ""]
+                out += ["", ".. list-table::", "   :header-rows: 1", ""]
+                for r_index, row in enumerate(rows):
+                    row = row + [""] * (width - len(row))
+                    for j, cell in enumerate(row):
+                        if k is not None and r_index == 0:
+                            cell = re.sub(r"\s*\([^()]*/[^()]*\)", "", cell)
+                        elif k is not None and j > 0 and len(cell.split(" / ")) == len(split_labels):
+                            cell = cell.split(" / ")[k]
+                        lead = "   * - " if j == 0 else "     - "
+                        out.append((lead + _inline(cell)).rstrip())
+                out.append("")
             continue
         bullet = re.match(r"^(\s*)[-*+]\s+(.*)$", line)
         if bullet:
@@ -160,6 +188,8 @@ class MarkdownInclude(SphinxDirective):
         "missing": directives.unchanged,
         "titles": directives.flag,
         "skip-first-heading": directives.flag,
+        "skip-images": directives.flag,
+        "split-cells": directives.unchanged,
     }
 
     def run(self) -> list[nodes.Node]:
@@ -175,6 +205,10 @@ class MarkdownInclude(SphinxDirective):
                 text,
                 titles="titles" in self.options,
                 skip_first_heading="skip-first-heading" in self.options,
+                skip_images="skip-images" in self.options,
+                split_labels=tuple(
+                    line.strip() for line in self.options.get("split-cells", "").splitlines() if line.strip()
+                ),
                 image_base=Path(os.path.relpath(source.parent, doc_dir)).as_posix(),
             )
             origin = str(source)
@@ -327,9 +361,33 @@ def _check_public_names_documented(app: Sphinx, env: Any) -> None:
                 logger.warning("public name %s has no reference entry in the API pages", full, type="ltl")
 
 
+_DOUBLED_BACKSLASH = re.compile(r"\\\\[A-Za-z]")
+
+
+def _check_math_backslashes(app: Sphinx, doctree: nodes.document) -> None:
+    """Warn for a doubled backslash before a letter in any maths of the page (see the module docstring)."""
+    from sphinx.util import logging
+
+    logger = logging.getLogger(__name__)
+    for node in doctree.findall(lambda n: isinstance(n, (nodes.math, nodes.math_block))):
+        text = node.astext()
+        match = _DOUBLED_BACKSLASH.search(text)
+        if match:
+            logger.warning(
+                "doubled backslash '%s' in maths '%s': it renders as a line break and plain letters; write the "
+                'docstring as a raw string (r"""...) with single backslashes',
+                match.group(0),
+                text if len(text) <= 80 else text[:77] + "...",
+                location=node,
+                type="ltl",
+                subtype="math",
+            )
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("ltl_public_modules", [], "env", types=frozenset({list}))
     app.connect("env-check-consistency", _check_public_names_documented)
+    app.connect("doctree-read", _check_math_backslashes)
     app.connect("builder-inited", _use_number_checker, priority=100)
     app.add_directive("markdown-include", MarkdownInclude)
     app.add_directive("json-table", JsonTable)

@@ -23,12 +23,15 @@ mean loss over the global batch (and of a classifier-norm penalty added once), a
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
 import platform
+import re
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +127,16 @@ def init_distributed(device: str = "auto") -> Dist:
 
 
 def cleanup_distributed(d: Dist) -> None:
+    """Leave the process group: collect garbage, wait for every rank, then destroy the group.
+
+    A DistributedDataParallel wrapper sits in reference cycles, so it is freed only by the garbage collector, at
+    a moment nobody chooses; its reducer keeps the process group alive until then. Left to chance, that moment
+    can come after ``destroy_process_group`` or during interpreter shutdown, when Gloo's threads are torn down
+    from a finalizer and the process aborts ("terminate called without an active exception", SIGABRT; the DDP
+    test once failed so). Collecting first frees every wrapper while the group is still whole.
+    """
     if d.distributed and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 
@@ -321,14 +333,65 @@ class TensorData:
 
 
 def progress(iterable: Iterable[Any], d: Dist, enabled: bool, **kwargs: Any) -> Iterable[Any]:
-    """Wrap in a tqdm progress bar on rank 0 (if installed and ``enabled``), the bare iterable elsewhere."""
-    if not (enabled and d.is_main):
+    """Wrap in a tqdm progress bar on rank 0 if ``enabled``, tqdm is installed and a terminal is attached.
+
+    Elsewhere (other ranks, a log file, ``--no-progress``) the bare iterable: the per-epoch log lines of
+    :class:`RunLog` say everything a bar would, in a form that reads well in a file.
+    """
+    if not (enabled and d.is_main and sys.stderr.isatty()):
         return iterable
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return iterable
     return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+
+
+class RunLog:
+    """Rank 0's messages: printed (above a progress bar, if one is shown) and appended to ``path``.
+
+    Every line in the file starts with a timestamp, so that a log of a long run reads on its own.
+    """
+
+    def __init__(self, path: Optional[Path], d: Dist) -> None:
+        self.path = path
+        self.enabled = d.is_main
+
+    def __call__(self, message: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(message, file=sys.stdout)
+        except ImportError:
+            print(message, flush=True)
+        sys.stdout.flush()
+        if self.path is not None:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(self.path, "a", encoding="utf-8") as f:
+                for line in message.splitlines():
+                    f.write(f"{stamp} {line}\n")
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.2`` -> ``'1:02:05'``; under a minute ``'12.3 s'``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    s = round(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def epoch_line(
+    stage: str, epoch: int, epochs: int, loss: float, lr: float, seconds: float, eta: float, acc: Optional[str] = None
+) -> str:
+    """One log line per epoch: ``stage1 epoch  3/20 | loss 2.3026 | lr 9.51e-03 | 1.2 s | ETA 21.6 s``."""
+    width = len(str(epochs))
+    parts = [f"{stage} epoch {epoch:>{width}}/{epochs}", f"loss {loss:.4f}", f"lr {lr:.2e}"]
+    if acc:
+        parts.append(acc)
+    parts += [format_duration(seconds), f"ETA {format_duration(eta)}"]
+    return " | ".join(parts)
 
 
 def train_epoch(
@@ -350,7 +413,8 @@ def train_epoch(
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=d.device)
     seen = 0
-    for x, y, global_n in batches:
+    postfix = getattr(batches, "set_postfix_str", None)  # a tqdm bar: show the running loss in it
+    for step, (x, y, global_n) in enumerate(batches):
         x = x.to(d.device, non_blocking=True)
         y = y.to(d.device, non_blocking=True)
         with autocast(d, dtype):
@@ -370,6 +434,8 @@ def train_epoch(
             scheduler.step()
         total += loss.detach().double() * y.shape[0]
         seen += int(y.shape[0])
+        if postfix is not None and step % 10 == 0:  # a device sync every 10 steps, only with a bar on screen
+            postfix(f"loss {float(total) / max(seen, 1):.4f}", refresh=False)
     loss_sum, count = all_reduce_sum([float(total), seen], d)
     return loss_sum / max(count, 1.0)
 
@@ -396,7 +462,9 @@ def predict(
 def evaluate(preds: Tensor, targets: Tensor, train_counts: Tensor, thresholds: tuple[float, float]) -> dict[str, Any]:
     """Many/Medium/Few/All (from :func:`longtail_losses.metrics.shot_accuracy`) and per-class accuracy."""
     many_t, few_t = thresholds
-    shot = metrics.shot_accuracy(preds, targets, train_counts, many_threshold=many_t, few_threshold=few_t)
+    with warnings.catch_warnings():  # an empty group is announced once, in the start banner
+        warnings.filterwarnings("ignore", message="shot_accuracy: no class in the", category=UserWarning)
+        shot = metrics.shot_accuracy(preds, targets, train_counts, many_threshold=many_t, few_threshold=few_t)
     per_class = metrics.per_class_accuracy(preds, targets, int(train_counts.numel()))
     return {**{k: _clean(v) for k, v in shot.items()}, "per_class_accuracy": [_clean(v) for v in per_class.tolist()]}
 
@@ -481,6 +549,73 @@ def load(path: Path, d: Dist) -> Any:
     return torch.load(path, map_location=d.device, weights_only=True)
 
 
+class InputError(ValueError):
+    """A missing or mismatched input found before training, worded in the script's flags (exit status 2)."""
+
+
+def save_stage1(model: nn.Module, path: Path, fingerprint: dict[str, Any]) -> None:
+    """Write ``stage1_model.pt``: ``{"model": state_dict, "fingerprint": ...}`` (data set, IF, seeds, counts)."""
+    save_atomic({"model": model.state_dict(), "fingerprint": _clean(fingerprint)}, path)
+
+
+def load_stage1(path: Path, d: Dist, fingerprint: dict[str, Any]) -> dict[str, Tensor]:
+    """The state dict of a ``stage1_model.pt``, after checking that its fingerprint matches this run's.
+
+    Raises:
+        InputError: If the fingerprints differ (another data set, IF, data seed, seed or class counts).
+    """
+    payload = load(path, d)
+    if not (isinstance(payload, dict) and "model" in payload and "fingerprint" in payload):
+        print(
+            f"warning: {path} has no fingerprint (written by an older version): cannot check that it comes from a "
+            "run with the same data and seed",
+            file=sys.stderr,
+            flush=True,
+        )
+        return payload
+    theirs, ours = payload["fingerprint"], _clean(fingerprint)
+    diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    if diff:
+
+        def show(v: Any) -> str:
+            text = json.dumps(v)
+            return text if len(text) <= 40 else text[:37] + "..."
+
+        details = "; ".join(f"{k}: {show(theirs.get(k))} there, {show(ours.get(k))} here" for k in diff)
+        raise InputError(
+            f"Expected --stage1-weights {path} to come from a run with the same data and seed, but it differs in "
+            f"{details}. Train stage 1 with these settings (drop --stage1-weights), or pass the flags of that run."
+        )
+    return payload["model"]
+
+
+def check_output_folder(out: Path, d: Dist) -> None:
+    """Create ``--output`` and check that this process can write there, before anything is trained."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{d.rank}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise InputError(
+            f"Expected --output {out} to be a folder this process can write, but {err.strerror or err}"
+            f"{f' ({err.filename})' if err.filename else ''}"
+        ) from None
+
+
+def written_files(out: Path) -> list[str]:
+    """``name (size)`` of every file in ``out``, for the list printed at the end of a run."""
+    rows = []
+    for path in sorted(out.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            size = path.stat().st_size
+            unit = next(u for u, limit in (("B", 1 << 10), ("KiB", 1 << 20), ("MiB", 1 << 30), ("GiB", 1 << 62))
+                        if size < limit)  # fmt: skip
+            scaled = size / {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[unit]
+            rows.append(f"{path} ({scaled:.0f} {unit})" if unit == "B" else f"{path} ({scaled:.1f} {unit})")
+    return rows
+
+
 def write_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_clean(obj), indent=2, allow_nan=False) + "\n")
@@ -539,11 +674,34 @@ def plot_outputs(results: dict[str, Any], out_dir: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show defaults and keep the description's line breaks."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the description's line breaks; add ``(default: X)`` only where the help does not already say it.
+
+    No default is shown for ``None`` or ``False`` (the help says what happens then), nor where the help gives the
+    paper's value and that value is the default (``(paper: 64)`` says it once).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if "default" in text.lower():  # said in the help (BooleanOptionalAction adds its own on Python < 3.12)
+            return text
+        paper = re.search(r"paper: ([-+0-9.eE]+)\)", text)
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if paper is not None and numeric and float(paper.group(1)) == float(default):
+            return text
+        return f"{text} (default: {default})"
 
 
-def add_common_args(parser: argparse.ArgumentParser, *, epochs: int) -> None:
+def plain(doc: Optional[str]) -> str:
+    """A module docstring as plain text for ``--help``: no Sphinx roles or double backquotes."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"\1", doc or "")
+    return re.sub(r"``([^`]+)``", r"\1", text)
+
+
+def add_common_args(parser: argparse.ArgumentParser, *, epochs: int, output: str = "runs/...") -> None:
     """Flags shared by both reproduction scripts; every help text gives the paper's value."""
     p = PAPER
     g = parser.add_argument_group("paper recipe (section 4.2)")
@@ -587,8 +745,8 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int) -> None:
         "--stage1-weight-decay",
         type=float,
         default=p["stage1_weight_decay"],
-        help="SGD weight decay of stage 1 / naive, on all parameters (paper: 'we also include weight decay in "
-        "the first stage', lambda from Alshammari et al. 2022: 5e-3)",
+        help="SGD weight decay of stage 1 / naive, on all parameters ('we also include weight decay in the first "
+        "stage', with the lambda of Alshammari et al. 2022; paper: 5e-3)",
     )
     g.add_argument(
         "--stage2-counts",
@@ -604,7 +762,12 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int) -> None:
         "augmentation, features of the frozen backbone cached once (fast path; paper: not stated)",
     )
     r = parser.add_argument_group("run")
-    r.add_argument("--output", type=Path, default=None, help="output folder (results.json, plots, checkpoints)")
+    r.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"output folder: results.json, plots, checkpoints, train.log (default: {output})",
+    )
     r.add_argument("--seed", type=int, default=0, help="seed of the model, the batches and the review subsample")
     r.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto", help="where to train")
     r.add_argument(
@@ -634,7 +797,11 @@ def add_common_args(parser: argparse.ArgumentParser, *, epochs: int) -> None:
         help="skip stage 1 and load its model from this file (a stage1_model.pt of an earlier run with the same "
         "data and seed), to run several stage-2 rows on one stage 1",
     )
-    r.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    r.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no tqdm progress bar (one is shown only on a terminal; the per-epoch log lines are always written)",
+    )
     r.add_argument(
         "--stop-after",
         type=int,
@@ -686,6 +853,8 @@ class Task:
         splits: The evaluation splits, ``("test",)`` or ``("val", "test")``; with ``"val"`` the best-on-val
             epoch is reported besides the last (the test set never selects anything).
         thresholds: ``(many, few)``: Many is ``n > many``, Few ``n < few`` (paper: 100, 20).
+        fingerprint: What identifies the training data (data set, IF, data seed, ...); saved with the stage-1
+            weights with the seed and the class counts, and checked by ``--stage1-weights``.
     """
 
     name: str
@@ -698,6 +867,7 @@ class Task:
     splits: tuple[str, ...] = ("test",)
     thresholds: tuple[float, float] = (100, 20)
     extra: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
 def _state_of(model: nn.Module) -> dict[str, Tensor]:
@@ -711,6 +881,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
     if d.is_main:
         out.mkdir(parents=True, exist_ok=True)
     barrier(d)
+    log = RunLog(out / "train.log", d)
     ckpt_path = out / "checkpoint.pt"
     stage1_path = out / "stage1_model.pt"
     seed_everything(args.seed, args.deterministic)
@@ -725,6 +896,29 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
         stage1_idx, stage2_idx = twostage.data_balanced_review(labels, seed=args.seed)
     stage2_counts = ltl.class_counts(labels[stage2_idx], num_classes=task.num_classes) if not args.naive else None
     groups = metrics.shot_groups(counts, many_threshold=task.thresholds[0], few_threshold=task.thresholds[1])
+    fingerprint = {**task.fingerprint, "seed": args.seed, "class_counts": counts.tolist()}
+    if args.stage1_weights is not None:  # checked before anything trains
+        stage1_weights = load_stage1(Path(args.stage1_weights), d, fingerprint)
+    dtype_name = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+    eval_sizes = task.extra.get("eval_sizes") or {"test": task.extra.get("test_size", "?")}
+    log(
+        f"=== {Path(sys.argv[0]).name}: {task.name}, row {args.row} (stage-2 loss {args.loss}, lambda "
+        f"{args.weight_decay:g}), seed {args.seed}\n"
+        f"device {d.device} ({dtype_name}), {d.world_size} process(es); torch {torch.__version__}\n"
+        f"data: {labels.numel()} training images in {task.num_classes} classes (largest {int(counts.max())}, "
+        f"smallest {int(counts.min())}); stage 1: {stage1_idx.numel()}; stage 2: {stage2_idx.numel()}; "
+        + ", ".join(f"{k}: {v}" for k, v in eval_sizes.items())
+        + f"\ngroups: many {len(groups['many'])} (n > {task.thresholds[0]:g}), medium {len(groups['medium'])}, "
+        f"few {len(groups['few'])} (n < {task.thresholds[1]:g}) classes"
+        + ("; an empty group's accuracy shows as –" if any(len(g) == 0 for g in groups.values()) else "")
+        + "\n"
+        f"recipe: {'naive, ' if args.naive else ''}{args.epochs} stage-1 epochs"
+        + ("" if args.naive else f" + {args.stage2_epochs} stage-2 epochs")
+        + f", batch {args.batch_size}, lr {args.lr:g} cosine to 0, momentum {args.momentum:g}, stage-1 weight decay "
+        f"{args.stage1_weight_decay:g}"
+        + (f"; stage 1 from {args.stage1_weights}" if args.stage1_weights is not None else "")
+        + f"\noutput: {out} (this log: {out / 'train.log'}; full config in results.json)"
+    )
 
     config = {k: _clean(v) for k, v in vars(args).items()}
     results: dict[str, Any] = {
@@ -750,6 +944,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
             **task.extra,
         },
         "row": args.row,
+        "fingerprint": fingerprint,
         "stages": {},
         "wall_time_s": {},
         "model_selection": "last epoch"
@@ -762,7 +957,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
         results["stages"] = state["results_stages"]
         results["wall_time_s"] = state["wall_time_s"]
         if d.is_main:
-            print(f"resuming from {ckpt_path}: {state['phase']}, {state['epoch']} epochs done", flush=True)
+            log(f"resuming from {ckpt_path}: {state['phase']}, {state['epoch']} epochs done")
     epochs_done_here = 0
 
     def checkpoint(payload: dict[str, Any]) -> None:
@@ -786,7 +981,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if state["phase"] == "stage1" and args.stage1_weights is not None:
-        model.load_state_dict(load(Path(args.stage1_weights), d))
+        model.load_state_dict(stage1_weights)
         results["stages"][stage1_name] = {"label": stage1_name, "loaded_from": str(args.stage1_weights)}
         state = {"phase": "stage1_done", "epoch": 0}
     if state["phase"] == "stage1":
@@ -815,16 +1010,25 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
         criterion = nn.CrossEntropyLoss()
-        for epoch in progress(range(state["epoch"], args.epochs), d, show, desc=stage1_name, initial=state["epoch"]):
+        epoch_times: list[float] = []
+        for epoch in range(state["epoch"], args.epochs):
+            te = time.time()
             batches = task.train_batches(stage1_idx, args.batch_size, args.seed, epoch, True)
-            loss = train_epoch(train_model, batches, criterion, opt, sched, d, dtype=dtype, scaler=scaler)
+            bar = progress(batches, d, show, total=steps, desc=f"{stage1_name} {epoch + 1}/{args.epochs}")
+            loss = train_epoch(train_model, bar, criterion, opt, sched, d, dtype=dtype, scaler=scaler)
             history.append(loss)
+            acc = None
             if "val" in task.splits:
                 val = eval_split(model, "val")
+                acc = _acc_text("val", val)
                 if not val_best or (val["all"] or 0.0) > val_best["val"]["all"]:
                     val_best = {"epoch": epoch + 1, "val": {k: val[k] for k in metrics.SHOT_KEYS}}
                     if d.is_main:
                         save_atomic(_state_of(model), out / f"best_{stage1_name}_model.pt")
+            epoch_times.append(time.time() - te)
+            eta = sum(epoch_times) / len(epoch_times) * (args.epochs - epoch - 1)
+            lr_now = opt.param_groups[0]["lr"]
+            log(epoch_line(stage1_name, epoch + 1, args.epochs, loss, lr_now, epoch_times[-1], eta, acc))
             results["wall_time_s"][stage1_name] = time.time() - t0
             checkpoint(
                 {
@@ -840,7 +1044,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
                 }
             )
         if d.is_main:
-            save_atomic(model.state_dict(), stage1_path)
+            save_stage1(model, stage1_path, fingerprint)
         s1: dict[str, Any] = {"label": stage1_name, "epochs": args.epochs, "loss_history": history}
         for split in task.splits:
             s1[split] = eval_split(model, split)
@@ -852,6 +1056,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
         s1["weight_norms"] = metrics.classifier_weight_norms(model.fc).cpu().tolist()
         results["stages"][stage1_name] = s1
         results["wall_time_s"][stage1_name] = time.time() - t0
+        log(f"{stage1_name} done in {format_duration(time.time() - t0)}: {_acc_text('test', s1['test'], full=True)}")
         state = {"phase": "stage1_done", "epoch": 0}
         checkpoint_payload = {"phase": "stage1_done", "epoch": 0}
         if d.is_main:
@@ -860,7 +1065,10 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
             save_atomic(checkpoint_payload, ckpt_path)
         barrier(d)
     else:
-        model.load_state_dict(load(stage1_path if args.stage1_weights is None else Path(args.stage1_weights), d))
+        if args.stage1_weights is not None:
+            model.load_state_dict(stage1_weights)
+        else:
+            model.load_state_dict(load_stage1(stage1_path, d, fingerprint))
         s1 = results["stages"].setdefault(stage1_name, {"label": stage1_name})
         if "test" not in s1:  # loaded weights: evaluate them once
             for split in task.splits:
@@ -907,6 +1115,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
                 train_module, device_ids=[d.device.index] if d.device.type == "cuda" else None
             )
         opt = torch.optim.SGD(fc.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=0.0)
+        twostage.warn_double_decay(criterion, opt)  # BWLM's penalty is the classifier's only weight decay
         n2 = stage2_idx.numel()
         steps = len(epoch_batches(n2, args.batch_size, seed=stage2_seed, epoch=0, d=d))
         sched = cosine(opt, args.stage2_epochs * steps)
@@ -934,23 +1143,32 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
                 preds = fc(f).float().argmax(1).cpu()
             return evaluate(preds, y.cpu(), counts, task.thresholds)
 
-        for epoch in progress(range(start_epoch, args.stage2_epochs), d, show, desc="stage2", initial=start_epoch):
+        epoch_times = []
+        for epoch in range(start_epoch, args.stage2_epochs):
+            te = time.time()
             if args.stage2_augment:
                 batches = task.train_batches(stage2_idx, args.batch_size, stage2_seed, epoch, True)
             else:
                 batches = cached_batches(epoch)
+            bar = progress(batches, d, show, total=steps, desc=f"stage2 {epoch + 1}/{args.stage2_epochs}")
             # The cached path trains a linear layer on float32 features: no autocast needed.
             step_dtype = dtype if args.stage2_augment else None
-            loss = train_epoch(ddp_module, batches, criterion, opt, sched, d, dtype=step_dtype, scaler=scaler)
+            loss = train_epoch(ddp_module, bar, criterion, opt, sched, d, dtype=step_dtype, scaler=scaler)
             history.append(loss)
+            acc = None
             if "val" in task.splits:
                 val = eval_stage2("val")
+                acc = _acc_text("val", val)
                 if not val_best or (val["all"] or 0.0) > val_best["val"]["all"]:
                     val_best = {
                         "epoch": epoch + 1,
                         "val": {k: val[k] for k in metrics.SHOT_KEYS},
                         "classifier": _state_of(fc),
                     }
+            epoch_times.append(time.time() - te)
+            eta = sum(epoch_times) / len(epoch_times) * (args.stage2_epochs - epoch - 1)
+            lr_now = opt.param_groups[0]["lr"]
+            log(epoch_line("stage2", epoch + 1, args.stage2_epochs, loss, lr_now, epoch_times[-1], eta, acc))
             results["wall_time_s"]["stage2"] = time.time() - t0
             checkpoint(
                 {
@@ -982,6 +1200,8 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
         s2["weight_norms"] = metrics.classifier_weight_norms(fc).cpu().tolist()
         results["stages"]["stage2"] = s2
         results["wall_time_s"]["stage2"] = time.time() - t0
+        took = format_duration(time.time() - t0)
+        log(f"stage2 (+{args.row}) done in {took}: {_acc_text('test', s2['test'], full=True)}")
         if d.is_main:
             save_atomic(model.state_dict(), out / "final_model.pt")
 
@@ -997,35 +1217,78 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
         results["plots"] = plot_outputs(_clean(results), out)
         write_json(results, out / "results.json")
         rows = {f"{s.get('label', n)}": s["test"] for n, s in results["stages"].items() if s.get("test")}
-        print(metrics.format_shot_table(_nan(rows), header=task.name), flush=True)
-        print(f"results: {out / 'results.json'}", flush=True)
+        log(metrics.format_shot_table(_nan(rows), header=task.name))
+        log(f"finished in {format_duration(time.time() - start_wall)}; written to {out}:")
+        log("\n".join(f"  {row}" for row in written_files(out)))
     barrier(d)
     return results
+
+
+def _acc_text(split: str, r: dict[str, Any], *, full: bool = False) -> str:
+    """``val all 45.2%`` or, with ``full``, ``test many 70.1% | medium 40.3% | few 10.0% | all 41.2%``."""
+
+    def pct(v: Optional[float]) -> str:
+        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+    if not full:
+        return f"{split} all {pct(r['all'])}"
+    return f"{split} " + " | ".join(f"{k} {pct(r[k])}" for k in metrics.SHOT_KEYS)
 
 
 def _nan(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return {n: {k: math.nan if r[k] is None else r[k] for k in metrics.SHOT_KEYS} for n, r in rows.items()}
 
 
-def main_wrapper(run: Callable[[], Any]) -> int:
-    """Run ``run``; a ``--stop-after`` stop exits with status 3 (as a killed run would exit non-zero)."""
+def main_wrapper(run: Callable[[], Any], out: Optional[Path] = None) -> int:
+    """Run ``run``; exit statuses: 0 done, 2 an input error (told in the script's flags), 3 ``--stop-after``.
+
+    After a crash the traceback is shown as usual, preceded by a line that says how to continue from the last
+    checkpoint with ``--resume``.
+    """
     try:
         run()
     except StopRun:
         print("stopped after the requested number of epochs (--stop-after)", file=sys.stderr, flush=True)
         return 3
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except BaseException:
+        if out is not None and (out / "checkpoint.pt").is_file():
+            print(
+                f"\nThe run stopped with the error below. The last finished epoch is saved in {out / 'checkpoint.pt'}: "
+                "run the same command with --resume to continue from it.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise
     return 0
 
 
 def run_main(
     args: argparse.Namespace, make_task: Callable[[argparse.Namespace, Dist], Task], default_output: str
 ) -> int:
-    """The body of every example's ``main``: resolve ``--row``, set up (torchrun) processes, run both stages."""
+    """The body of every example's ``main``: resolve ``--row``, set up (torchrun) processes, run both stages.
+
+    Inputs are checked before anything trains: the output folder is writable, ``--stage1-weights`` exists,
+    and ``make_task`` checks the data (and says which flag to change).
+    """
     resolve_row(args)
     if args.output is None:
         args.output = Path("runs") / default_output.format(row=args.row, seed=args.seed)
+    out = Path(args.output)
     d = init_distributed(args.device)
+
+    def run() -> None:
+        check_output_folder(out, d)
+        if args.stage1_weights is not None and not Path(args.stage1_weights).is_file():
+            raise InputError(
+                f"Expected --stage1-weights {args.stage1_weights} to be the stage1_model.pt of an earlier run, "
+                "but there is no such file"
+            )
+        run_two_stage(make_task(args, d), args, d)
+
     try:
-        return main_wrapper(lambda: run_two_stage(make_task(args, d), args, d))
+        return main_wrapper(run, out)
     finally:
         cleanup_distributed(d)

@@ -43,7 +43,9 @@ MEAN, STD = (0.5,), (0.5,)
 
 def build_parser() -> argparse.ArgumentParser:
     p = C.PAPER
-    parser = argparse.ArgumentParser(prog="offline_demo.py", description=__doc__, formatter_class=C.HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="offline_demo.py", description=C.plain(__doc__), formatter_class=C.HelpFormatter
+    )
     parser.add_argument("--imbalance-factor", type=float, default=50, help="head / tail training images")
     parser.add_argument("--seeds", type=int, default=2, help="independent runs (seeds 0..N-1); the table shows mean")
     parser.add_argument("--epochs", type=int, default=320, help="stage-1 and naive epochs (paper: 320)")

@@ -17,9 +17,11 @@ Examples:
     torchrun --nproc_per_node=4 examples/reproduce_cifar_lt.py --data ~/data --row BSW --output runs/bsw
 
 Outputs in ``--output``: results.json (config, Many/Medium/Few/All per stage, per-class accuracy, classifier
-weight norms, wall time), per_class_accuracy.png (paper Fig. 7), weight_norms.png (Fig. 5a), stage1_model.pt,
-final_model.pt and checkpoint.pt (every epoch; continue with --resume). Accuracy is measured on the raw logits;
-the reported model is the last epoch's (CIFAR has no validation split, and the test set selects nothing).
+weight norms, wall time), per_class_accuracy.png (paper Fig. 7), weight_norms.png (Fig. 5a), stage1_model.pt
+(with a fingerprint of the data and seed, checked by --stage1-weights), final_model.pt, checkpoint.pt (every
+epoch; continue with --resume) and train.log (the start banner and one line per epoch, as printed).
+Accuracy is measured on the raw logits; the reported model is the last epoch's (CIFAR has no validation split,
+and the test set selects nothing).
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ STD = {"cifar100": (0.2673, 0.2564, 0.2762), "cifar10": (0.2470, 0.2435, 0.2616)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reproduce_cifar_lt.py", description=__doc__, formatter_class=C.HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="reproduce_cifar_lt.py", description=C.plain(__doc__), formatter_class=C.HelpFormatter
+    )
     g = parser.add_argument_group("data")
     g.add_argument("--data", type=Path, default=Path("data"), help="folder holding cifar-100-python/")
     g.add_argument("--dataset", choices=("cifar100", "cifar10"), default="cifar100", help="paper: cifar100")
@@ -55,20 +59,41 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="download CIFAR with torchvision if missing")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the long-tailed subsample (0: LDAM's subset)")
     g.add_argument("--max-count", type=int, default=None, help="images of the head class (default: 500, all)")
-    C.add_common_args(parser, epochs=320)
+    C.add_common_args(parser, epochs=320, output="runs/cifar_lt_if<IF>_<row>_seed<seed>")
     return parser
+
+
+# The python-version pickles each data set needs (as longtail_losses.data reads them).
+CIFAR_FILES = {
+    "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
+    "cifar10": ("cifar-10-batches-py", [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]),
+}
+
+
+def check_cifar(args: argparse.Namespace) -> None:
+    """Before anything trains: the CIFAR pickles are in ``--data`` (skipped with ``--download``)."""
+    folder, files = CIFAR_FILES[args.dataset]
+    base = Path(args.data).expanduser() / folder
+    missing = [f for f in files if not (base / f).is_file()]
+    if missing:
+        name = "CIFAR-100" if args.dataset == "cifar100" else "CIFAR-10"
+        raise C.InputError(
+            f"Expected {name} in --data {args.data} (the python version: {folder}/ with "
+            f"{', '.join(files)}), but {len(missing)} of {len(files)} files are missing ({base / missing[0]}). "
+            f"Pass --download to fetch it (needs torchvision and internet access), or point --data at the folder "
+            f"that holds {folder}/ (from https://www.cs.toronto.edu/~kriz/cifar.html)."
+        )
 
 
 def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
     loader = ltd.cifar100_lt if args.dataset == "cifar100" else ltd.cifar10_lt
-    train_set = loader(
-        args.data,
-        args.imbalance_factor,
-        train=True,
-        download=args.download and d.is_main,
-        seed=args.data_seed,
-        max_count=args.max_count,
-    )
+    if args.download:  # rank 0 downloads; the others wait for it, then every rank reads the files
+        if d.is_main:
+            loader(args.data, args.imbalance_factor, train=True, download=True)
+            loader(args.data, args.imbalance_factor, train=False, download=True)
+        C.barrier(d)
+    check_cifar(args)
+    train_set = loader(args.data, args.imbalance_factor, train=True, seed=args.data_seed, max_count=args.max_count)
     test_set = loader(args.data, args.imbalance_factor, train=False)
     channels_last = bool(args.channels_last and d.device.type == "cuda")
 
@@ -111,6 +136,12 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
         splits=("test",),
         thresholds=(100, 20),
         extra={"model": "resnet32 (option-A shortcuts)", "test_size": len(test_set)},
+        fingerprint={
+            "dataset": args.dataset,
+            "imbalance_factor": args.imbalance_factor,
+            "data_seed": args.data_seed,
+            "max_count": args.max_count,
+        },
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping
 from typing import Any, Union
 
@@ -130,27 +131,36 @@ def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: in
     return correct / total  # 0 / 0 = nan for a class without test samples
 
 
-def shot_groups(train_counts: Any, *, many_threshold: float = 100, few_threshold: float = 20) -> dict[str, Tensor]:
+def shot_groups(
+    train_counts: Any, *, many_threshold: float = 100, few_threshold: float = 20, relative: bool = False
+) -> dict[str, Tensor]:
     r"""Split the classes into Many-, Medium- and Few-shot groups by their number of training samples.
 
-    Many: :math:`n > \\text{many\\_threshold}`; Medium: :math:`\\text{few\\_threshold} \\le n \\le
-    \\text{many\\_threshold}`; Few: :math:`n < \\text{few\\_threshold}` (the paper's section 4.2 and
-    :cite:`liu2019oltr`, with 100 and 20).
+    Many: :math:`n > t_\text{many}`; Medium: :math:`t_\text{few} \le n \le t_\text{many}`; Few:
+    :math:`n < t_\text{few}` (the paper's section 4.2 and :cite:`liu2019oltr`, with
+    :math:`t_\text{many} = 100` and :math:`t_\text{few} = 20`). With ``relative=True`` the thresholds are
+    fractions of the head class's count, :math:`t = \text{threshold} \cdot \max_c n_c`: on CIFAR-100-LT (head
+    class 500) ``many_threshold=0.2, few_threshold=0.04`` gives the paper's 100 and 20, and the same fractions
+    stay meaningful on a small data set, where the fixed 100 and 20 would put every class in Few.
 
     Args:
         train_counts: Training samples per class (e.g. :func:`longtail_losses.class_counts` of the training set).
         many_threshold: A class with more training samples than this is Many-shot.
         few_threshold: A class with fewer training samples than this is Few-shot.
+        relative: Read both thresholds as fractions (in ``[0, 1]``) of the largest count.
 
     Returns:
         A dict with keys ``"many"``, ``"medium"``, ``"few"``, each an ``int64`` tensor of class indices.
 
     Raises:
-        ValueError: If ``few_threshold > many_threshold`` or ``train_counts`` is not 1-D and non-negative.
+        ValueError: If ``few_threshold > many_threshold``, a relative threshold is outside ``[0, 1]`` or
+            ``train_counts`` is not 1-D and non-negative.
 
     Example:
         >>> shot_groups([500, 101, 100, 20, 19, 5])
         {'many': tensor([0, 1]), 'medium': tensor([2, 3]), 'few': tensor([4, 5])}
+        >>> shot_groups([50, 11, 10, 2, 1], many_threshold=0.2, few_threshold=0.04, relative=True)
+        {'many': tensor([0, 1]), 'medium': tensor([2, 3]), 'few': tensor([4])}
     """
     counts = _train_counts(train_counts)
     many_t = _check_threshold("many_threshold", many_threshold)
@@ -160,6 +170,15 @@ def shot_groups(train_counts: Any, *, many_threshold: float = 100, few_threshold
             f"Expected `few_threshold` <= `many_threshold`, but got few_threshold={few_threshold} "
             f"and many_threshold={many_threshold}"
         )
+    if relative:
+        for name, value in (("many_threshold", many_t), ("few_threshold", few_t)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"Expected `{name}` to be a fraction of the head class's count in [0, 1] with relative=True, "
+                    f"but got {value:g}"
+                )
+        head = int(counts.max())
+        many_t, few_t = many_t * head, few_t * head
     many = counts > many_t
     few = counts < few_t
     medium = ~many & ~few
@@ -173,14 +192,18 @@ def shot_accuracy(
     *,
     many_threshold: float = 100,
     few_threshold: float = 20,
+    relative: bool = False,
 ) -> dict[str, float]:
     r"""Many-, Medium-, Few-shot and overall accuracy, as reported for long-tailed benchmarks.
 
     Each group's accuracy is the mean of the :func:`per_class_accuracy` of its classes (groups as in
-    :func:`shot_groups`: Many :math:`n > 100`, Medium :math:`20 \\le n \\le 100`, Few :math:`n < 20` training
+    :func:`shot_groups`: Many :math:`n > 100`, Medium :math:`20 \le n \le 100`, Few :math:`n < 20` training
     samples by default). ``"all"`` is the mean over every class, which equals plain accuracy on a balanced test
     set such as those of CIFAR-100-LT and ImageNet-LT. A class without test samples is left out of the means;
-    a group with no class (for example no Few-shot class when IF = 10) gives ``nan``.
+    a group with no class (for example no Few-shot class when IF = 10) gives ``nan`` and a :class:`UserWarning`
+    that names the empty groups. The fixed thresholds suit data sets whose head class has hundreds of samples;
+    on a small one they put every class in Few: pass ``relative=True`` with fractions of the head class's count
+    (``many_threshold=0.2, few_threshold=0.04`` is the paper's 100 and 20 on CIFAR-100-LT).
 
     Pass the raw logits: the balanced-softmax prior is a training-time correction only.
 
@@ -190,6 +213,7 @@ def shot_accuracy(
         train_counts: Training samples per class; its length is C.
         many_threshold: A class with more training samples than this is Many-shot.
         few_threshold: A class with fewer training samples than this is Few-shot.
+        relative: Read both thresholds as fractions (in ``[0, 1]``) of the head class's count.
 
     Shape:
         logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
@@ -209,8 +233,19 @@ def shot_accuracy(
         {'many': 1.0, 'medium': 1.0, 'few': 0.5, 'all': 0.8333333333333334}
     """
     counts = _train_counts(train_counts)
-    groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold)
+    groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold, relative=relative)
     acc = per_class_accuracy(logits_or_preds, targets, counts.numel()).cpu().double()
+    empty = [k for k in ("many", "medium", "few") if groups[k].numel() == 0]
+    if empty:
+        sizes = ", ".join(f"{k}={groups[k].numel()}" for k in ("many", "medium", "few"))
+        unit = "of the head class's count" if relative else "training samples"
+        warnings.warn(
+            f"shot_accuracy: no class in the {'/'.join(empty)} group ({sizes} classes; thresholds "
+            f"many > {many_threshold:g}, few < {few_threshold:g} {unit}, largest count {int(counts.max())}); "
+            "its accuracy is nan. On a small data set pass relative=True with fractions of the head class's count.",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def mean_of(classes: Tensor) -> float:
         values = acc[classes]

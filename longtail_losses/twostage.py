@@ -53,6 +53,7 @@ of the augmented subset, optimising ``fc.parameters()`` only.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional, Union
 
@@ -76,6 +77,7 @@ __all__ = [
     "train_classifier",
     "train_classifier_epoch",
     "train_one_epoch",
+    "warn_double_decay",
 ]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -416,6 +418,51 @@ def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
         module.training = training
 
 
+def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
+    r"""Warn if ``optimizer`` also decays the classifier weight that a :class:`~longtail_losses.BWLM` penalises.
+
+    :class:`~longtail_losses.BWLM` adds :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2` to the loss, whose
+    gradient is exactly ``weight_decay * theta``: an optimizer ``weight_decay`` on the same tensor decays the
+    classifier a second time, silently. :func:`train_one_epoch` and :func:`train_classifier` call this check;
+    call it yourself in a hand-written loop, once, after building the optimizer.
+
+    Args:
+        criterion: The loss; only a :class:`~longtail_losses.BWLM` with ``weight_decay > 0`` is checked.
+        optimizer: Its param groups are searched for ``criterion.classifier_weight``.
+
+    Returns:
+        ``True`` if it warned (a :class:`UserWarning`), else ``False``.
+
+    Example:
+        >>> import warnings
+        >>> import longtail_losses as ltl
+        >>> fc = nn.Linear(4, 2)
+        >>> criterion = ltl.BWLM([90, 10], classifier=fc, weight_decay=5e-3)
+        >>> warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.01))
+        False
+        >>> with warnings.catch_warnings(record=True):
+        ...     warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.01, weight_decay=5e-4))
+        True
+    """
+    import longtail_losses  # here, not at the top: the package imports this module
+
+    if not isinstance(criterion, longtail_losses.BWLM) or not criterion.weight_decay:
+        return False
+    weight = criterion.classifier_weight
+    for i, group in enumerate(optimizer.param_groups):
+        decay = group.get("weight_decay", 0.0)
+        if decay and any(p is weight for p in group["params"]):
+            warnings.warn(
+                f"The optimizer's param group {i} applies weight_decay={decay:g} to the classifier weight that BWLM "
+                f"already penalises (BWLM weight_decay={criterion.weight_decay:g}): the classifier decays twice. "
+                "Give the classifier's parameters weight_decay=0 in the optimizer, or build BWLM with weight_decay=0.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return True
+    return False
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[Any],
@@ -445,7 +492,8 @@ def train_one_epoch(
         model: The network (any ``nn.Module``; logits of shape :math:`(B, C)`).
         loader: Yields ``(inputs, targets)`` batches, e.g. a :class:`~torch.utils.data.DataLoader`.
         criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`; it gets
-            ``float32`` logits under autocast.
+            ``float32`` logits under autocast. A BWLM whose classifier weight the optimizer also decays gets a
+            warning (:func:`warn_double_decay`).
         optimizer: Steps once per batch.
         scheduler: Learning-rate scheduler stepped after every optimizer step, or ``None``.
         device: Device for the batches. Default: the device of the model's first parameter.
@@ -465,6 +513,7 @@ def train_one_epoch(
         >>> round(train_one_epoch(net, data, nn.functional.cross_entropy, opt), 4)
         0.6894
     """
+    warn_double_decay(criterion, optimizer)
     device = _model_device(model, device)
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
@@ -815,7 +864,8 @@ def train_classifier(
         batch_size: Samples per batch (paper: 64).
         lr: Initial learning rate (paper: 0.01).
         momentum: SGD momentum (paper: 0.9).
-        weight_decay: SGD (L2) weight decay on all classifier parameters.
+        weight_decay: SGD (L2) weight decay on all classifier parameters; leave it at 0 with a
+            :class:`~longtail_losses.BWLM` criterion, which already penalises the weight (a warning says so).
         scheduler: ``"cosine"`` (decay to 0, as in the paper) or ``None`` (constant learning rate).
         seed: Base seed of the batch permutations.
         drop_last: Drop each epoch's last batch if it is smaller than ``batch_size``.
@@ -853,6 +903,7 @@ def train_classifier(
         raise ValueError(f"Expected `scheduler` to be one of ('cosine', None), but got {scheduler!r}")
     params = [p for p in classifier.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    warn_double_decay(criterion, optimizer)
     steps = len(SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last))
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)

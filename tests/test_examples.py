@@ -101,12 +101,29 @@ def test_cifar_two_stage_end_to_end(cifar_root: Path, tmp_path: Path) -> None:
     assert (out / "stage1_model.pt").is_file()
     assert (out / "checkpoint.pt").is_file()
     # Stage 2 changed only the classifier: the backbone equals the stage-1 model's, BatchNorm buffers included.
-    stage1 = torch.load(out / "stage1_model.pt", weights_only=True)
+    saved = torch.load(out / "stage1_model.pt", weights_only=True)
+    assert saved["fingerprint"] == {
+        "dataset": "cifar100", "imbalance_factor": 6.0, "data_seed": 0, "max_count": None, "seed": 0,
+        "class_counts": [6, 4, 4, 3, 2, 2, 1, 1, 1, 1],
+    }  # fmt: skip
+    stage1 = saved["model"]
     final = torch.load(out / "final_model.pt", weights_only=True)
     for key, value in stage1.items():
         if not key.startswith("fc."):
             torch.testing.assert_close(final[key], value, rtol=0, atol=0)
     assert not torch.equal(final["fc.weight"], stage1["fc.weight"])
+    # One persistent line per epoch in the log file, after a start banner; the written files listed at the end.
+    log = (out / "train.log").read_text()
+    assert "=== " in log.splitlines()[0]
+    assert "device cpu (float32)" in log
+    assert "data: 25 training images in 10 classes" in log
+    for stage in ("stage1", "stage2"):
+        for epoch in (1, 2):
+            assert f"{stage} epoch {epoch}/2 | loss " in log
+    assert " | lr " in log
+    assert " | ETA " in log
+    assert "stage2 (+BWLM) done in" in log
+    assert str(out / "results.json") in log.splitlines()[-1] or str(out / "results.json") in log
 
 
 @pytest.mark.slow
@@ -234,7 +251,13 @@ def test_help_documents_every_flag(name: str, capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["--help"])
     assert exc.value.code == 0
-    text = " ".join(capsys.readouterr().out.split())
+    raw = capsys.readouterr().out
+    text = " ".join(raw.split())
+    # Plain text: no Sphinx markup, no "(default: None)", each default said once.
+    assert "``" not in raw
+    assert ":func:" not in raw
+    assert ":class:" not in raw
+    assert "(default: None)" not in text
     for action in parser._actions:
         for flag in action.option_strings:
             assert flag in text
@@ -243,6 +266,7 @@ def test_help_documents_every_flag(name: str, capsys: pytest.CaptureFixture[str]
     if name != "offline_demo":
         for value in ("paper: 64)", "paper: 0.01)", "paper: 0.9)", "paper: 0.1)", "paper: 5e-3)"):
             assert value in text
+            assert f"{value} (default:" not in text  # the paper's value is the default: said once
         assert f"paper: {320 if 'cifar' in name else 500})" in text
 
 
@@ -317,3 +341,187 @@ def test_w_rows_use_the_bwlm_penalty(loss: str) -> None:
     bfs_w = common.make_stage2_criterion("bfs", counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
     assert isinstance(bwlm, ltl.BWLM)
     torch.testing.assert_close(bwlm(fc(x), y), bfs_w(fc(x), y))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs are checked before anything trains; errors are told in the scripts' flags (exit status 2)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _imagenet_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(root), "--image-size", "32", "--workers", "0", "--batch-size", "8", "--eval-batch-size", "16",
+        "--epochs", "1", "--stage2-epochs", "1", "--no-progress", "--device", "cpu", "--output", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _nothing_trained(out: Path) -> None:
+    for name in ("checkpoint.pt", "stage1_model.pt", "results.json"):
+        assert not (out / name).exists()
+
+
+def test_imagenet_missing_val_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torchvision")
+    pytest.importorskip("PIL")
+    import shutil
+
+    root = tmp_path / "inet"
+    make_fake_imagenet_lt(root, counts_train=[4, 3, 2], per_class_eval=2, image_size=8)
+    shutil.rmtree(root / "val")  # what once trained every stage-1 epoch, then crashed with a bare FileNotFoundError
+    script = _import("reproduce_imagenet_lt")
+    out = tmp_path / "run"
+    assert script.main(_imagenet_argv(root, out)) == 2
+    err = capsys.readouterr().err
+    assert "error: Expected every image of the split files under --data" in err
+    assert "test: 6 of 6 missing (first: val/n00000000/ILSVRC2012_val_00000001.JPEG)" in err
+    assert "val/<wnid>/" in err
+    _nothing_trained(out)
+
+
+def test_imagenet_flat_val_layout_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torchvision")
+    pytest.importorskip("PIL")
+    root = tmp_path / "inet"
+    make_fake_imagenet_lt(root, counts_train=[4, 3, 2], per_class_eval=2, image_size=8)
+    for path in sorted((root / "val").glob("*/*.JPEG")):  # the official archive: val/ILSVRC2012_val_*.JPEG
+        path.rename(root / "val" / path.name)
+    script = _import("reproduce_imagenet_lt")
+    assert script.main(_imagenet_argv(root, tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "official flat layout" in err
+    assert "valprep.sh" in err
+    _nothing_trained(tmp_path / "run")
+
+
+def test_imagenet_missing_split_file_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torchvision")
+    (tmp_path / "empty").mkdir()
+    script = _import("reproduce_imagenet_lt")
+    argv = _imagenet_argv(tmp_path / "empty", tmp_path / "run", "--splits", str(tmp_path / "empty"))
+    assert script.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ImageNet-LT train list" in err
+    assert "(from --splits)" in err
+    assert "--train-split FILE" in err
+    _nothing_trained(tmp_path / "run")
+
+
+def test_cifar_missing_data_names_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = _import("reproduce_cifar_lt")
+    (tmp_path / "nothing").mkdir()
+    assert script.main(_cifar_args(tmp_path / "nothing", tmp_path / "run")) == 2
+    err = capsys.readouterr().err
+    assert "Expected CIFAR-100 in --data" in err
+    assert "3 of 3 files are missing" in err
+    assert "Pass --download" in err
+    assert "download=True" not in err  # the library's argument, not the script's flag
+    _nothing_trained(tmp_path / "run")
+
+
+def test_unwritable_output_fails_first(cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = _import("reproduce_cifar_lt")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert script.main(_cifar_args(cifar_root, blocker / "run")) == 2
+    assert "Expected --output" in capsys.readouterr().err
+
+
+def test_missing_stage1_weights_file(cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = _import("reproduce_cifar_lt")
+    argv = _cifar_args(cifar_root, tmp_path / "run", "--stage1-weights", str(tmp_path / "nope.pt"))
+    assert script.main(argv) == 2
+    assert "Expected --stage1-weights" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_stage1_weights_of_another_run_are_refused(
+    cifar_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _import("reproduce_cifar_lt")
+    base = tmp_path / "stage1"
+    assert script.main(_cifar_args(cifar_root, base, "--row", "naive", "--epochs", "1")) == 0
+    weights = str(base / "stage1_model.pt")
+    capsys.readouterr()
+    # Another imbalance factor: other class counts, other table rows.
+    other_if = [*_cifar_args(cifar_root, tmp_path / "if3", "--stage1-weights", weights), "--imbalance-factor", "3"]
+    assert script.main(other_if) == 2
+    err = capsys.readouterr().err
+    assert "Expected --stage1-weights" in err
+    assert "imbalance_factor: 6.0 there, 3.0 here" in err
+    assert "class_counts" in err
+    _nothing_trained(tmp_path / "if3")
+    # Another seed.
+    assert script.main(_cifar_args(cifar_root, tmp_path / "seed1", "--stage1-weights", weights, "--seed", "1")) == 2
+    assert "seed: 0 there, 1 here" in capsys.readouterr().err
+    _nothing_trained(tmp_path / "seed1")
+
+
+@pytest.mark.slow
+def test_crash_after_a_checkpoint_says_resume(
+    cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = _import("reproduce_cifar_lt")
+    common = _import("_common")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(common, "plot_outputs", crash)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="disk full"):
+        script.main(_cifar_args(cifar_root, out, "--row", "naive", "--epochs", "1"))
+    err = capsys.readouterr().err
+    assert f"saved in {out / 'checkpoint.pt'}" in err
+    assert "run the same command with --resume" in err
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_download_rank0_first_then_barrier(cifar_root: Path, monkeypatch: pytest.MonkeyPatch, rank: int) -> None:
+    # Under torchrun, --download once let the other ranks read before rank 0 had finished: no barrier.
+    script = _import("reproduce_cifar_lt")
+    common = _import("_common")
+    events: list[str] = []
+    real = script.ltd.cifar100_lt
+
+    def loader(*args, **kwargs):
+        events.append("download" if kwargs.get("download") else "read")
+        return real(*args, **{k: v for k, v in kwargs.items() if k != "download"})
+
+    monkeypatch.setattr(script.ltd, "cifar100_lt", loader)
+    monkeypatch.setattr(common, "barrier", lambda d: events.append("barrier"))
+    args = script.build_parser().parse_args(_cifar_args(cifar_root, Path("unused"), "--download"))
+    script.make_task(args, common.Dist(rank=rank, world_size=2))
+    expected_before = ["download", "download"] if rank == 0 else []
+    assert events == [*expected_before, "barrier", "read", "read"]
+
+
+def test_cleanup_frees_ddp_wrappers_before_destroying_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The DDP test once aborted at exit (SIGABRT, "terminate called without an active exception"): DDP wrappers
+    # live in reference cycles and were freed by the garbage collector at shutdown, after the group was destroyed.
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    common = _import("_common")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    seen = []
+    destroy = dist.destroy_process_group
+    gc.disable()  # no collection by chance: only cleanup_distributed's own
+    try:
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(3, 2))
+        ddp(torch.randn(4, 3)).sum().backward()
+        # DDP's own cycles depend on torch's state (whether dynamo was imported, ...): make sure there is one.
+        ddp.__dict__["_test_cycle"] = ddp
+        alive = weakref.ref(ddp)
+        del ddp
+        assert alive() is not None  # a cycle: not freed by reference counting
+        monkeypatch.setattr(dist, "destroy_process_group", lambda *a: (seen.append(alive() is None), destroy(*a)))
+        common.cleanup_distributed(common.Dist(rank=0, world_size=2))  # world_size > 1: a distributed run
+    finally:
+        gc.enable()
+        if dist.is_initialized():
+            destroy()
+    assert seen == [True]  # the wrapper was freed before the group was destroyed

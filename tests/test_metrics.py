@@ -120,25 +120,53 @@ class TestShotAccuracy:
         assert out["few"] == pytest.approx(sum(acc[7:]) / 3)
 
     def test_empty_group_is_nan(self):
-        out = M.shot_accuracy(torch.tensor([0, 1]), torch.tensor([0, 1]), [500, 200])
+        with pytest.warns(UserWarning, match=r"no class in the medium/few group \(many=2, medium=0, few=0 classes"):
+            out = M.shot_accuracy(torch.tensor([0, 1]), torch.tensor([0, 1]), [500, 200])
         assert out["many"] == 1.0
         assert out["all"] == 1.0
         assert math.isnan(out["medium"])
         assert math.isnan(out["few"])
 
     def test_class_without_test_samples_is_left_out(self):
-        out = M.shot_accuracy(torch.tensor([0, 0]), torch.tensor([0, 1]), [500, 200, 5])
+        with pytest.warns(UserWarning, match="no class in the medium group"):
+            out = M.shot_accuracy(torch.tensor([0, 0]), torch.tensor([0, 1]), [500, 200, 5])
         assert out["many"] == pytest.approx(0.5)
         assert math.isnan(out["few"])  # its only class has no test sample
         assert out["all"] == pytest.approx(0.5)
 
     def test_thresholds_as_arguments(self):
-        out = M.shot_accuracy(torch.tensor([0, 0]), torch.tensor([0, 1]), [30, 10], many_threshold=20, few_threshold=10)
+        with pytest.warns(UserWarning, match="no class in the few group"):
+            out = M.shot_accuracy(
+                torch.tensor([0, 0]), torch.tensor([0, 1]), [30, 10], many_threshold=20, few_threshold=10
+            )
         assert out["many"] == 1.0
         assert out["medium"] == 0.0
         assert math.isnan(out["few"])
 
+    def test_small_data_set_all_few_warns(self):
+        # The fixed 100/20 thresholds on a digits-sized set: every class is Few, and the user is told.
+        counts = [19, 12, 8, 3, 1]
+        preds = targets = torch.arange(5)
+        with pytest.warns(UserWarning, match=r"many=0, medium=0, few=5 classes.*largest count 19.*relative=True"):
+            out = M.shot_accuracy(preds, targets, counts)
+        assert math.isnan(out["many"])
+        assert out["few"] == 1.0
+
+    def test_relative_thresholds(self):
+        # CIFAR-100-LT's head class has 500 images: fractions 0.2 and 0.04 are the paper's 100 and 20.
+        counts = torch.tensor([500, 101, 100, 20, 19])
+        absolute = M.shot_groups(counts)
+        relative = M.shot_groups(counts, many_threshold=0.2, few_threshold=0.04, relative=True)
+        for key in ("many", "medium", "few"):
+            assert relative[key].tolist() == absolute[key].tolist()
+        small = [50, 11, 10, 2, 1]  # head 50: Many > 10, Few < 2
+        preds, targets = torch.tensor([0, 1, 2, 0, 4]), torch.arange(5)
+        out = M.shot_accuracy(preds, targets, small, many_threshold=0.2, few_threshold=0.04, relative=True)
+        assert out == pytest.approx({"many": 1.0, "medium": 0.5, "few": 1.0, "all": 0.8})
+
     def test_exceptions(self):
+        with pytest.raises(ValueError, match=r"`many_threshold` to be a fraction .* in \[0, 1\] with relative=True"):
+            M.shot_accuracy(torch.tensor([0]), torch.tensor([0]), [5], relative=True)
         with pytest.raises(ValueError, match=r"logits of shape \(N, C\) = \(N, 3\)"):
             M.shot_accuracy(torch.zeros(2, 2), torch.tensor([0, 1]), [5, 5, 5])
         with pytest.raises(ValueError, match="`few_threshold` <= `many_threshold`"):
@@ -185,7 +213,8 @@ class TestFormatShotTable:
         assert table == "| Row | Few |\n|---|---|\n| a | 0.250 |"
 
     def test_roundtrip_with_shot_accuracy(self):
-        out = M.shot_accuracy(torch.tensor([0, 1]), torch.tensor([0, 0]), [500, 5])
+        with pytest.warns(UserWarning, match="no class in the medium group"):  # printed as –
+            out = M.shot_accuracy(torch.tensor([0, 1]), torch.tensor([0, 0]), [500, 5])
         assert M.format_shot_table({"x": out}).splitlines()[2] == "| x | 50.0 | – | – | 50.0 |"
 
     def test_exceptions(self):

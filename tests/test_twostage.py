@@ -24,6 +24,7 @@ from longtail_losses.twostage import (
     train_classifier,
     train_classifier_epoch,
     train_one_epoch,
+    warn_double_decay,
 )
 
 
@@ -379,6 +380,8 @@ class TestFeatureCache:
             extract_features(net, torch.randn(2, 3, 6, 6))
 
     @pytest.mark.parametrize("with_bwlm", [False, True])
+    # Every kind of decay at once on purpose (SGD weight_decay, BWLM, ClassNormDecay): both paths must agree.
+    @pytest.mark.filterwarnings("ignore:.*decays twice:UserWarning")
     def test_cached_equals_live_stage2(self, with_bwlm):
         # float64 throughout so both paths agree to the default float64 tolerance; the feature cache is
         # computed in batches of 256 and the live path in batches of 8, which changes rounding only.
@@ -612,3 +615,39 @@ class TestLoopBlocks:
         assert labels.is_cuda
         assert feats.dtype == torch.float32
         train_classifier(fc, feats, labels, nn.CrossEntropyLoss(), epochs=2, batch_size=2)
+
+
+class TestWarnDoubleDecay:
+    def _setup(self, *, bwlm_decay: float = 5e-3):
+        torch.manual_seed(0)
+        fc = nn.Linear(4, 3)
+        return fc, ltl.BWLM([20, 5, 2], classifier=fc, weight_decay=bwlm_decay)
+
+    def test_warns_when_optimizer_also_decays_the_classifier(self):
+        fc, criterion = self._setup()
+        opt = torch.optim.SGD(fc.parameters(), lr=0.1, weight_decay=5e-4)
+        with pytest.warns(UserWarning, match=r"param group 0 applies weight_decay=0.0005 .* decays twice"):
+            assert warn_double_decay(criterion, opt)
+
+    def test_silent_when_only_one_decay_applies(self, recwarn):
+        fc, criterion = self._setup()
+        assert not warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.1))
+        # The decayed group holds only the bias: the weight is decayed once.
+        groups = [{"params": [fc.weight], "weight_decay": 0.0}, {"params": [fc.bias], "weight_decay": 1e-4}]
+        assert not warn_double_decay(criterion, torch.optim.SGD(groups, lr=0.1))
+        _, no_penalty = self._setup(bwlm_decay=0.0)
+        assert not warn_double_decay(no_penalty, torch.optim.SGD(fc.parameters(), lr=0.1, weight_decay=1e-4))
+        assert not warn_double_decay(nn.CrossEntropyLoss(), torch.optim.SGD(fc.parameters(), lr=0.1, weight_decay=1))
+        assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+    def test_train_classifier_warns(self):
+        fc, criterion = self._setup()
+        features, labels = torch.randn(12, 4), torch.arange(12) % 3
+        with pytest.warns(UserWarning, match="decays twice"):
+            train_classifier(fc, features, labels, criterion, epochs=1, batch_size=4, weight_decay=1e-3)
+
+    def test_train_one_epoch_warns(self):
+        fc, criterion = self._setup()
+        opt = torch.optim.SGD(fc.parameters(), lr=0.1, weight_decay=1e-3)
+        with pytest.warns(UserWarning, match="decays twice"):
+            train_one_epoch(fc, [(torch.randn(3, 4), torch.tensor([0, 1, 2]))], criterion, opt)
