@@ -225,7 +225,8 @@ def shot_accuracy(
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
-        ValueError: If the shapes disagree, a label is outside ``[0, C)`` or the thresholds are inverted.
+        ValueError: If the shapes disagree, a label is outside ``[0, C)``, the thresholds are inverted or, with
+            ``relative=True``, outside ``[0, 1]``.
 
     Example:
         >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
