@@ -295,7 +295,7 @@ def pairwise_markdown(report: dict) -> list[str]:
     lines = [
         "## Regime 1: each loss alone with F.cross_entropy, fresh process per cell (CPU float32)",
         "",
-        "Each cell: median ms of the loss / median ms of `F.cross_entropy` in the same process (ratio).",
+        "Each cell: median ms of the loss, then median ms of `F.cross_entropy` in the same process, then the ratio.",
         "",
         "| loss | " + " | ".join(f"C = {c:,}" for c in classes) + " | time target |",
         "|---|" + "---|" * len(classes) + "---|",
@@ -307,7 +307,7 @@ def pairwise_markdown(report: dict) -> list[str]:
             if "error" in cell:
                 cells.append("failed")
                 continue
-            cells.append(f"{cell['median_ms']:.2f} / {cell['ce_median_ms']:.2f} ({cell['ratio']:.2f}x)")
+            cells.append(f"{cell['median_ms']:.2f} vs {cell['ce_median_ms']:.2f} ({cell['ratio']:.2f}x)")
         target = TARGETS.get(name)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {f'<= {target[0]}x' if target else ''} |")
     return [*lines, ""]
