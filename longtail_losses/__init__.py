@@ -10,6 +10,7 @@ from longtail_losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.class_balanced import ClassBalancedFocal
 from longtail_losses.combined import BFS, BWLM
 from longtail_losses.counts import class_counts
+from longtail_losses.linear import LinearBalancedSoftmax, LinearBFS
 from longtail_losses.optim import ClassNormDecay
 
 __version__ = "0.1.0.dev0"
@@ -20,6 +21,8 @@ __all__ = [
     "BalancedSoftmax",
     "ClassBalancedFocal",
     "ClassNormDecay",
+    "LinearBFS",
+    "LinearBalancedSoftmax",
     "__version__",
     "class_counts",
     "data",

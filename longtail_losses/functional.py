@@ -3,6 +3,7 @@
 from longtail_losses.balanced_softmax import balanced_softmax_loss
 from longtail_losses.class_balanced import class_balanced_focal_loss, class_balanced_weights
 from longtail_losses.combined import bfs_loss, bwlm_loss
+from longtail_losses.linear import linear_balanced_softmax_loss, linear_bfs_loss
 from longtail_losses.regularizers import classifier_norm_penalty
 
 __all__ = [
@@ -12,4 +13,6 @@ __all__ = [
     "class_balanced_focal_loss",
     "class_balanced_weights",
     "classifier_norm_penalty",
+    "linear_balanced_softmax_loss",
+    "linear_bfs_loss",
 ]
