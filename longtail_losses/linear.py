@@ -438,14 +438,13 @@ class _LinearLoss(torch.autograd.Function):
 
         saved: Optional[tuple[Optional[Tensor], ...]] = None
         if precompute:
-            rows = keep.to(dtype)
-            if options.reduction == "mean":
-                rows = rows / kept.clamp_min(1.0)
+            # With grad_output = 1; backward scales the result (the same arithmetic as a recomputation).
+            rows, factor = _row_weights(keep, options.reduction, torch.ones((), dtype=dtype, device=keep.device))
             scales = _row_scales(engine, z_y, log_n_y, lse, rows)
             grad_x, grad_w, grad_b, focal = engine.gradients(
                 **scales,
                 lse=lse,
-                decay=(options.weight_decay, None) if options.weight_decay > 0.0 else None,
+                decay=(options.weight_decay, factor) if options.weight_decay > 0.0 else None,
                 want_features=needs[0],
                 want_weight=needs[1],
                 want_bias=needs[2],
@@ -478,9 +477,9 @@ class _LinearLoss(torch.autograd.Function):
         ctx.options = options
         ctx.saved = saved
         ctx.needs = needs
+        ctx.has_lse = lse is not None
         ctx.save_for_backward(features, weight, bias, z_y, lse if lse is not None else z_y.new_empty(0))
-        ctx.output_dtypes = (features.dtype, weight.dtype)
-        return loss.to(features.dtype) if features.dtype != dtype else loss
+        return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -498,19 +497,13 @@ class _LinearLoss(torch.autograd.Function):
                 if grad is not None and not unit:
                     grad.mul_(g.to(grad.dtype))
         else:
-            keep = engine.keep.to(dtype)
-            kept = keep.sum().clamp_min(1.0)
-            if options.reduction == "none":
-                rows = keep * g
-                factor = rows.sum() / kept
-            else:
-                rows = keep * (g / kept if options.reduction == "mean" else g)
-                factor = g
+            rows, factor = _row_weights(engine.keep, options.reduction, g)
             log_n_y = engine.log_counts[engine.target]
-            scales = _row_scales(engine, z_y, log_n_y, lse if lse.numel() else None, rows)
+            lse = lse if ctx.has_lse else None
+            scales = _row_scales(engine, z_y, log_n_y, lse, rows)
             grad_x, grad_w, grad_b, _ = engine.gradients(
                 **scales,
-                lse=lse if lse.numel() else None,
+                lse=lse,
                 decay=(options.weight_decay, factor) if options.weight_decay > 0.0 else None,
                 want_features=ctx.needs[0],
                 want_weight=ctx.needs[1],
@@ -520,6 +513,17 @@ class _LinearLoss(torch.autograd.Function):
         if grad_x is not None and grad_x.dtype != features.dtype:
             grad_x = grad_x.to(features.dtype)
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+def _row_weights(keep: Tensor, reduction: str, grad_output: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample weight :math:`r_n` of each loss in the gradient, and the factor of the penalty's gradient."""
+    kept_mask = keep.to(grad_output.dtype)
+    kept = kept_mask.sum().clamp_min(1.0)
+    if reduction == "none":  # the penalty is spread over the kept samples
+        rows = kept_mask * grad_output
+        return rows, rows.sum() / kept
+    scale = grad_output / kept if reduction == "mean" else grad_output
+    return kept_mask * scale, grad_output
 
 
 def _row_scales(engine: _Engine, z_y: Tensor, log_n_y: Tensor, lse: Optional[Tensor], rows: Tensor) -> dict[str, Any]:
