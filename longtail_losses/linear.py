@@ -730,7 +730,8 @@ def linear_bfs_loss(
     gradient is exactly ``weight_decay * weight`` and, with ``reduction='none'``, it is spread evenly over the
     kept samples. ``'mean'`` divides by the number of samples whose label is not ``ignore_index``. The focal
     term is computed from ``exp`` and ``log1p`` of non-positive arguments only, so it stays finite for any finite
-    logits. Memory, dtypes, double backward and ``process_group`` are as in :func:`linear_balanced_softmax_loss`.
+    logits. Memory, dtypes, double backward and ``process_group`` are as in
+    :func:`~longtail_losses.functional.linear_balanced_softmax_loss`.
 
     Args:
         features: Inputs :math:`x` of the linear classifier.
@@ -747,7 +748,7 @@ def linear_bfs_loss(
         validate_args: Check tensor values (counts, label range); this synchronises with the device.
         chunk_size: Classes per block; None picks about :math:`2^{21} / N`.
         process_group: Shard the classes over this ``torch.distributed`` group (see
-            :func:`linear_balanced_softmax_loss`).
+            :func:`~longtail_losses.functional.linear_balanced_softmax_loss`).
 
     Shape:
         features: :math:`(N, D)`.
@@ -805,7 +806,7 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
 
 
 class LinearBalancedSoftmax(nn.Module):
-    r"""Module form of :func:`linear_balanced_softmax_loss`: a linear classifier and its balanced softmax loss.
+    r"""Module form of :func:`~longtail_losses.functional.linear_balanced_softmax_loss`: classifier and loss.
 
     It owns the classifier's ``weight`` :math:`(C, D)` and ``bias`` :math:`(C)` (initialised as
     :class:`~torch.nn.Linear` does) and ``forward(features, target)`` returns the loss without materialising the
@@ -813,8 +814,8 @@ class LinearBalancedSoftmax(nn.Module):
     and :meth:`topk` the best classes without holding them. The class counts are an ``int64`` buffer.
 
     With ``process_group`` the module holds only this rank's contiguous slice of the classes,
-    :func:`shard_range` of the group's rank (``class_start``, ``num_local_classes``); see
-    :func:`linear_balanced_softmax_loss` for what each rank must pass and receives.
+    :func:`~longtail_losses.linear.shard_range` of the group's rank (``class_start``, ``num_local_classes``); see
+    :func:`~longtail_losses.functional.linear_balanced_softmax_loss` for what each rank must pass and receives.
 
     Args:
         class_counts: Training samples per class, all ``> 0``.
@@ -982,11 +983,12 @@ class LinearBalancedSoftmax(nn.Module):
 
 
 class LinearBFS(LinearBalancedSoftmax):
-    r"""Module form of :func:`linear_bfs_loss`: a linear classifier and its BFS (BWLM with ``weight_decay``) loss.
+    r"""Module form of :func:`~longtail_losses.functional.linear_bfs_loss`: classifier and BFS (or BWLM) loss.
 
-    Like :class:`LinearBalancedSoftmax` (which see for :meth:`~LinearBalancedSoftmax.logits`,
-    :meth:`~LinearBalancedSoftmax.iter_logits`, :meth:`~LinearBalancedSoftmax.topk` and ``process_group``), with
-    the focal term's hyperparameters. With ``weight_decay > 0`` it is BWLM's loss, eq. (17) of the paper.
+    Like :class:`~longtail_losses.LinearBalancedSoftmax` (which see for
+    :meth:`~longtail_losses.LinearBalancedSoftmax.logits`, :meth:`~longtail_losses.LinearBalancedSoftmax.iter_logits`,
+    :meth:`~longtail_losses.LinearBalancedSoftmax.topk` and ``process_group``), with the focal term's
+    hyperparameters. With ``weight_decay > 0`` it is BWLM's loss, eq. (17) of the paper.
 
     Args:
         class_counts: Training samples per class, all ``> 0``.
