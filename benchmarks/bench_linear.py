@@ -114,11 +114,12 @@ def time_cases(num_classes: int, repeats: int) -> dict[str, dict[str, float]]:
     for step in cases.values():
         run_once(step, inputs)
     samples: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for name, step in cases.items():
             start = time.perf_counter()
             run_once(step, inputs)
             samples[name].append(time.perf_counter() - start)
+            print(f"  run {repeat + 1}/{repeats} C={num_classes:,} {name}: {samples[name][-1]:.2f} s", flush=True)
     results = {}
     for name, values in samples.items():
         q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
@@ -231,6 +232,12 @@ def markdown(report: dict) -> str:
         f"and {meta['load_average_end'][0]:.1f} at the end. alpha={ALPHA}, beta={BETA}, gamma={GAMMA}.",
         "",
     ]
+    for phase, info in report.get("machine_by_phase", {}).items():
+        lines.append(
+            f"- {phase} phase: commit {info['commit']}, {info['date']}, {info['torch_threads']} torch threads, "
+            f"load average {info['load_average_start'][0]:.1f} -> {info.get('load_average_end', [float('nan')])[0]:.1f}"
+        )
+    lines.append("")
     for c, timing in report["time"].items():
         lines += [f"## Time at C = {int(c):,} ({report['repeats']} interleaved runs)", ""]
         lines += ["| case | median s | IQR s | chunked / plain |", "|---|---|---|---|"]
@@ -311,6 +318,8 @@ def main() -> None:
     parser.add_argument("--plain-max-classes", type=int, default=2_000_000, help="largest C of the plain cases")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
     parser.add_argument("--memory-threads", type=int, default=1, help="torch threads of the memory subprocesses")
+    parser.add_argument("--threads", type=int, help="torch threads of the timing (default: torch's)")
+    parser.add_argument("--phase", choices=["all", "time", "memory"], default="all", help="measure only this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -318,25 +327,42 @@ def main() -> None:
         memory_child(args.memory_child, args.time_classes[0])
         return
     torch.manual_seed(0)
-    report: dict = {"machine": machine_info(), "repeats": args.repeats, "batch": BATCH, "dim": DIM}
-    report["time"], report["max_abs_difference"], report["memory"] = {}, {}, {}
-    for c in args.time_classes:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = args.out / "bench_linear.json"
+    # A phase run alone updates that phase of an earlier report and keeps the other.
+    report: dict = json.loads(path.read_text()) if args.phase != "all" and path.exists() else {}
+    report.setdefault("time", {})
+    report.setdefault("max_abs_difference", {})
+    report.setdefault("memory", {})
+    report.update({"batch": BATCH, "dim": DIM})
+    info = machine_info()
+    report.setdefault("machine", info)
+    report.setdefault("machine_by_phase", {})
+    report["machine_by_phase"][args.phase] = info
+    if args.phase in ("all", "time"):
+        report["repeats"] = args.repeats
+        report["machine"] = info
+    time_classes = args.time_classes if args.phase in ("all", "time") else []
+    memory_classes = args.memory_classes if args.phase in ("all", "memory") else []
+    for c in time_classes:
         report["max_abs_difference"][str(c)] = check_equal(c)
         report["time"][str(c)] = time_cases(c, args.repeats)
         for name, row in report["time"][str(c)].items():
             print(f"time C={c:,} {name}: median {row['median_s']:.2f} s, IQR {row['iqr_s']:.2f} s", flush=True)
-    for name in CASE_NAMES:
+    for name in CASE_NAMES if memory_classes else []:
         per: dict = {}
-        for c in args.memory_classes:
+        for c in memory_classes:
             if name.startswith("plain") and c > args.plain_max_classes:
                 continue
             per[str(c)] = memory_cpu(name, c, args.memory_threads)
             if per[str(c)]:
                 print(f"memory C={c:,} {name}: net {per[str(c)]['net_bytes'] / 2**20:.0f} MiB", flush=True)
         report["memory"][name] = per
-    report["machine"]["load_average_end"] = os.getloadavg()
+    report["machine_by_phase"][args.phase]["load_average_end"] = os.getloadavg()
+    report["machine"].setdefault("load_average_end", os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench_linear.json").write_text(json.dumps(report, indent=2) + "\n")
+    path.write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "bench_linear.md").write_text(markdown(report))
     if report["memory"]:
         plot(report, args.out / "bench_linear_memory.png")
