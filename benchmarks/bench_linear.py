@@ -238,8 +238,10 @@ def markdown(report: dict) -> str:
             f"load average {info['load_average_start'][0]:.1f} -> {info.get('load_average_end', [float('nan')])[0]:.1f}"
         )
     lines.append("")
-    for c, timing in report["time"].items():
-        lines += [f"## Time at C = {int(c):,} ({report['repeats']} interleaved runs)", ""]
+    for key, timing in report["time"].items():
+        c, threads = key.split("@")
+        runs = next(iter(timing.values()))["runs"]
+        lines += [f"## Time at C = {int(c):,}, {threads} torch thread(s) ({runs} interleaved runs)", ""]
         lines += ["| case | median s | IQR s | chunked / plain |", "|---|---|---|---|"]
         for name, row in timing.items():
             ratio = ""
@@ -248,8 +250,8 @@ def markdown(report: dict) -> str:
                     ratio = f"{row['median_s'] / timing[plain]['median_s']:.2f}x (target <= {TARGET_TIME}x)"
             lines.append(f"| {name} | {row['median_s']:.2f} | {row['iqr_s']:.2f} | {ratio} |")
         lines.append("")
-        if c in report.get("max_abs_difference", {}):
-            diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_difference"][c].items())
+        if key in report.get("max_abs_difference", {}):
+            diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_difference"][key].items())
             lines += [f"Largest |chunked - plain| over the loss and the three gradients (float32): {diffs}.", ""]
     if report["memory"]:
         classes = sorted({int(c) for per in report["memory"].values() for c in per})
@@ -339,16 +341,18 @@ def main() -> None:
     info = machine_info()
     report.setdefault("machine", info)
     report.setdefault("machine_by_phase", {})
-    report["machine_by_phase"][args.phase] = info
+    phase = args.phase if args.phase == "memory" else f"{args.phase} ({torch.get_num_threads()} threads)"
+    report["machine_by_phase"][phase] = info
     if args.phase in ("all", "time"):
         report["repeats"] = args.repeats
         report["machine"] = info
     time_classes = args.time_classes if args.phase in ("all", "time") else []
     memory_classes = args.memory_classes if args.phase in ("all", "memory") else []
     for c in time_classes:
-        report["max_abs_difference"][str(c)] = check_equal(c)
-        report["time"][str(c)] = time_cases(c, args.repeats)
-        for name, row in report["time"][str(c)].items():
+        key = f"{c}@{torch.get_num_threads()}"  # C and the number of torch threads
+        report["max_abs_difference"][key] = check_equal(c)
+        report["time"][key] = time_cases(c, args.repeats)
+        for name, row in report["time"][key].items():
             print(f"time C={c:,} {name}: median {row['median_s']:.2f} s, IQR {row['iqr_s']:.2f} s", flush=True)
     for name in CASE_NAMES if memory_classes else []:
         per: dict = {}
@@ -359,7 +363,7 @@ def main() -> None:
             if per[str(c)]:
                 print(f"memory C={c:,} {name}: net {per[str(c)]['net_bytes'] / 2**20:.0f} MiB", flush=True)
         report["memory"][name] = per
-    report["machine_by_phase"][args.phase]["load_average_end"] = os.getloadavg()
+    report["machine_by_phase"][phase]["load_average_end"] = os.getloadavg()
     report["machine"].setdefault("load_average_end", os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
