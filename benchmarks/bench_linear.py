@@ -127,11 +127,14 @@ def time_cases(num_classes: int, repeats: int) -> dict[str, dict[str, float]]:
     return results
 
 
-def check_equal(num_classes: int) -> dict[str, float]:
-    """Largest absolute difference chunked - plain of the loss and of each gradient (float32)."""
+def check_equal(num_classes: int) -> dict[str, dict[str, dict[str, float]]]:
+    """Chunked against plain (float32): the largest absolute difference, absolute and relative to the plain.
+
+    Per loss, for the value and each gradient; "relative" divides by the largest absolute plain entry.
+    """
     inputs = make_inputs(num_classes)
     cases = make_cases(inputs[4])
-    out = {}
+    out: dict[str, dict[str, dict[str, float]]] = {}
     for family, (plain, chunked) in PAIRS.items():
         results = []
         for name in (plain, chunked):
@@ -140,7 +143,12 @@ def check_equal(num_classes: int) -> dict[str, float]:
             loss = cases[name](x, w, b, y, n)
             loss.backward()
             results.append([loss.detach(), x.grad.clone(), w.grad.clone(), b.grad.clone()])
-        out[family] = max(float((p - c).abs().max()) for p, c in zip(*results))
+            del loss
+        out[family] = {}
+        for label, p, c in zip(("loss", "features", "weight", "bias"), *results):
+            difference, scale = float((p - c).abs().max()), float(p.abs().max())
+            out[family][label] = {"max_abs": difference, "max_abs_plain": scale, "relative": difference / scale}
+        del results
     return out
 
 
@@ -250,9 +258,19 @@ def markdown(report: dict) -> str:
                     ratio = f"{row['median_s'] / timing[plain]['median_s']:.2f}x (target <= {TARGET_TIME}x)"
             lines.append(f"| {name} | {row['median_s']:.2f} | {row['iqr_s']:.2f} | {ratio} |")
         lines.append("")
-        if key in report.get("max_abs_difference", {}):
-            diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_difference"][key].items())
-            lines += [f"Largest |chunked - plain| over the loss and the three gradients (float32): {diffs}.", ""]
+    for c, families in report.get("equality", {}).items():
+        lines += [
+            f"## Chunked against plain at C = {int(c):,} (float32)",
+            "",
+            "Largest |chunked - plain| / largest |plain| (and the largest |plain|):",
+            "",
+            "| loss | loss value | features grad | weight grad | bias grad |",
+            "|---|---|---|---|---|",
+        ]
+        for family, parts in families.items():
+            cells = [f"{v['relative']:.1e} (of {v['max_abs_plain']:.3g})" for v in parts.values()]
+            lines.append(f"| {family} | " + " | ".join(cells) + " |")
+        lines.append("")
     if report["memory"]:
         classes = sorted({int(c) for per in report["memory"].values() for c in per})
         lines += [
@@ -321,7 +339,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
     parser.add_argument("--memory-threads", type=int, default=1, help="torch threads of the memory subprocesses")
     parser.add_argument("--threads", type=int, help="torch threads of the timing (default: torch's)")
-    parser.add_argument("--phase", choices=["all", "time", "memory"], default="all", help="measure only this")
+    parser.add_argument("--phase", choices=["all", "time", "memory", "check"], default="all", help="measure only this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -350,10 +368,11 @@ def main() -> None:
     memory_classes = args.memory_classes if args.phase in ("all", "memory") else []
     for c in time_classes:
         key = f"{c}@{torch.get_num_threads()}"  # C and the number of torch threads
-        report["max_abs_difference"][key] = check_equal(c)
         report["time"][key] = time_cases(c, args.repeats)
         for name, row in report["time"][key].items():
             print(f"time C={c:,} {name}: median {row['median_s']:.2f} s, IQR {row['iqr_s']:.2f} s", flush=True)
+    for c in args.time_classes if args.phase in ("all", "check") else []:
+        report.setdefault("equality", {})[str(c)] = check_equal(c)
     for name in CASE_NAMES if memory_classes else []:
         per: dict = {}
         for c in memory_classes:
