@@ -339,6 +339,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case")
     parser.add_argument("--memory-threads", type=int, default=1, help="torch threads of the memory subprocesses")
     parser.add_argument("--threads", type=int, help="torch threads of the timing (default: torch's)")
+    parser.add_argument("--only", help="memory phase: only the cases whose name starts with this (e.g. chunked)")
     parser.add_argument("--phase", choices=["all", "time", "memory", "check"], default="all", help="measure only this")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -373,7 +374,7 @@ def main() -> None:
             print(f"time C={c:,} {name}: median {row['median_s']:.2f} s, IQR {row['iqr_s']:.2f} s", flush=True)
     for c in args.time_classes if args.phase in ("all", "check") else []:
         report.setdefault("equality", {})[str(c)] = check_equal(c)
-    for name in CASE_NAMES if memory_classes else []:
+    for name in [n for n in CASE_NAMES if n.startswith(args.only or "")] if memory_classes else []:
         per: dict = {}
         for c in memory_classes:
             if name.startswith("plain") and c > args.plain_max_classes:

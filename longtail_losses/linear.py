@@ -192,6 +192,7 @@ class _Engine:
     target: Tensor  # (N,) int64 global labels, ignored ones replaced by 0
     keep: Tensor  # (N,) bool
     log_counts: Tensor  # (C,) compute dtype, all classes
+    counts: Tensor  # (C,) compute dtype, all classes
     cb_weight: Optional[Tensor]  # (N,) w_y when alpha > 0
     class_start: int
     alpha: float
@@ -214,10 +215,15 @@ class _Engine:
     def block_weight(self, start: int, stop: int) -> Tensor:
         return self.weight[start:stop].to(self.dtype)
 
-    def block_logits(self, start: int, stop: int, w: Tensor) -> Tensor:
-        if self.bias is None:
+    def block_logits(self, start: int, stop: int, w: Tensor, *, shifted: bool = False) -> Tensor:
+        r"""The block's logits :math:`x W_c^\top + b_c`, or with ``shifted`` :math:`x W_c^\top + b_c + \log n_c`."""
+        shift = self.log_counts[self.class_start + start : self.class_start + stop] if shifted else None
+        bias = None if self.bias is None else self.bias[start:stop].to(self.dtype)
+        if shift is not None:
+            bias = shift if bias is None else bias + shift
+        if bias is None:
             return torch.mm(self.features, w.t())
-        return torch.addmm(self.bias[start:stop].to(self.dtype), self.features, w.t())
+        return torch.addmm(bias, self.features, w.t())
 
     def target_columns(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
         """Rows whose (kept) label lies in the block, and the label's column in the block (clamped), (N, 1)."""
@@ -240,31 +246,28 @@ class _Engine:
 
     # -- the focal term, element-wise over a block ------------------------------------------------------------
     def _focal_parts(self, z: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        r"""For every entry treated as a non-target class: ``(softplus(z), sigmoid(z), sigmoid(z)**gamma)``.
+        r"""For every entry treated as a non-target class: ``(log(1 - p), p, p**gamma)`` with ``p = sigmoid(z)``.
 
-        :math:`\operatorname{softplus}(z) = \max(z, 0) + \log(1 + e^{-|z|}) = -\log(1-p)`; ``exp`` and
-        ``log1p`` of a non-positive argument only, so every value is finite for finite logits. The third item is
-        None for ``gamma = 0`` and the second itself for ``gamma = 1``.
+        :math:`\log(1-p) = \log\sigma(-z)` is one ``logsigmoid`` (finite for any finite logit) and
+        :math:`p^\gamma = \exp(\gamma (z + \log\sigma(-z)))`; the third item is None for ``gamma = 0`` and
+        ``p`` itself for ``gamma = 1``. Three block-sized operations for ``gamma`` in {0, 1}.
         """
-        e = torch.abs(z)
-        e.neg_().exp_()
-        softplus = torch.log1p(e)
-        softplus.add_(torch.clamp_min(z, 0.0, out=e))
-        p = torch.sigmoid(z, out=e)
+        log_q = F.logsigmoid(torch.neg(z))
+        p = torch.sigmoid(z)
         if self.gamma == 0.0:
-            return softplus, p, None
+            return log_q, p, None
         if self.gamma == 1.0:
-            return softplus, p, p
-        p_gamma = torch.sub(z, softplus)  # log p
+            return log_q, p, p
+        p_gamma = torch.add(z, log_q)  # log p
         p_gamma.mul_(self.gamma).exp_()
-        return softplus, p, p_gamma
+        return log_q, p, p_gamma
 
-    def _focal_row_sum(self, softplus: Tensor, p_gamma: Optional[Tensor], inside: Tensor, cols: Tensor) -> Tensor:
-        r"""Row sums of :math:`-p^\gamma \log(1-p)` over the block's non-target classes (overwrites ``softplus``)."""
-        softplus.scatter_(1, cols, torch.where(inside, 0.0, softplus.gather(1, cols)))
-        if p_gamma is None:
-            return softplus.sum(dim=1)
-        return torch.mul(softplus, p_gamma, out=softplus).sum(dim=1)
+    def _focal_row_sum(self, log_q: Tensor, p_gamma: Optional[Tensor], inside: Tensor, cols: Tensor) -> Tensor:
+        r"""Row sums of :math:`-p^\gamma \log(1-p)` over the block's non-target classes (overwrites ``log_q``)."""
+        log_q.scatter_(1, cols, torch.where(inside, 0.0, log_q.gather(1, cols)))
+        if p_gamma is not None:
+            log_q.mul_(p_gamma)
+        return log_q.sum(dim=1).neg_()
 
     # -- pass 1 ---------------------------------------------------------------------------------------------
     def statistics(self, *, want_logsumexp: bool, want_focal: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -274,13 +277,14 @@ class _Engine:
         lse = torch.full((n,), -math.inf, dtype=self.dtype, device=device) if want_logsumexp else None
         focal = torch.zeros(n, dtype=self.dtype, device=device) if want_focal else None
         for start, stop in self.blocks():
-            z = self.block_logits(start, stop, self.block_weight(start, stop))
+            z = self.block_logits(start, stop, self.block_weight(start, stop), shifted=focal is None)
             if focal is not None:
                 inside, cols = self.target_columns(start, stop)
-                softplus, _, p_gamma = self._focal_parts(z)
-                focal += self._focal_row_sum(softplus, p_gamma, inside, cols)
+                log_q, _, p_gamma = self._focal_parts(z)
+                focal += self._focal_row_sum(log_q, p_gamma, inside, cols)
+                if lse is not None:
+                    z += self.log_counts[self.class_start + start : self.class_start + stop]
             if lse is not None:
-                z += self.log_counts[self.class_start + start : self.class_start + stop]
                 torch.logaddexp(lse, torch.logsumexp(z, dim=1), out=lse)
         if lse is not None:
             lse = _global_logsumexp(lse, self.group)
@@ -301,14 +305,16 @@ class _Engine:
         want_weight: bool,
         want_bias: bool,
         want_focal: bool,
+        nonnegative: bool = False,
     ) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
         r"""Gradients of :math:`\sum_n \ell_n r_n` (and, if ``want_focal``, the focal row sums of pass 1).
 
         ``softmax_scale`` is :math:`(1-\alpha) r_n` and ``focal_scale`` is :math:`\alpha w_{y_n} r_n` (None for a
         term that is off); ``target_grad`` is the whole gradient entry at the target class. ``decay`` is
         ``(weight_decay, factor)``: ``weight_decay * factor * W`` is added to the weight's gradient (``factor``
-        a 0-d tensor, or None for 1). Returns ``(d features, d weight, d bias, focal row sums)``; the features'
-        gradient is summed over the ranks.
+        a 0-d tensor, or None for 1). ``nonnegative`` promises ``softmax_scale >= 0``, which folds its logarithm
+        into the softmax's shift (no multiplication by its sign). Returns ``(d features, d weight, d bias,
+        focal row sums)``; the features' gradient is summed over the ranks.
         """
         x = self.features
         n, d = x.shape
@@ -318,32 +324,39 @@ class _Engine:
         grad_b = torch.empty_like(self.bias) if want_bias and self.bias is not None else None
         focal = torch.zeros(n, dtype=self.dtype, device=device) if want_focal else None
         direct = self.weight.dtype == self.dtype
+        shift = sign = None
+        if softmax_scale is not None:
+            assert lse is not None
+            # (1 - alpha) r_n n_c exp(z - lse_n) = sign_n n_c exp(z - shift_n), shift_n = lse_n - log|(1 - alpha) r_n|
+            shift = lse - softmax_scale.abs().log()  # a zero scale gives +inf: exp(-inf) = 0
+            sign = None if nonnegative else torch.sign(softmax_scale)[:, None]
         for start, stop in self.blocks():
             w = self.block_weight(start, stop)
             z = self.block_logits(start, stop, w)
             inside, cols = self.target_columns(start, stop)
             grad: Optional[Tensor] = None
             if focal_scale is not None:
-                softplus, p, p_gamma = self._focal_parts(z)
+                log_q, p, p_gamma = self._focal_parts(z)
                 if self.gamma == 0.0:
-                    grad = p  # d/dz of softplus(z)
+                    grad = p  # d/dz of -log(1 - p)
                 else:
-                    # p**gamma * (p + gamma * (1 - p) * softplus(z))
-                    grad = torch.mul(p, softplus)
-                    torch.sub(softplus, grad, out=grad)
+                    # p**gamma * (p - gamma * (1 - p) * log(1 - p))
+                    grad = torch.mul(p, log_q)
+                    grad.sub_(log_q)
                     if self.gamma != 1.0:
                         grad.mul_(self.gamma)
                     grad.add_(p)
                     assert p_gamma is not None
                     grad.mul_(p_gamma)
-                if focal is not None:  # after the gradient: this overwrites `softplus`
-                    focal += self._focal_row_sum(softplus, p_gamma, inside, cols)
+                if focal is not None:  # after the gradient: this overwrites `log_q`
+                    focal += self._focal_row_sum(log_q, p_gamma, inside, cols)
                 grad.mul_(focal_scale[:, None])
-            if softmax_scale is not None:
-                assert lse is not None
-                z += self.log_counts[self.class_start + start : self.class_start + stop]
-                z.sub_(lse[:, None]).exp_().mul_(softmax_scale[:, None])
-                grad = z if grad is None else grad.add_(z)
+            if shift is not None:
+                counts = self.counts[self.class_start + start : self.class_start + stop]
+                z.sub_(shift[:, None]).exp_()
+                if sign is not None:
+                    z.mul_(sign)
+                grad = z.mul_(counts) if grad is None else grad.addcmul_(z, counts)
             assert grad is not None
             grad.scatter_(1, cols, torch.where(inside, target_grad[:, None], grad.gather(1, cols)))
             if grad_x is not None:
@@ -402,6 +415,7 @@ class _LinearLoss(torch.autograd.Function):
         target: Tensor,
         keep: Tensor,
         log_counts: Tensor,
+        counts: Tensor,
         cb_weights: Optional[Tensor],
         options: _Options,
         needs: tuple[bool, bool, bool],
@@ -417,6 +431,7 @@ class _LinearLoss(torch.autograd.Function):
             target=target,
             keep=keep,
             log_counts=log_counts,
+            counts=counts,
             cb_weight=None if cb_weights is None else cb_weights[target],
             class_start=options.class_start,
             alpha=alpha,
@@ -449,6 +464,7 @@ class _LinearLoss(torch.autograd.Function):
                 want_weight=needs[1],
                 want_bias=needs[2],
                 want_focal=use_focal,
+                nonnegative=True,
             )
             saved = (grad_x, grad_w, grad_b)
 
@@ -512,7 +528,7 @@ class _LinearLoss(torch.autograd.Function):
             )
         if grad_x is not None and grad_x.dtype != features.dtype:
             grad_x = grad_x.to(features.dtype)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
 def _row_weights(keep: Tensor, reduction: str, grad_output: Tensor) -> tuple[Tensor, Tensor]:
@@ -596,7 +612,9 @@ def _linear_loss(
     if not torch.is_grad_enabled():
         needs = (False, False, False)
     options = _Options(alpha, gamma, weight_decay, reduction, chunk_size, class_start, process_group)
-    loss: Tensor = _LinearLoss.apply(features, weight, bias, safe_target, keep, log_counts, cb, options, needs)
+    loss: Tensor = _LinearLoss.apply(
+        features, weight, bias, safe_target, keep, log_counts, counts.to(dtype), cb, options, needs
+    )
     return loss
 
 
