@@ -747,7 +747,7 @@ def linear_bfs_loss(
     (eq. 17, :func:`~longtail_losses.functional.bwlm_loss`): the penalty is added once to the reduced loss, its
     gradient is exactly ``weight_decay * weight`` and, with ``reduction='none'``, it is spread evenly over the
     kept samples. ``'mean'`` divides by the number of samples whose label is not ``ignore_index``. The focal
-    term is computed from ``exp`` and ``log1p`` of non-positive arguments only, so it stays finite for any finite
+    term is computed from log-sigmoids (:math:`\log(1-p) = \log\sigma(-z)`), so it stays finite for any finite
     logits. Memory, dtypes, double backward and ``process_group`` are as in
     :func:`~longtail_losses.functional.linear_balanced_softmax_loss`.
 
