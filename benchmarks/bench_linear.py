@@ -240,6 +240,7 @@ def markdown(report: dict) -> str:
         f"and {meta['load_average_end'][0]:.1f} at the end. alpha={ALPHA}, beta={BETA}, gamma={GAMMA}.",
         "",
     ]
+    lines += [f"- note: {note}" for note in report.get("notes", [])]
     for phase, info in report.get("machine_by_phase", {}).items():
         lines.append(
             f"- {phase} phase: commit {info['commit']}, {info['date']}, {info['torch_threads']} torch threads, "
