@@ -13,6 +13,7 @@ from longtail_losses.class_balanced import ClassBalancedFocal
 from longtail_losses.combined import BFS, BWLM
 from longtail_losses.counts import class_counts
 from longtail_losses.ldam import LDAMLoss, drw_weights
+from longtail_losses.linear import LinearBalancedSoftmax, LinearBFS
 from longtail_losses.logit_adjustment import LogitAdjustedLoss, posthoc_adjust, tune_tau
 from longtail_losses.optim import ClassNormDecay
 
@@ -26,6 +27,8 @@ __all__ = [
     "ClassNormDecay",
     "EQLv2Loss",
     "LDAMLoss",
+    "LinearBFS",
+    "LinearBalancedSoftmax",
     "LogitAdjustedLoss",
     "LossOptions",
     "SeesawLoss",

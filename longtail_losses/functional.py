@@ -5,6 +5,7 @@ from longtail_losses.balanced_softmax import balanced_softmax_loss
 from longtail_losses.class_balanced import class_balanced_focal_loss, class_balanced_weights
 from longtail_losses.combined import bfs_loss, bwlm_loss
 from longtail_losses.ldam import ldam_loss, ldam_margins
+from longtail_losses.linear import linear_balanced_softmax_loss, linear_bfs_loss
 from longtail_losses.logit_adjustment import logit_adjusted_loss
 from longtail_losses.regularizers import classifier_norm_penalty
 
@@ -18,6 +19,8 @@ __all__ = [
     "eqlv2_loss",
     "ldam_loss",
     "ldam_margins",
+    "linear_balanced_softmax_loss",
+    "linear_bfs_loss",
     "logit_adjusted_loss",
     "seesaw_loss",
 ]
