@@ -37,14 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from longtail_losses import _engine
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
     check_alpha,
     check_beta,
+    check_bool,
     check_gamma,
     check_ignore_index,
     check_reduction,
+    check_target_values,
     check_weight_decay,
 )
 
@@ -114,30 +117,6 @@ def _check_classifier(features: Any, weight: Any, bias: Any, target: Any) -> Non
         )
     if target.device != features.device:
         raise ValueError(f"Expected `target` on the device of `features` ({features.device}), but got {target.device}")
-
-
-def _counts_on(class_counts: CountsLike, device: torch.device, validate_args: bool) -> Tensor:
-    if isinstance(class_counts, Tensor) and not validate_args:
-        if class_counts.ndim != 1:
-            raise ValueError(
-                f"Expected `class_counts` to be 1-D (one count per class), but got shape {tuple(class_counts.shape)}"
-            )
-        return class_counts.to(device=device)
-    return as_class_counts(class_counts).to(device=device)
-
-
-def _check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> None:
-    bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
-    if target.numel() and bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"Expected every `target` label to be in [0, {num_classes}) or equal to ignore_index={ignore_index}, "
-            f"but got {int(target[i])} at position {i}"
-        )
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -420,7 +399,7 @@ class _LinearLoss(torch.autograd.Function):
         options: _Options,
         needs: tuple[bool, bool, bool],
     ) -> Tensor:
-        dtype = _compute_dtype(features.dtype)
+        dtype = _engine.compute_dtype(features.dtype)
         n = features.shape[0]
         alpha, gamma = options.alpha, options.gamma
         chunk = options.chunk or max(_MIN_CHUNK, CHUNK_ELEMENTS // max(n, 1))
@@ -586,7 +565,7 @@ def _linear_loss(
     ignore_index = check_ignore_index(ignore_index)
     chunk_size = _check_chunk_size(chunk_size)
     _check_classifier(features, weight, bias, target)
-    counts = _counts_on(class_counts, features.device, check_counts)
+    counts = _engine._counts(class_counts, features.device, check_counts)
     num_classes = counts.shape[0]
     if process_group is None:
         if weight.shape[0] != num_classes:
@@ -597,11 +576,15 @@ def _linear_loss(
         class_start = 0
     elif class_start is None:
         class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
-    if validate_args:
-        _check_target_values(target, num_classes, ignore_index)
-    dtype = _compute_dtype(features.dtype)
+    target = target.long()  # before any comparison: a uint8 156 must not compare equal to ignore_index -100
+    checked = _engine._checks_values(check_bool("validate_args", validate_args))
+    if checked:
+        check_target_values(target, num_classes, ignore_index)
+    dtype = _engine.compute_dtype(features.dtype)
     keep = target != ignore_index
-    safe_target = torch.where(keep, target, 0).long()
+    # Unchecked labels out of range give their sample a nan loss, never another class's (as the other losses).
+    invalid = None if checked else keep & ((target < 0) | (target >= num_classes))
+    safe_target = torch.where(keep if invalid is None else keep & ~invalid, target, 0)
     log_counts = counts.to(dtype).log()
     cb = None
     if alpha > 0.0:
@@ -615,6 +598,8 @@ def _linear_loss(
     loss: Tensor = _LinearLoss.apply(
         features, weight, bias, safe_target, keep, log_counts, counts.to(dtype), cb, options, needs
     )
+    if invalid is not None:
+        loss = torch.where(invalid if reduction == "none" else invalid.any(), math.nan, loss)
     return loss
 
 

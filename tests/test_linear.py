@@ -434,3 +434,22 @@ def test_class_sharded_two_gloo_processes_equal_one_process() -> None:
             assert len(results) == 6
             for case, diff in results.items():
                 assert diff < 1e-12, (rank, case, diff)  # float64: equal up to summation order
+
+
+@pytest.mark.parametrize("loss", [LF.linear_balanced_softmax_loss, LF.linear_bfs_loss])
+def test_narrow_labels_and_unchecked_bad_labels(loss: Callable[..., torch.Tensor]) -> None:
+    # The engine's drop-in guarantees hold here too: labels are cast to int64 before any comparison, and an
+    # unchecked label out of range gives its sample nan instead of another class's loss.
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn(4, 3, generator=gen), torch.randn(200, 3, generator=gen)
+    counts = torch.arange(1, 201)
+    labels = torch.tensor([0, 1, 156, 0])
+    torch.testing.assert_close(
+        loss(x, w, labels.to(torch.uint8), counts, reduction="none"), loss(x, w, labels, counts, reduction="none")
+    )
+    bad = torch.tensor([0, -1, 5, 0])
+    out = loss(x, w, bad, counts, reduction="none", validate_args=False)
+    assert torch.isnan(out[1]) and torch.isfinite(out[[0, 2, 3]]).all()  # noqa: PT018
+    assert torch.isnan(loss(x, w, bad, counts, validate_args=False))
+    with pytest.raises(ValueError, match=r"got -1 at position 1"):
+        loss(x, w, bad, counts)
