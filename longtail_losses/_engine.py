@@ -174,8 +174,19 @@ def _counts(class_counts: CountsLike, device: torch.device, check: bool) -> Tens
             raise ValueError(
                 f"Expected `class_counts` to be 1-D (one count per class), but got shape {tuple(class_counts.shape)}"
             )
-        return class_counts.to(device=device)
+        return class_counts if class_counts.device == device else class_counts.to(device=device)
     return as_class_counts(class_counts).to(device=device)
+
+
+def _to_compute_dtype(x: Tensor) -> Tensor:
+    dtype = compute_dtype(x.dtype)
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def _shift(counts: Tensor, dtype: torch.dtype, tau: float) -> Tensor:
+    r"""The logit shift :math:`\tau \log n` of the softmax term, shape (C,)."""
+    log_n = counts.to(dtype).log()
+    return log_n if tau == 1.0 else tau * log_n
 
 
 def _check_call(
@@ -214,7 +225,7 @@ def prepare(
 
 def _rows(logits: Tensor, target: Tensor, counts: Tensor, options: Options, *, is_prob: bool, checked: bool) -> Rows:
     label_smoothing = options.label_smoothing
-    z = _to_rows(logits.to(compute_dtype(logits.dtype)))
+    z = _to_rows(_to_compute_dtype(logits))
     num_classes = z.shape[1]
     shape = tuple(logits.shape[:1] + logits.shape[2:]) if logits.ndim > 1 else ()
     if is_prob:
@@ -348,7 +359,7 @@ def mixture_per_row(rows: Rows, *, alpha: float, beta: float, gamma: float, tau:
     :data:`BALANCED_SOFTMAX_MIN_ELEMENTS` logits on); the reference code of this module otherwise.
     """
     z, counts = rows.logits, rows.counts
-    shift = tau * counts.to(z.dtype).log()
+    shift = _shift(counts, z.dtype, tau)
     weights = class_balanced_weights(counts, beta, z.dtype) if alpha > 0.0 else None
 
     def reference(logits: Tensor) -> Tensor:
@@ -393,17 +404,27 @@ def mixture_loss(
     """
     opts = check_options(**options)
     counts, is_prob, checked = _check_call(logits, target, class_counts, opts, check_counts=check_counts)
-    z = logits.to(compute_dtype(logits.dtype))
-    if alpha == 0.0 and (checked or is_prob) and z.numel() < BALANCED_SOFTMAX_MIN_ELEMENTS:
-        # Softmax only, labels checked: exactly F.cross_entropy of the shifted logits, in the caller's form.
-        shift = _class_view(tau * counts.to(z.dtype).log(), z.ndim)
+    z = _to_compute_dtype(logits)
+    if alpha == 0.0 and z.numel() < BALANCED_SOFTMAX_MIN_ELEMENTS:
+        # Softmax only: exactly F.cross_entropy of the shifted logits, in the caller's form.
+        invalid: Optional[Tensor] = None
+        if is_prob:
+            goal = _to_compute_dtype(target)
+        else:
+            goal = target.long()
+            if not checked:  # an unchecked invalid label gives nan, never another class (and no device sync)
+                num_classes = counts.shape[0]
+                invalid = (goal != opts.ignore_index) & ((goal < 0) | (goal >= num_classes))
+                goal = torch.where(invalid, opts.ignore_index, goal)
         loss = F.cross_entropy(
-            z + shift,
-            target.to(z.dtype) if is_prob else target.long(),
+            z + _class_view(_shift(counts, z.dtype, tau), z.ndim),
+            goal,
             ignore_index=opts.ignore_index,
             reduction=opts.reduction,
             label_smoothing=opts.label_smoothing,
         )
+        if invalid is not None:
+            loss = torch.where(invalid if opts.reduction == "none" else invalid.any(), math.nan, loss)
     else:
         rows = _rows(logits, target, counts, opts, is_prob=is_prob, checked=checked)
         loss = finish(mixture_per_row(rows, alpha=alpha, beta=beta, gamma=gamma, tau=tau), rows, opts.reduction)
