@@ -536,6 +536,8 @@ def summarise(results: dict[str, Any], design: Design) -> dict[str, Any]:
 
 def mark(stats: dict[str, Any]) -> str:
     """Paired difference to CE with its sign test result: ``+3.1 ± 1.2 (5/5, better)``."""
+    if stats["n"] == 0:
+        return "–"  # no such group at this IF (e.g. no Few class at IF = 10)
     verdict = {"replicates": "better", "contradicted": "worse"}.get(stats["verdict"], "n.s.")
     return f"{stats['mean_diff']:+.1f} ± {stats['std_diff']:.1f} ({stats['wins']}/{stats['n']}, {verdict})"
 
