@@ -84,7 +84,7 @@ class LossOptions(TypedDict, total=False):
 
     * ``reduction``: ``'mean'`` (default), ``'sum'`` or ``'none'``;
     * ``ignore_index``: the label whose samples contribute nothing (default ``-100``);
-    * ``label_smoothing``: smoothing :math:`arepsilon \in [0, 1]` of the target (default ``0.0``);
+    * ``label_smoothing``: smoothing :math:`\varepsilon \in [0, 1]` of the target (default ``0.0``);
     * ``validate_args``: check the values of the counts and the targets, a device sync (default ``True``).
     """
 
