@@ -32,10 +32,8 @@ Method:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -49,8 +47,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whatever copy is installed
 
-import longtail_losses as ltl  # noqa: E402
 from longtail_losses import functional as LF  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_losses import machine_info  # noqa: E402  (the same machine record as the loss benchmark)
 
 BATCH, DIM = 256, 128
 ALPHA, BETA, GAMMA = 0.1, 0.9999, 1.0  # the library's defaults
@@ -197,36 +197,6 @@ def memory_cpu(name: str, num_classes: int, threads: int) -> dict[str, float] | 
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "longtail_losses"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "torch": torch.__version__,
-        "longtail_losses": ltl.__version__,
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": os.getloadavg(),
-    }
 
 
 def markdown(report: dict) -> str:
