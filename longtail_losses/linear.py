@@ -802,6 +802,7 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
     """The contiguous class range ``[start, stop)`` that rank ``rank`` of ``world_size`` holds (near-equal slices).
 
     Example:
+        >>> from longtail_losses.linear import shard_range
         >>> [shard_range(10, r, 3) for r in range(3)]
         [(0, 3), (3, 6), (6, 10)]
     """
