@@ -876,7 +876,7 @@ class LinearBalancedSoftmax(nn.Module):
         self.weight_decay = check_weight_decay(weight_decay)
         self.reduction = check_reduction(reduction)
         self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = bool(validate_args)
+        self.validate_args = check_bool("validate_args", validate_args)
         self.chunk_size = _check_chunk_size(chunk_size)
         self.process_group = process_group
         num_classes = self.class_counts.shape[0]
@@ -1038,29 +1038,9 @@ class LinearBFS(LinearBalancedSoftmax):
         alpha: float = 0.1,
         beta: float = 0.9999,
         gamma: float = 1.0,
-        bias: bool = True,
-        weight_decay: float = 0.0,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        validate_args: bool = True,
-        chunk_size: Optional[int] = None,
-        process_group: Optional[ProcessGroup] = None,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            class_counts,
-            in_features,
-            bias=bias,
-            weight_decay=weight_decay,
-            reduction=reduction,
-            ignore_index=ignore_index,
-            validate_args=validate_args,
-            chunk_size=chunk_size,
-            process_group=process_group,
-            device=device,
-            dtype=dtype,
-        )
+        super().__init__(class_counts, in_features, **kwargs)  # bias, weight_decay, options: as LinearBalancedSoftmax
         self.alpha = check_alpha(alpha)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)

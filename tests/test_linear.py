@@ -453,3 +453,9 @@ def test_narrow_labels_and_unchecked_bad_labels(loss: Callable[..., torch.Tensor
     assert torch.isnan(loss(x, w, bad, counts, validate_args=False))
     with pytest.raises(ValueError, match=r"got -1 at position 1"):
         loss(x, w, bad, counts)
+
+
+@pytest.mark.parametrize("module", [ltl.LinearBalancedSoftmax, ltl.LinearBFS])
+def test_validate_args_must_be_a_bool(module: type) -> None:
+    with pytest.raises(TypeError, match=r"`validate_args` to be a bool, but got 'no'"):
+        module([3, 2], 4, validate_args="no")
