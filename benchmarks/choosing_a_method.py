@@ -77,7 +77,6 @@ import copy
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -103,13 +102,13 @@ from real_data_lt import (
     Heads,
     SumOfLosses,
     TinyCNN,
-    _commit,
     _save,
     batches,
     evaluate,
     fmt,
     mean_std,
     normalise,
+    run_meta,
     stage2_criterion,
 )
 from real_data_lt import Recipe as PaperRecipe
@@ -781,20 +780,7 @@ def run_study(root: str, design: Design, jobs: int, out: Path, command: str) -> 
             )
     runs = select_logit_adjusted([r for d in done for r in d["runs"]], design)
     results: dict[str, Any] = {
-        "meta": {
-            "command": command,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "jobs": jobs,
-            "threads_per_job": 1,
-            "commit": _commit(),
-            "root": root,
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-            "wall_seconds": time.perf_counter() - start,
-        },
+        "meta": run_meta(command=command, jobs=jobs, root=root, load_start=load_start, start=start),
         "design": asdict(design),
         "tasks": sorted((d["task"] for d in done), key=lambda t: (t["imbalance_factor"], t["seed"], t["kind"])),
         "runs": sorted(runs, key=lambda r: (r["imbalance_factor"], r["seed"], ROWS.index(r["row"]))),

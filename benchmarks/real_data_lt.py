@@ -986,6 +986,24 @@ def report(results: dict[str, Any], recipe: Recipe, out: Path) -> None:
     plots(results, recipe, out)
 
 
+def run_meta(*, command: str, jobs: int, root: str, load_start: Sequence[float], start: float) -> dict[str, Any]:
+    """The record of a study's run: command, versions, machine, commit, load and wall time."""
+    return {
+        "command": command,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jobs": jobs,
+        "threads_per_job": 1,
+        "commit": _commit(),
+        "root": root,
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
 def run_study(root: str, recipe: Recipe, jobs: int, out: Path, command: str) -> dict[str, Any]:
     start = time.perf_counter()
     load_start = os.getloadavg()
@@ -1008,20 +1026,7 @@ def run_study(root: str, recipe: Recipe, jobs: int, out: Path, command: str) -> 
                 print(f"  IF={f:g} seed={s}: {done[-1]['job']['seconds']['job']:.0f} s", flush=True)
     key = lambda r: (r["imbalance_factor"], r["seed"], ROWS.index(r["row"]))  # noqa: E731
     results: dict[str, Any] = {
-        "meta": {
-            "command": command,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "jobs": jobs,
-            "threads_per_job": 1,
-            "commit": _commit(),
-            "root": root,
-            "loadavg_start": load_start,
-            "loadavg_end": os.getloadavg(),
-            "wall_seconds": time.perf_counter() - start,
-        },
+        "meta": run_meta(command=command, jobs=jobs, root=root, load_start=load_start, start=start),
         "recipe": asdict(recipe),
         "jobs": sorted((d["job"] for d in done), key=lambda j: (j["imbalance_factor"], j["seed"])),
         "runs": sorted((r for d in done for r in d["runs"]), key=key),

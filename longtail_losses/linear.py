@@ -1000,15 +1000,8 @@ class LinearBFS(LinearBalancedSoftmax):
         alpha: Weight of the class-balanced focal term, in ``[0, 1]``. Default: ``0.1``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
-        bias: Whether the classifier has a bias. Default: ``True``.
-        weight_decay: :math:`\lambda \ge 0` of the penalty :math:`\frac{\lambda}{2}\lVert W\rVert^2`. Default: ``0``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        validate_args: Check the label range on every call (a device sync). Default: ``True``.
-        chunk_size: Classes per block; None picks about :math:`2^{21} / N`. Default: ``None``.
-        process_group: Shard the classes over this ``torch.distributed`` group. Default: ``None``.
-        device: Device of the parameters.
-        dtype: Floating-point dtype of the parameters.
+        **kwargs: ``bias``, ``weight_decay``, ``reduction``, ``ignore_index``, ``validate_args``, ``chunk_size``,
+            ``process_group``, ``device``, ``dtype``: as for :class:`LinearBalancedSoftmax`.
 
     Shape:
         features: :math:`(N, D)`.
