@@ -45,7 +45,7 @@ Design (fixed in this docstring before any result was seen; the same recipe for 
   validation and test images cached once with :func:`~longtail_losses.twostage.extract_features`:
 
   - ``cRT``: a new linear classifier trained on class-balanced batches
-    (:class:`~longtail_losses.samplers.ClassAwareSampler`, power 0) with CE, SGD 0.9, lr 0.05 cosine to 0, 500 steps of
+    (:class:`~longtail_losses.data.samplers.ClassAwareSampler`, power 0) with CE, SGD 0.9, lr 0.05 cosine to 0, 500 steps of
     64, no weight decay.
   - ``LWS``: :class:`~longtail_losses.LearnableWeightScaling` of the CE classifier, trained on the same batches
     with the same optimiser settings.
@@ -115,17 +115,12 @@ from real_data_lt import Recipe as PaperRecipe
 
 import longtail_losses as ltl
 from longtail_losses.data import fashion_mnist_lt, longtail_counts, longtail_indices
-from longtail_losses.decoupled import LearnableWeightScaling, nearest_class_mean, tau_normalize
-from longtail_losses.logit_adjustment import posthoc_adjust, tune_tau
-from longtail_losses.samplers import ClassAwareSampler
-from longtail_losses.twostage import (
-    SeededBatchSampler,
-    data_balanced_review,
-    extract_features,
-    replace_classifier,
-    train_classifier,
-    train_one_epoch,
-)
+from longtail_losses.twostage.decoupled import LearnableWeightScaling, nearest_class_mean, tau_normalize
+from longtail_losses.losses.logit_adjustment import posthoc_adjust, tune_tau
+from longtail_losses.data.samplers import ClassAwareSampler
+from longtail_losses.twostage import data_balanced_review, extract_features, replace_classifier, train_classifier
+from longtail_losses.training import train_one_epoch
+from longtail_losses.data import SeededBatchSampler
 
 STEM = "choosing_a_method"
 ONE_STAGE = (

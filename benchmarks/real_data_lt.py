@@ -73,15 +73,9 @@ import longtail_losses as ltl
 from longtail_losses import functional as LF
 from longtail_losses.data import fashion_mnist_lt
 from longtail_losses.metrics import classifier_weight_norms, per_class_accuracy, shot_accuracy
-from longtail_losses.twostage import (
-    SeededBatchSampler,
-    data_balanced_review,
-    extract_features,
-    predict,
-    replace_classifier,
-    train_classifier,
-    train_one_epoch,
-)
+from longtail_losses.twostage import data_balanced_review, extract_features, replace_classifier, train_classifier
+from longtail_losses.training import predict, train_one_epoch
+from longtail_losses.data import SeededBatchSampler
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 RESULTS = Path(__file__).resolve().parent / "results"

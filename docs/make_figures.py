@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import longtail_losses as ltl
-from longtail_losses import data, metrics, twostage
+from longtail_losses import data, metrics, training, twostage
 from longtail_losses import functional as LF
 
 PAPER_IFS = (200, 100, 50, 10)
@@ -124,10 +124,10 @@ def digits_two_stage(imbalance_factor: float = 20, stage1_epochs: int = 30, stag
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(loader))
         for _ in range(epochs):
-            twostage.train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, scheduler=sched)
+            training.train_one_epoch(model, loader, nn.CrossEntropyLoss(), opt, scheduler=sched)
 
     def evaluate(name: str, model: nn.Module) -> None:
-        logits, _ = twostage.predict(model, [(x_test, y_test)])
+        logits, _ = training.predict(model, [(x_test, y_test)])
         results[name] = {
             "shots": metrics.shot_accuracy(logits, y_test, counts),
             "per_class": metrics.per_class_accuracy(logits, y_test, len(counts)),

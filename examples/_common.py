@@ -48,7 +48,7 @@ except ImportError:  # running from a clone without `pip install -e .`: use the 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import longtail_losses as ltl
 from longtail_losses import functional as LF
-from longtail_losses import metrics, twostage
+from longtail_losses import data, metrics, training, twostage
 
 # The recipe of the paper, section 4.2 (and of Alshammari et al. 2022, whose lambda it adopts).
 PAPER = {
@@ -194,11 +194,11 @@ def epoch_batches(
 ) -> list[tuple[Tensor, int]]:
     """This rank's part of every global batch of an epoch, as ``(positions, global_batch_size)`` pairs.
 
-    The global batches are those of :class:`longtail_losses.twostage.SeededBatchSampler` (so one process sees
+    The global batches are those of :class:`longtail_losses.data.SeededBatchSampler` (so one process sees
     exactly the batches of :func:`longtail_losses.twostage.train_classifier`); each is split into
     ``world_size`` nearly equal contiguous shards. A last batch smaller than ``world_size`` is dropped.
     """
-    sampler = twostage.SeededBatchSampler(num_samples, batch_size, seed=seed, drop_last=drop_last)
+    sampler = data.SeededBatchSampler(num_samples, batch_size, seed=seed, drop_last=drop_last)
     sampler.set_epoch(epoch)
     order = sampler.permutation()
     out = []
@@ -1115,7 +1115,7 @@ def run_two_stage(task: Task, args: argparse.Namespace, d: Dist) -> dict[str, An
                 train_module, device_ids=[d.device.index] if d.device.type == "cuda" else None
             )
         opt = torch.optim.SGD(fc.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=0.0)
-        twostage.warn_double_decay(criterion, opt)  # BWLM's penalty is the classifier's only weight decay
+        training.warn_double_decay(criterion, opt)  # BWLM's penalty is the classifier's only weight decay
         n2 = stage2_idx.numel()
         steps = len(epoch_batches(n2, args.batch_size, seed=stage2_seed, epoch=0, d=d))
         sched = cosine(opt, args.stage2_epochs * steps)

@@ -5,17 +5,28 @@ Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm dec
 2022), and the two-stage training method of the BWLM paper.
 """
 
-from longtail_losses import data, functional, metrics, models, twostage
-from longtail_losses._engine import LossOptions
-from longtail_losses.adaptive import EQLv2Loss, SeesawLoss
-from longtail_losses.balanced_softmax import BalancedSoftmax
-from longtail_losses.class_balanced import ClassBalancedFocal
-from longtail_losses.combined import BFS, BWLM
-from longtail_losses.counts import class_counts
-from longtail_losses.ldam import LDAMLoss, drw_weights
-from longtail_losses.linear import LinearBalancedSoftmax, LinearBFS
-from longtail_losses.logit_adjustment import LogitAdjustedLoss, posthoc_adjust, tune_tau
+from typing import Any
+
+from longtail_losses import _compat, data, functional, losses, metrics, models, optim, paper, training, twostage
+from longtail_losses.data.counts import class_counts
+from longtail_losses.losses import (
+    BFS,
+    BWLM,
+    BalancedSoftmax,
+    ClassBalancedFocal,
+    EQLv2Loss,
+    LDAMLoss,
+    LinearBalancedSoftmax,
+    LinearBFS,
+    LogitAdjustedLoss,
+    LossOptions,
+    SeesawLoss,
+)
+from longtail_losses.losses.ldam import drw_weights
+from longtail_losses.losses.logit_adjustment import posthoc_adjust, tune_tau
 from longtail_losses.optim import ClassNormDecay
+
+_compat.install()
 
 __version__ = "0.1.0.dev0"
 
@@ -37,9 +48,24 @@ __all__ = [
     "data",
     "drw_weights",
     "functional",
+    "losses",
     "metrics",
     "models",
+    "optim",
+    "paper",
     "posthoc_adjust",
+    "training",
     "tune_tau",
     "twostage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `longtail_losses.combined` and the other modules of 0.1, reached as attributes: import them through the
+    # finder of the old paths, which warns and says where they went.
+    old = f"{__name__}.{name}"
+    if old in _compat.MOVED_MODULES:
+        import importlib
+
+        return importlib.import_module(old)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -309,7 +309,7 @@ def test_crop_flip_matches_per_sample_reference() -> None:
 
 def test_epoch_batches_shard_the_library_batches() -> None:
     common = _import("_common")
-    from longtail_losses.twostage import SeededBatchSampler
+    from longtail_losses.data import SeededBatchSampler
 
     sampler = SeededBatchSampler(23, 6, seed=4)
     sampler.set_epoch(2)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from longtail_losses import _engine, _fused
+from longtail_losses.losses import _engine, _fused
 from longtail_losses import functional as LF
 from tests import reference as ref
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
-from longtail_losses.linear import shard_range
+from longtail_losses.losses.linear import shard_range
 
 REDUCTIONS = ["none", "mean", "sum"]
 # (alpha, gamma): balanced softmax only, the paper's mixture, a non-integer gamma, focal only with gamma = 0 (BCE)

@@ -11,21 +11,9 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import longtail_losses as ltl
-from longtail_losses.twostage import (
-    BackboneFreeze,
-    SeededBatchSampler,
-    data_balanced_review,
-    extract_features,
-    freeze_backbone,
-    get_classifier,
-    head_tail_classes,
-    predict,
-    replace_classifier,
-    train_classifier,
-    train_classifier_epoch,
-    train_one_epoch,
-    warn_double_decay,
-)
+from longtail_losses.twostage import BackboneFreeze, data_balanced_review, extract_features, freeze_backbone, get_classifier, head_tail_classes, replace_classifier, train_classifier, train_classifier_epoch
+from longtail_losses.training import predict, train_one_epoch, warn_double_decay
+from longtail_losses.data import SeededBatchSampler
 
 
 def cifar100_lt_counts(imbalance_factor: float) -> list[int]:

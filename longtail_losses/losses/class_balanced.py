@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from longtail_losses import _engine
-from longtail_losses._base import CountsLoss
-from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_gamma
+from longtail_losses.losses import _engine
+from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["ClassBalancedFocal", "class_balanced_focal_loss", "class_balanced_weights"]
 

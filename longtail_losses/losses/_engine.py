@@ -9,7 +9,7 @@ A call takes four steps, each a function of this module:
    ``label_smoothing``, become :math:`(M, C)` distributions.
 2. A per-row kernel computes the loss of every row. For the paper's losses it is :func:`mixture_per_row`,
    :math:`\alpha\,\ell_{CB} + (1-\alpha)\,\ell_{CE}(z + \tau\log n)`, which runs the fused kernel of
-   :mod:`longtail_losses._fused` where it applies and the reference code of this module otherwise.
+   :mod:`longtail_losses.losses._fused` where it applies and the reference code of this module otherwise.
 3. :func:`finish` zeroes ignored rows, turns rows with an unchecked invalid label into ``nan`` (never into
    another class), reduces, and restores the shape of ``reduction='none'``.
 4. An optional penalty (BWLM's) is added once to the reduced loss, or spread over the kept rows.
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from longtail_losses import _fused
+from longtail_losses.losses import _fused
 
 if sys.version_info >= (3, 11):
     from typing import Unpack

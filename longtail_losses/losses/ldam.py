@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from longtail_losses import _engine
-from longtail_losses._base import CountsLoss
-from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_finite
+from longtail_losses.losses import _engine
+from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["LDAMLoss", "drw_weights", "ldam_loss", "ldam_margins"]
 

@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses import _engine
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
@@ -50,6 +49,7 @@ from longtail_losses._validation import (
     check_target_values,
     check_weight_decay,
 )
+from longtail_losses.losses import _engine
 
 __all__ = ["LinearBFS", "LinearBalancedSoftmax", "linear_balanced_softmax_loss", "linear_bfs_loss", "shard_range"]
 
@@ -802,7 +802,7 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
     """The contiguous class range ``[start, stop)`` that rank ``rank`` of ``world_size`` holds (near-equal slices).
 
     Example:
-        >>> from longtail_losses.linear import shard_range
+        >>> from longtail_losses.losses.linear import shard_range
         >>> [shard_range(10, r, 3) for r in range(3)]
         [(0, 3), (3, 6), (6, 10)]
     """
@@ -818,7 +818,7 @@ class LinearBalancedSoftmax(nn.Module):
     and :meth:`topk` the best classes without holding them. The class counts are an ``int64`` buffer.
 
     With ``process_group`` the module holds only this rank's contiguous slice of the classes,
-    :func:`~longtail_losses.linear.shard_range` of the group's rank (``class_start``, ``num_local_classes``); see
+    :func:`~longtail_losses.losses.linear.shard_range` of the group's rank (``class_start``, ``num_local_classes``); see
     :func:`~longtail_losses.functional.linear_balanced_softmax_loss` for what each rank must pass and receives.
 
     Args:

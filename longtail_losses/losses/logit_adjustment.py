@@ -14,9 +14,6 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from longtail_losses import _engine
-from longtail_losses._base import CountsLoss
-from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
@@ -25,6 +22,9 @@ from longtail_losses._validation import (
     check_logits_target,
     check_target_values,
 )
+from longtail_losses.losses import _engine
+from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["LogitAdjustedLoss", "logit_adjusted_loss", "posthoc_adjust", "tune_tau"]
 

@@ -7,9 +7,6 @@ from typing import Any, Callable, Union
 
 from torch import Tensor, nn
 
-from longtail_losses import _engine
-from longtail_losses._base import CountsLoss
-from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import (
     CountsLike,
     check_alpha,
@@ -18,7 +15,10 @@ from longtail_losses._validation import (
     check_weight_decay,
     check_weight_matrix,
 )
-from longtail_losses.regularizers import classifier_norm_penalty
+from longtail_losses.losses import _engine
+from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._engine import LossOptions, Unpack
+from longtail_losses.losses.regularizers import classifier_norm_penalty
 
 __all__ = ["BFS", "BWLM", "bfs_loss", "bwlm_loss"]
 
@@ -147,7 +147,7 @@ def bwlm_loss(
 
 
 def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
-    """The penalty of :func:`longtail_losses._engine.mixture_loss`, called once the logits are checked."""
+    """The penalty of :func:`longtail_losses.losses._engine.mixture_loss`, called once the logits are checked."""
 
     def penalty() -> Tensor:
         num_classes = logits.shape[0 if logits.ndim == 1 else 1]

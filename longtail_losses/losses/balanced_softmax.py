@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from longtail_losses import _engine
-from longtail_losses._base import CountsLoss
-from longtail_losses._engine import LossOptions, Unpack
 from longtail_losses._validation import CountsLike
+from longtail_losses.losses import _engine
+from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["BalancedSoftmax", "balanced_softmax_loss"]
 

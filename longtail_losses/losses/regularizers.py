@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from longtail_losses._engine import compute_dtype
 from longtail_losses._validation import check_weight_decay, check_weight_matrix
+from longtail_losses.losses._engine import compute_dtype
 
 __all__ = ["classifier_norm_penalty"]
 

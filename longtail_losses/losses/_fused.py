@@ -23,8 +23,8 @@ gradient is ``row_scale[:, None] * buffer`` for a per-row scale (``alpha * w_y``
 buffer in place by ``grad_output * row_scale`` and hands it to autograd, so the whole forward and backward
 allocates one (N, C) tensor, the gradient itself (cross-entropy allocates three).
 
-The reference path (the plain autograd code in :mod:`longtail_losses._engine`) stays the definition; the fast
-path is tested equal to it, and :mod:`longtail_losses._engine` alone decides which runs. The reference runs
+The reference path (the plain autograd code in :mod:`longtail_losses.losses._engine`) stays the definition; the fast
+path is tested equal to it, and :mod:`longtail_losses.losses._engine` alone decides which runs. The reference runs
 instead of the fast path:
 
 * under :func:`reference_path` (tests, debugging);

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from longtail_losses._engine import LossOptions, Unpack, check_options
 from longtail_losses._validation import CountsLike, as_class_counts
+from longtail_losses.losses._engine import LossOptions, Unpack, check_options
 
 __all__ = ["CountsLoss", "LossOptions", "Unpack"]
 
@@ -35,7 +35,7 @@ class CountsLoss(nn.Module):
         return self.class_counts.shape[0]
 
     def _options(self) -> dict[str, Any]:
-        """The call options of :func:`longtail_losses._engine.mixture_loss`; the counts were checked already."""
+        """The call options of :func:`longtail_losses.losses._engine.mixture_loss`; the counts were checked already."""
         return {
             "reduction": self.reduction,
             "ignore_index": self.ignore_index,

@@ -14,9 +14,9 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from longtail_losses._validation import check_finite, check_int
-from longtail_losses.counts import _labels_of
+from longtail_losses.data.counts import _labels_of
 
-__all__ = ["ClassAwareSampler"]
+__all__ = ["ClassAwareSampler", "SeededBatchSampler"]
 
 
 def _distributed_defaults(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
@@ -175,3 +175,70 @@ class ClassAwareSampler(Sampler[int]):
             + ("" if self.progressive_epochs is None else f", progressive_epochs={self.progressive_epochs}")
             + ")"
         )
+
+
+class SeededBatchSampler(Sampler[list[int]]):
+    r"""Mini-batches of a fresh random permutation per epoch, a pure function of ``(seed, epoch)``.
+
+    Epoch :math:`e` uses ``torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed + e))``,
+    cut into consecutive batches. :func:`train_classifier` draws its batches the same way, so a
+    ``DataLoader(dataset, batch_sampler=SeededBatchSampler(...))`` with :func:`train_one_epoch` (running the
+    frozen backbone every step) sees exactly the batches of the cached-feature path; and a run resumed at
+    epoch :math:`k` (``set_epoch(k)``) sees the batches of an uninterrupted one.
+
+    Args:
+        num_samples: Size of the data set.
+        batch_size: Samples per batch.
+        seed: Base seed.
+        shuffle: Permute (``True``) or keep the data order (``False``).
+        drop_last: Drop the last batch if it is smaller than ``batch_size``.
+
+    Raises:
+        TypeError: If an argument is not an int.
+        ValueError: If ``num_samples < 0`` or ``batch_size < 1``.
+
+    Example:
+        >>> sampler = SeededBatchSampler(5, 2, seed=0)
+        >>> sampler.set_epoch(3)
+        >>> list(sampler)
+        [[1, 0], [3, 4], [2]]
+        >>> torch.randperm(5, generator=torch.Generator().manual_seed(3)).tolist()
+        [1, 0, 3, 4, 2]
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = False
+    ) -> None:
+        for name, value in (("num_samples", num_samples), ("batch_size", batch_size), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"Expected `{name}` to be an int, but got {value!r}")
+        if num_samples < 0:
+            raise ValueError(f"Expected `num_samples` to be >= 0, but got {num_samples}")
+        if batch_size < 1:
+            raise ValueError(f"Expected `batch_size` to be >= 1, but got {batch_size}")
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the permutation of ``epoch`` (as :class:`~torch.utils.data.distributed.DistributedSampler`)."""
+        self.epoch = epoch
+
+    def permutation(self) -> Tensor:
+        """The sample order of the current epoch, ``int64`` :math:`(N)`."""
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = self.permutation()
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield order[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)

@@ -1,0 +1,48 @@
+r"""Long-tailed image data sets: CIFAR-100-LT, ImageNet-LT, Fashion-MNIST-LT and a tiny offline digits set.
+
+Every data set here is a :class:`torch.utils.data.Dataset` that returns ``(image, label)`` pairs like
+torchvision's, and exposes ``.targets`` (a list of ints), so that :func:`longtail_losses.class_counts` counts
+its classes without decoding a single image.
+
+Long-tailed training sets follow the exponential profile of :cite:`cao2019ldam` (:func:`longtail_counts`):
+class :math:`i` keeps :math:`n_i = \lfloor n_{\max} \cdot \mathrm{IF}^{-i/(C-1)} \rfloor` samples, so that class 0
+is the head and class :math:`C-1` the tail. Test sets stay balanced.
+
+Only :mod:`torch` is needed to import this package. NumPy (CIFAR pickles, subsampling), Pillow (decoding images
+in ``__getitem__``), torchvision (``download=True``) and scikit-learn (:func:`digits_lt`) are imported when a
+function needs them; ``pip install longtail-losses[examples]`` installs all of them.
+
+The package, by concern: :mod:`~longtail_losses.data.profile` (the long-tailed profile and the subsampling),
+:mod:`~longtail_losses.data.datasets` (the two Dataset classes), :mod:`~longtail_losses.data.readers` (CIFAR
+pickles, IDX files, images), one module per data set (:mod:`~longtail_losses.data.cifar`,
+:mod:`~longtail_losses.data.imagenet_lt`, :mod:`~longtail_losses.data.fashion_mnist`,
+:mod:`~longtail_losses.data.digits`), :mod:`~longtail_losses.data.counts` (class counts of any labelled data)
+and :mod:`~longtail_losses.data.samplers` (class-aware and seeded batch sampling). Everything is importable from
+``longtail_losses.data`` itself.
+"""
+
+from longtail_losses.data.cifar import cifar10_lt, cifar100_lt
+from longtail_losses.data.counts import class_counts
+from longtail_losses.data.datasets import ImageListDataset, InMemoryImageDataset
+from longtail_losses.data.digits import digits_lt
+from longtail_losses.data.fashion_mnist import fashion_mnist_lt
+from longtail_losses.data.imagenet_lt import imagenet_lt
+from longtail_losses.data.profile import longtail_counts, longtail_indices
+from longtail_losses.data.readers import read_idx
+from longtail_losses.data.samplers import ClassAwareSampler, SeededBatchSampler
+
+__all__ = [
+    "ClassAwareSampler",
+    "ImageListDataset",
+    "InMemoryImageDataset",
+    "SeededBatchSampler",
+    "cifar10_lt",
+    "cifar100_lt",
+    "class_counts",
+    "digits_lt",
+    "fashion_mnist_lt",
+    "imagenet_lt",
+    "longtail_counts",
+    "longtail_indices",
+    "read_idx",
+]

@@ -1,0 +1,98 @@
+r"""Digits-LT: scikit-learn's bundled 8x8 digits, made long-tailed; the offline demo's data set."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from longtail_losses._validation import check_imbalance_factor, check_int
+from longtail_losses.data.datasets import InMemoryImageDataset
+from longtail_losses.data.profile import longtail_counts, longtail_indices
+from longtail_losses.data.readers import Transform, _import
+
+__all__ = ["digits_lt"]
+
+
+def digits_lt(
+    imbalance_factor: float,
+    train: bool = True,
+    *,
+    test_per_class: int = 50,
+    max_count: Optional[int] = None,
+    transform: Transform = None,
+    target_transform: Transform = None,
+    seed: int = 0,
+) -> InMemoryImageDataset:
+    """Digits-LT: scikit-learn's bundled 8x8 digits, made long-tailed; needs no download.
+
+    :func:`sklearn.datasets.load_digits` has 1,797 images of 10 classes (174 to 183 per class). A seeded
+    stratified split holds out ``test_per_class`` images of every class as the balanced test set (the same
+    split for ``train=True`` and ``False`` with the same ``seed``); the rest, from which the training split keeps
+    :func:`longtail_counts` ``(10, max_count, imbalance_factor)`` images per class, is disjoint from it. Pixel
+    values 0..16 are scaled to ``uint8`` 0..255 (``round(v * 255 / 16)``).
+
+    Args:
+        imbalance_factor: Head-to-tail ratio IF, ``>= 1``; ignored if ``train=False``.
+        train: Long-tailed training split if ``True``, balanced test split otherwise.
+        test_per_class: Images held out per class for the test set.
+        max_count: Images kept for the head class. Default: the smallest class size left after the hold-out
+            (124 with the default ``test_per_class``).
+        transform: Applied to the PIL grey-scale 8x8 image.
+        target_transform: Applied to the label.
+        seed: Seed of both the split and the subsampling.
+
+    Returns:
+        An :class:`InMemoryImageDataset` with ``.data`` (``uint8`` tensor :math:`(N, 8, 8)`); ``.as_tensors()``
+        gives float images for a quick model without PIL.
+
+    Raises:
+        ImportError: If scikit-learn is missing (``pip install longtail-losses[examples]``).
+        ValueError: If an argument is out of range.
+    """
+    factor = check_imbalance_factor(imbalance_factor)
+    test_per_class = check_int("test_per_class", test_per_class, 1)
+    seed = check_int("seed", seed, 0)
+    datasets = _import("sklearn.datasets", "digits_lt")
+    bunch = datasets.load_digits()
+    images = torch.from_numpy(bunch.images).mul(255.0 / 16.0).round().to(torch.uint8)
+    labels = torch.from_numpy(bunch.target).to(torch.int64)
+    num_classes = 10
+    per_class = torch.bincount(labels, minlength=num_classes)
+    if int(per_class.min()) <= test_per_class:
+        raise ValueError(
+            f"Expected `test_per_class` < the smallest class ({int(per_class.min())} images), but got {test_per_class}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    test_idx, pool_idx = [], []
+    for j in range(num_classes):
+        idx = (labels == j).nonzero().flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        test_idx.append(idx[:test_per_class])
+        pool_idx.append(idx[test_per_class:])
+    classes = [str(j) for j in range(num_classes)]
+    if not train:
+        idx = torch.cat(test_idx)
+        return InMemoryImageDataset(
+            images[idx].contiguous(),
+            labels[idx].tolist(),
+            classes,
+            name="Digits test",
+            indices=idx,
+            transform=transform,
+            target_transform=target_transform,
+        )
+    pool = torch.cat(pool_idx)
+    if max_count is None:
+        max_count = min(p.numel() for p in pool_idx)
+    counts = longtail_counts(num_classes, max_count, factor)
+    idx = pool[longtail_indices(labels[pool], counts, seed=seed)]
+    return InMemoryImageDataset(
+        images[idx].contiguous(),
+        labels[idx].tolist(),
+        classes,
+        name=f"Digits-LT IF={imbalance_factor:g}",
+        indices=idx,
+        transform=transform,
+        target_transform=target_transform,
+    )

@@ -1,0 +1,35 @@
+r"""The losses and their engine.
+
+Every loss is a function (also in :mod:`longtail_losses.functional`) and an ``nn.Module``, in one file per method:
+:mod:`~longtail_losses.losses.class_balanced`, :mod:`~longtail_losses.losses.balanced_softmax`,
+:mod:`~longtail_losses.losses.bwlm` (the paper's BFS and BWLM), :mod:`~longtail_losses.losses.regularizers` (the
+classifier-norm penalty), :mod:`~longtail_losses.losses.logit_adjustment`, :mod:`~longtail_losses.losses.ldam`,
+:mod:`~longtail_losses.losses.seesaw`, :mod:`~longtail_losses.losses.eqlv2` and
+:mod:`~longtail_losses.losses.linear` (classifier and loss fused, for many classes). The private modules are the
+engine they share: ``_engine`` (checks, input forms, reduction), ``_fused`` (the focal-family kernel) and
+``_base`` (the module base class that owns the class counts).
+"""
+
+from longtail_losses.losses._engine import LossOptions
+from longtail_losses.losses.balanced_softmax import BalancedSoftmax
+from longtail_losses.losses.bwlm import BFS, BWLM
+from longtail_losses.losses.class_balanced import ClassBalancedFocal
+from longtail_losses.losses.eqlv2 import EQLv2Loss
+from longtail_losses.losses.ldam import LDAMLoss
+from longtail_losses.losses.linear import LinearBalancedSoftmax, LinearBFS
+from longtail_losses.losses.logit_adjustment import LogitAdjustedLoss
+from longtail_losses.losses.seesaw import SeesawLoss
+
+__all__ = [
+    "BFS",
+    "BWLM",
+    "BalancedSoftmax",
+    "ClassBalancedFocal",
+    "EQLv2Loss",
+    "LDAMLoss",
+    "LinearBFS",
+    "LinearBalancedSoftmax",
+    "LogitAdjustedLoss",
+    "LossOptions",
+    "SeesawLoss",
+]

@@ -1,0 +1,246 @@
+r"""Seesaw loss :cite:`wang2021seesaw`: mitigation and compensation factors from accumulated class counts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longtail_losses._validation import check_bool, check_ignore_index, check_reduction
+from longtail_losses.losses import _engine
+from longtail_losses.losses._stateful import (
+    _all_reduce,
+    _check_loaded,
+    _check_num_classes,
+    _check_number,
+    _check_statistic,
+    _class_indices,
+    _valid,
+)
+
+__all__ = ["SeesawLoss", "seesaw_loss"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Seesaw
+
+
+def _seesaw_per_row(rows: _engine.Rows, class_counts: Tensor, *, p: float, q: float, eps: float) -> Tensor:
+    r"""Cross-entropy of :math:`z_j + \log S_{y j}` (:math:`j \ne y`), in log space; only (M, C) tensors.
+
+    :math:`\log S_{y j} = p \min(0, \log N_j - \log N_y) + q \max(0, \log\sigma_j - \log\max(\sigma_y, \epsilon))`
+    is built in place in one (M, C) buffer, which then receives :math:`z` in place.
+    """
+    z, labels = rows.logits, rows.labels
+    assert labels is not None
+    y = labels.unsqueeze(1)
+    if p > 0.0:  # mitigation: (N_j / N_y)^p where N_j < N_y
+        log_n = class_counts.clamp_min(1).to(z.dtype).log()
+        log_weight = (log_n - log_n[labels].unsqueeze(1)).clamp_max_(0.0).mul_(p)
+    else:
+        log_weight = torch.zeros_like(z)
+    if q > 0.0:  # compensation: (sigma_j / sigma_y)^q where sigma_j > sigma_y, from the detached logits
+        log_sigma = F.log_softmax(z.detach(), dim=1)
+        log_sigma_y = log_sigma.gather(1, y).clamp_min(math.log(eps))
+        log_weight.add_(log_sigma.sub_(log_sigma_y).clamp_min_(0.0).mul_(q))
+        del log_sigma
+    log_weight.scatter_(1, y, 0.0)  # the factors are for j != y (both terms are already 0 at y)
+    return F.cross_entropy(log_weight.add_(z), labels, reduction="none")  # z + log S, in the same buffer
+
+
+def _batch_counts(rows: _engine.Rows, num_classes: int) -> Tensor:
+    """(C,) int64: the valid labels of the batch counted per class (``index_add_``, no data-dependent shape)."""
+    assert rows.labels is not None
+    counts = torch.zeros(num_classes, dtype=torch.int64, device=rows.logits.device)
+    return counts.index_add_(0, rows.labels, _valid(rows).to(torch.int64))
+
+
+def seesaw_loss(
+    logits: Tensor,
+    target: Tensor,
+    class_counts: Any,
+    *,
+    p: float = 0.8,
+    q: float = 2.0,
+    eps: float = 1e-2,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    validate_args: bool = True,
+) -> Tensor:
+    r"""Seesaw loss :cite:`wang2021seesaw` for given accumulated class counts.
+
+    The softmax of the target class is computed with every other class :math:`j` scaled by a Seesaw factor,
+
+    .. math::
+        \ell(z, y) = -\log \frac{e^{z_y}}{e^{z_y} + \sum_{j \ne y} S_{y j}\, e^{z_j}}, \qquad
+        S_{y j} = M_{y j}\, C_{y j},
+
+    with the mitigation factor :math:`M_{y j} = (N_j / N_y)^p` if :math:`N_j < N_y` (else 1) and the compensation
+    factor :math:`C_{y j} = (\sigma_j / \max(\sigma_y, \epsilon))^q` if that ratio exceeds 1 (else 1), where
+    :math:`\sigma = \operatorname{softmax}(z)` is computed from the *detached* logits and :math:`N` are the
+    class counts, a count of 0 read as 1 (as in the official code, which clamps them). It is the cross-entropy
+    of :math:`z_j + \log S_{y j}` for :math:`j \ne y`, computed in log space and only for the :math:`N \times C`
+    entries the batch needs. :class:`SeesawLoss` accumulates :math:`N` over training, *including the current
+    batch*, and calls this function.
+
+    ``p = q = 0`` gives exactly :func:`~torch.nn.functional.cross_entropy`. ``'mean'`` divides by the number of
+    samples whose label is not ``ignore_index`` (``nan`` if there is none).
+
+    Args:
+        logits: Unnormalised class scores :math:`z`.
+        target: Class indices in ``[0, C)`` or ``ignore_index``. Class probabilities are refused: the factors
+            are defined for one target class.
+        class_counts: Accumulated samples per class :math:`N_j`, whole numbers ``>= 0``.
+        p: Exponent of the mitigation factor, ``>= 0``.
+        q: Exponent of the compensation factor, ``>= 0``.
+        eps: Floor of :math:`\sigma_y` in the compensation factor, in ``(0, 1]``.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
+        ignore_index: Label whose samples contribute nothing.
+        validate_args: Check tensor values: counts and labels (a device sync).
+
+    Shape:
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: :math:`()`, :math:`(N)` or :math:`(N, d_1, ..., d_k)`.
+        class_counts: :math:`(C)`.
+        output: a scalar, or the shape of ``target`` if ``reduction='none'`` (zero where ignored).
+
+    Raises:
+        TypeError: If ``target`` holds probabilities or an argument has the wrong type.
+        ValueError: If the shapes disagree, a count is negative, a label is out of range or an option is unknown.
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]])
+        >>> target = torch.tensor([0, 1])
+        >>> seesaw_loss(logits, target, torch.tensor([90, 9, 1]))
+        tensor(2.1464)
+        >>> seesaw_loss(logits, target, [90, 9, 1], p=0.0, q=0.0)  # plain cross-entropy
+        tensor(1.2887)
+    """
+    p, q, eps = _check_seesaw(p, q, eps)
+    check_reduction(reduction)
+    check_values = check_bool("validate_args", validate_args)
+    num_classes = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
+    rows = _class_indices(
+        logits,
+        target,
+        num_classes,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        validate_args=validate_args,
+        loss="Seesaw",
+    )
+    counts = _check_statistic(class_counts, "class_counts", num_classes, dtype=torch.int64, check_values=check_values)
+    per_row = _seesaw_per_row(rows, counts.to(rows.logits.device), p=p, q=q, eps=eps)
+    return _engine.finish(per_row, rows, reduction)
+
+
+def _check_seesaw(p: object, q: object, eps: object) -> tuple[float, float, float]:
+    return (
+        _check_number("p", p, low=0.0),
+        _check_number("q", q, low=0.0),
+        _check_number("eps", eps, low=0.0, low_inclusive=False, high=1.0),
+    )
+
+
+class SeesawLoss(nn.Module):
+    r"""Module form of :func:`seesaw_loss` that accumulates the class counts :math:`N` while it trains.
+
+    In training mode every call first adds the batch's labels (``ignore_index`` excluded) to the ``int64`` buffer
+    ``class_counts``, summed over the ranks when :mod:`torch.distributed` is initialised, and then computes the
+    loss with the updated counts, as the official code does. In evaluation mode the counts are only read.
+    ``state_dict`` saves them; :meth:`reset_statistics` sets them back to their initial value.
+
+    Args:
+        num_classes: Number of classes C.
+        p: Exponent of the mitigation factor. Default: ``0.8``.
+        q: Exponent of the compensation factor. Default: ``2.0``.
+        eps: Floor of :math:`\sigma_y` in the compensation factor. Default: ``1e-2``.
+        class_counts: Counts to start from (e.g. known training counts), whole numbers ``>= 0``.
+            Default: zeros.
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
+        ignore_index: Label to ignore (not counted either). Default: ``-100``.
+        validate_args: Check the labels on every call (a device sync). Default: ``True``.
+        process_group: Group whose ranks share the counts (``None``: the default group).
+
+    Shape:
+        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
+        target: class indices of the shape of ``logits`` without the class dimension.
+        output: a scalar, or the shape of ``target`` if ``reduction='none'``.
+
+    Example:
+        >>> criterion = SeesawLoss(3)
+        >>> criterion
+        SeesawLoss(num_classes=3, p=0.8, q=2.0, eps=0.01, reduction='mean', ignore_index=-100)
+        >>> criterion(torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]]), torch.tensor([0, 0]))
+        tensor(4.3510)
+        >>> criterion.class_counts
+        tensor([2, 0, 0])
+    """
+
+    class_counts: Tensor
+    initial_counts: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        p: float = 0.8,
+        q: float = 2.0,
+        eps: float = 1e-2,
+        class_counts: Optional[Any] = None,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        validate_args: bool = True,
+        process_group: Optional[Any] = None,
+    ) -> None:
+        super().__init__()
+        self.num_classes = _check_num_classes(num_classes)
+        self.p, self.q, self.eps = _check_seesaw(p, q, eps)
+        initial = (
+            torch.zeros(num_classes, dtype=torch.int64)
+            if class_counts is None
+            else _check_statistic(class_counts, "class_counts", num_classes, dtype=torch.int64, check_values=True)
+        )
+        self.register_buffer("class_counts", initial.clone())
+        self.register_buffer("initial_counts", initial.clone())
+        self.reduction = check_reduction(reduction)
+        self.ignore_index = check_ignore_index(ignore_index)
+        self.validate_args = check_bool("validate_args", validate_args)
+        self.process_group = process_group
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Update the counts (training mode), then compute the loss; see :func:`seesaw_loss`."""
+        rows = _class_indices(
+            logits,
+            target,
+            self.num_classes,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            validate_args=self.validate_args,
+            loss="Seesaw",
+        )
+        if self.training:
+            with torch.no_grad():
+                batch = _all_reduce(_batch_counts(rows, self.num_classes), self.process_group)
+                self.class_counts.add_(batch.to(self.class_counts.device))
+        counts = self.class_counts.to(rows.logits.device)
+        return _engine.finish(_seesaw_per_row(rows, counts, p=self.p, q=self.q, eps=self.eps), rows, self.reduction)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        _check_loaded(state_dict, prefix, ("class_counts", "initial_counts"), self.num_classes, torch.int64)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def reset_statistics(self) -> None:
+        """Set the accumulated counts back to their initial value (``class_counts`` of ``__init__``, or zeros)."""
+        with torch.no_grad():
+            self.class_counts.copy_(self.initial_counts)
+
+    def extra_repr(self) -> str:
+        """Show the number of classes and the hyperparameters in ``repr``."""
+        return (
+            f"num_classes={self.num_classes}, p={self.p}, q={self.q}, eps={self.eps}, "
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+        )

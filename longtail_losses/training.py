@@ -1,0 +1,229 @@
+r"""Generic training and prediction loops, for any model and any loader of ``(inputs, targets)`` batches."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+__all__ = ["predict", "train_one_epoch", "warn_double_decay"]
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+DeviceLike = Union[torch.device, str, None]
+
+
+# Loop building blocks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _model_device(model: nn.Module, device: DeviceLike) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
+    return torch.device("cpu")
+
+
+def _prepare(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
+    if dtype is None:
+        return torch.autocast(device_type=device.type, enabled=False)
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _upcast(t: Tensor) -> Tensor:
+    # Half-precision outputs of autocast go to float32; float32 and float64 stay as they are.
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in model.modules()]
+
+
+def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
+    for module, training in modes:
+        module.training = training
+
+
+def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
+    r"""Warn if ``optimizer`` also decays the classifier weight that a :class:`~longtail_losses.BWLM` penalises.
+
+    :class:`~longtail_losses.BWLM` adds :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2` to the loss, whose
+    gradient is exactly ``weight_decay * theta``: an optimizer ``weight_decay`` on the same tensor decays the
+    classifier a second time, silently. :func:`train_one_epoch` and :func:`train_classifier` call this check;
+    call it yourself in a hand-written loop, once, after building the optimizer.
+
+    Args:
+        criterion: The loss; only a :class:`~longtail_losses.BWLM` with ``weight_decay > 0`` is checked.
+        optimizer: Its param groups are searched for ``criterion.classifier_weight``.
+
+    Returns:
+        ``True`` if it warned (a :class:`UserWarning`), else ``False``.
+
+    Example:
+        >>> import warnings
+        >>> import longtail_losses as ltl
+        >>> fc = nn.Linear(4, 2)
+        >>> criterion = ltl.BWLM([90, 10], classifier=fc, weight_decay=5e-3)
+        >>> warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.01))
+        False
+        >>> with warnings.catch_warnings(record=True):
+        ...     warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.01, weight_decay=5e-4))
+        True
+    """
+    import longtail_losses  # here, not at the top: the package imports this module
+
+    if not isinstance(criterion, longtail_losses.BWLM) or not criterion.weight_decay:
+        return False
+    weight = criterion.classifier_weight
+    for i, group in enumerate(optimizer.param_groups):
+        decay = group.get("weight_decay", 0.0)
+        if decay and any(p is weight for p in group["params"]):
+            warnings.warn(
+                f"The optimizer's param group {i} applies weight_decay={decay:g} to the classifier weight that BWLM "
+                f"already penalises (BWLM weight_decay={criterion.weight_decay:g}): the classifier decays twice. "
+                "Give the classifier's parameters weight_decay=0 in the optimizer, or build BWLM with weight_decay=0.",
+                UserWarning,
+                stacklevel=3,
+            )
+            return True
+    return False
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[Any],
+    criterion: Criterion,
+    optimizer: Optimizer,
+    *,
+    scheduler: Any = None,
+    device: DeviceLike = None,
+    autocast_dtype: Optional[torch.dtype] = None,
+    grad_scaler: Any = None,
+    channels_last: bool = False,
+    progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None,
+) -> float:
+    r"""Train ``model`` for one pass over ``loader``: a generic loop body for either stage.
+
+    Calls ``model.train()`` (a backbone frozen by :func:`freeze_backbone` stays in eval mode), then for every
+    batch ``(inputs, targets)``: forward (under :class:`torch.autocast` if ``autocast_dtype`` is given),
+    ``loss = criterion(_upcast(logits), targets)``, backward (through ``grad_scaler`` if given),
+    ``optimizer.step()``, then ``scheduler.step()`` if given: **the scheduler steps once per batch**, so
+    build it over all steps, e.g. ``CosineAnnealingLR(optimizer, T_max=epochs * len(loader))`` for the
+    paper's cosine decay to 0.
+
+    Works unchanged for a :class:`~torch.nn.parallel.DistributedDataParallel` model; the returned loss is
+    then this process's own.
+
+    Args:
+        model: The network (any ``nn.Module``; logits of shape :math:`(B, C)`).
+        loader: Yields ``(inputs, targets)`` batches, e.g. a :class:`~torch.utils.data.DataLoader`.
+        criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`; it gets
+            ``float32`` logits under autocast. A BWLM whose classifier weight the optimizer also decays gets a
+            warning (:func:`warn_double_decay`).
+        optimizer: Steps once per batch.
+        scheduler: Learning-rate scheduler stepped after every optimizer step, or ``None``.
+        device: Device for the batches. Default: the device of the model's first parameter.
+        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``.
+        grad_scaler: A ``torch.amp.GradScaler`` (needed with ``float16``), or ``None``.
+        channels_last: Send 4-D inputs in ``channels_last`` memory format (use with a channels-last model).
+        progress: Wraps ``loader``, e.g. ``functools.partial(tqdm.tqdm, desc="stage 1")``.
+
+    Returns:
+        The mean training loss of the epoch (batch losses weighted by batch size).
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Linear(2, 2)
+        >>> data = [(torch.randn(4, 2), torch.tensor([0, 1, 0, 1]))] * 3
+        >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        >>> round(train_one_epoch(net, data, nn.functional.cross_entropy, opt), 4)
+        0.6894
+    """
+    warn_double_decay(criterion, optimizer)
+    device = _model_device(model, device)
+    model.train()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    for inputs, targets in progress(loader) if progress is not None else loader:
+        inputs = _prepare(inputs, device, channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with _autocast(device, autocast_dtype):
+            logits = model(inputs)
+        loss = criterion(_upcast(logits), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if grad_scaler is not None:
+            grad_scaler.scale(loss).backward()
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach().double() * targets.shape[0]
+        seen += int(targets.shape[0])
+    return float(total) / max(seen, 1)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: Iterable[Any],
+    *,
+    device: DeviceLike = None,
+    autocast_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+) -> tuple[Tensor, Tensor]:
+    r"""Raw logits and targets of ``model`` over ``loader``, in eval mode and without gradients.
+
+    These are the logits to evaluate: **never** add the balanced-softmax prior :math:`\log n_c` at test time,
+    it corrects the training loss only. The modes of ``model`` and its submodules are restored afterwards.
+
+    Args:
+        model: The network.
+        loader: Yields ``(inputs, targets)`` batches.
+        device: Device for the batches. Default: the device of the model's first parameter.
+        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``.
+        channels_last: Send 4-D inputs in ``channels_last`` memory format.
+
+    Returns:
+        ``(logits, targets)``: :math:`(N, C)` (``float32`` under autocast, else the model's dtype) and ``int64``
+        :math:`(N)`, on the CPU, in loader order.
+
+    Example:
+        >>> net = nn.Linear(2, 3)
+        >>> logits, targets = predict(net, [(torch.zeros(4, 2), torch.tensor([0, 1, 2, 0]))])
+        >>> logits.shape, targets.tolist()
+        (torch.Size([4, 3]), [0, 1, 2, 0])
+    """
+    device = _model_device(model, device)
+    modes = _modes(model)
+    model.eval()
+    outputs, labels = [], []
+    try:
+        for inputs, targets in loader:
+            with _autocast(device, autocast_dtype):
+                logits = model(_prepare(inputs, device, channels_last))
+            outputs.append(_upcast(logits).cpu())
+            labels.append(torch.as_tensor(targets).to("cpu", torch.int64))
+    finally:
+        _restore(modes)
+    if not outputs:
+        raise ValueError("Expected `loader` to yield at least one batch, but got none")
+    return torch.cat(outputs), torch.cat(labels)
+
+
+# --------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,300 @@
+r"""Fast stage 2: run the frozen backbone once, cache its features, train the new classifier on them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from longtail_losses.data.samplers import SeededBatchSampler
+from longtail_losses.training import _autocast, _model_device, _modes, _prepare, _restore, _upcast, warn_double_decay
+from longtail_losses.twostage.surgery import _resolve
+
+__all__ = ["extract_features", "train_classifier", "train_classifier_epoch"]
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+DeviceLike = Union[torch.device, str, None]
+
+
+# Fast stage 2 on cached features
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _as_loader(data: Any, batch_size: int, num_workers: int) -> tuple[Iterable[Any], bool]:
+    if isinstance(data, DataLoader):
+        return data, True
+    if isinstance(data, Tensor):
+        return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=False, num_workers=num_workers), False
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        dataset = TensorDataset(data[0], torch.as_tensor(data[1]))
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers), True
+    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers), True
+    raise TypeError(
+        "Expected `data` to be a DataLoader, a Dataset, a Tensor or an (inputs, targets) pair of tensors, "
+        f"but got {type(data).__name__}"
+    )
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    data: Any,
+    *,
+    classifier_attr: Optional[str] = "fc",
+    device: DeviceLike = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    autocast_dtype: Optional[torch.dtype] = None,
+    channels_last: bool = False,
+) -> tuple[Tensor, Tensor]:
+    r"""Run the frozen backbone once over ``data`` and return its penultimate features (fast stage 2).
+
+    Runs under :class:`torch.no_grad` with ``model`` in eval mode (BatchNorm uses its running statistics), with
+    ``model.<classifier_attr>`` temporarily swapped for :class:`~torch.nn.Identity`; the classifier and all
+    modes are restored afterwards. Train the stage-2 classifier on the result with :func:`train_classifier`.
+    Caching is exact only without random data augmentation: pass the un-augmented training set.
+
+    Args:
+        model: The stage-1 model (its classifier is bypassed), or, with ``classifier_attr=None``, a backbone
+            that already returns features.
+        data: A :class:`~torch.utils.data.DataLoader` or data set yielding ``(inputs, targets)``, an
+            ``(inputs, targets)`` pair of tensors, or a tensor of inputs.
+        classifier_attr: Attribute name of the classifier to bypass (see :func:`get_classifier`), or ``None``.
+        device: Where to run and keep the features. Default: the device of the model's first parameter.
+        batch_size: Batch size when ``data`` is not a ``DataLoader``.
+        num_workers: DataLoader workers when ``data`` is not a ``DataLoader``.
+        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``; the features
+            are returned in ``float32`` then (else in the model's dtype).
+        channels_last: Send 4-D inputs in ``channels_last`` memory format.
+
+    Returns:
+        ``(features, labels)``: :math:`(N, D)` (flattened) on ``device`` and ``int64`` :math:`(N)` on
+        ``device``, in data order. For a bare tensor ``data``, ``labels`` is empty.
+
+    Raises:
+        TypeError: If ``data`` has an unsupported type or ``model.<classifier_attr>`` is not a module.
+        ValueError: If ``model`` has no submodule ``classifier_attr`` or ``data`` is empty.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 4))
+        >>> feats, labels = extract_features(net, (torch.ones(5, 2), torch.arange(5)), classifier_attr="2")
+        >>> feats.shape, labels.tolist(), isinstance(net[2], nn.Linear)
+        (torch.Size([5, 3]), [0, 1, 2, 3, 4], True)
+    """
+    device = _model_device(model, device)
+    loader, has_targets = _as_loader(data, batch_size, num_workers)
+    swap = _resolve(model, classifier_attr) if classifier_attr is not None else None
+    modes = _modes(model)
+    features, labels = [], []
+    try:
+        if swap is not None:
+            setattr(swap[0], swap[1], nn.Identity())
+        model.eval()
+        for batch in loader:
+            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+            with _autocast(device, autocast_dtype):
+                out = model(_prepare(inputs, device, channels_last))
+            features.append(_upcast(out).flatten(1))
+            if has_targets:
+                labels.append(torch.as_tensor(batch[1]).to(device, torch.int64))
+    finally:
+        if swap is not None:
+            setattr(swap[0], swap[1], swap[2])
+        _restore(modes)
+    if not features:
+        raise ValueError("Expected `data` to hold at least one sample, but got none")
+    targets = torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64, device=device)
+    return torch.cat(features), targets
+
+
+def _check_features(features: Tensor, labels: Tensor) -> None:
+    if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
+        raise TypeError(
+            f"Expected `features` and `labels` to be tensors, but got {type(features).__name__} and "
+            f"{type(labels).__name__}"
+        )
+    if features.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (N, D), but got {tuple(features.shape)}")
+    if labels.shape != (features.shape[0],):
+        raise ValueError(
+            f"Expected `labels` to have shape ({features.shape[0]},) to match features, but got {tuple(labels.shape)}"
+        )
+
+
+def train_classifier_epoch(
+    classifier: nn.Module,
+    features: Tensor,
+    labels: Tensor,
+    criterion: Criterion,
+    optimizer: Optimizer,
+    *,
+    batch_size: int = 64,
+    epoch: int = 0,
+    seed: int = 0,
+    scheduler: Any = None,
+    drop_last: bool = False,
+) -> float:
+    """One stage-2 epoch of ``classifier`` on cached features; the loop body of :func:`train_classifier`.
+
+    The batches are those of ``SeededBatchSampler(len(labels), batch_size, seed=seed)`` at ``epoch``; each
+    step is ``loss = criterion(classifier(x), y)``, backward, ``optimizer.step()``, then ``scheduler.step()``
+    if given (once per batch). Use it to write your own stage-2 loop (checkpoints, validation per epoch).
+
+    Args:
+        classifier: The new classifier, e.g. from :func:`replace_classifier`.
+        features: Cached features from :func:`extract_features`.
+        labels: Their class indices.
+        criterion: ``criterion(logits, targets) -> scalar``.
+        optimizer: Optimises the classifier's parameters.
+        batch_size: Samples per batch.
+        epoch: Epoch number; selects the permutation.
+        seed: Base seed of the permutations.
+        scheduler: Learning-rate scheduler stepped after every optimizer step, or ``None``.
+        drop_last: Drop the last batch if it is smaller than ``batch_size``.
+
+    Shape:
+        features: :math:`(N, D)`.
+        labels: :math:`(N)`.
+
+    Returns:
+        The mean training loss of the epoch (batch losses weighted by batch size).
+
+    Raises:
+        TypeError: If ``features`` or ``labels`` is not a tensor.
+        ValueError: If their shapes disagree.
+    """
+    _check_features(features, labels)
+    sampler = SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last)
+    sampler.set_epoch(epoch)
+    order = sampler.permutation().to(features.device)
+    classifier.train()
+    total = torch.zeros((), dtype=torch.float64, device=features.device)
+    seen = 0
+    for start in range(0, len(sampler) * batch_size, batch_size):
+        index = order[start : start + batch_size]
+        logits = classifier(features[index])
+        loss = criterion(_upcast(logits), labels[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach().double() * index.shape[0]
+        seen += int(index.shape[0])
+    return float(total) / max(seen, 1)
+
+
+def train_classifier(
+    classifier: nn.Module,
+    features: Tensor,
+    labels: Tensor,
+    criterion: Criterion,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    scheduler: Optional[str] = "cosine",
+    seed: int = 0,
+    drop_last: bool = False,
+    optimizer_hooks: Optional[Callable[[Optimizer], Any]] = None,
+    callback: Optional[Callable[[int, float], Any]] = None,
+) -> list[float]:
+    r"""Train the stage-2 classifier on cached features with the paper's recipe (fast stage 2).
+
+    SGD with momentum over ``classifier``'s trainable parameters; with ``scheduler="cosine"`` the learning rate
+    follows :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` per step, from ``lr`` to 0 over all
+    :math:`T = \text{epochs} \cdot \lceil N / \text{batch\_size} \rceil` steps:
+
+    .. math::
+        \eta_t = \tfrac{1}{2}\,\eta_0 \left(1 + \cos \frac{\pi t}{T}\right)
+
+    Epoch :math:`e` draws its batches from ``SeededBatchSampler(N, batch_size, seed=seed)`` at epoch
+    :math:`e`, so the result equals running the frozen backbone every step with :func:`train_one_epoch` over
+    those batches (without augmentation), at a fraction of the cost.
+
+    Args:
+        classifier: The new classifier, e.g. from :func:`replace_classifier`, on the device of ``features``.
+        features: Cached features from :func:`extract_features`.
+        labels: Their class indices.
+        criterion: ``criterion(logits, targets) -> scalar``; ``BWLM(counts, classifier=classifier)`` works as is
+            (its norm penalty reads ``classifier.weight``).
+        epochs: Number of passes over the features.
+        batch_size: Samples per batch (paper: 64).
+        lr: Initial learning rate (paper: 0.01).
+        momentum: SGD momentum (paper: 0.9).
+        weight_decay: SGD (L2) weight decay on all classifier parameters; leave it at 0 with a
+            :class:`~longtail_losses.BWLM` criterion, which already penalises the weight (a warning says so).
+        scheduler: ``"cosine"`` (decay to 0, as in the paper) or ``None`` (constant learning rate).
+        seed: Base seed of the batch permutations.
+        drop_last: Drop each epoch's last batch if it is smaller than ``batch_size``.
+        optimizer_hooks: Called once with the optimizer before training, e.g.
+            ``lambda opt: ClassNormDecay(classifier, 5e-3).attach(opt)``; a returned handle with ``remove()`` is
+            removed when training ends.
+        callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
+
+    Shape:
+        features: :math:`(N, D)`.
+        labels: :math:`(N)`.
+
+    Returns:
+        The mean training loss of every epoch.
+
+    Raises:
+        TypeError: If ``features`` or ``labels`` is not a tensor.
+        ValueError: If their shapes disagree, ``epochs < 1`` or ``scheduler`` is unknown.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> features, labels = torch.randn(32, 4), torch.arange(32) % 2
+        >>> features[:, 0] += 2 * labels  # separable along the first feature
+        >>> clf = nn.Linear(4, 2)
+        >>> history = train_classifier(clf, features, labels, nn.CrossEntropyLoss(), epochs=20, batch_size=8, lr=0.1)
+        >>> history[-1] < history[0]
+        True
+    """
+    _check_features(features, labels)
+    if isinstance(epochs, bool) or not isinstance(epochs, int):
+        raise TypeError(f"Expected `epochs` to be an int, but got {epochs!r}")
+    if epochs < 1:
+        raise ValueError(f"Expected `epochs` to be >= 1, but got {epochs}")
+    if scheduler not in ("cosine", None):
+        raise ValueError(f"Expected `scheduler` to be one of ('cosine', None), but got {scheduler!r}")
+    params = [p for p in classifier.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    warn_double_decay(criterion, optimizer)
+    steps = len(SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last))
+    sched = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)
+        if scheduler == "cosine"
+        else None
+    )
+    handle = optimizer_hooks(optimizer) if optimizer_hooks is not None else None
+    history: list[float] = []
+    try:
+        for epoch in range(epochs):
+            loss = train_classifier_epoch(
+                classifier,
+                features,
+                labels,
+                criterion,
+                optimizer,
+                batch_size=batch_size,
+                epoch=epoch,
+                seed=seed,
+                scheduler=sched,
+                drop_last=drop_last,
+            )
+            history.append(loss)
+            if callback is not None:
+                callback(epoch, loss)
+    finally:
+        if handle is not None and callable(getattr(handle, "remove", None)):
+            handle.remove()
+    return history

@@ -1,0 +1,124 @@
+r"""Data balanced review (eq. 2 of the BWLM paper): the two stages' index sets."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+from torch import Tensor
+
+from longtail_losses.data.counts import _labels_of, class_counts
+
+__all__ = ["data_balanced_review", "head_tail_classes"]
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+DeviceLike = Union[torch.device, str, None]
+
+
+# Data balanced review (eq. 2)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _frequency_order(counts: Tensor) -> list[int]:
+    # Descending count; ties keep the lower class index first.
+    values = counts.tolist()
+    return sorted(range(len(values)), key=lambda c: (-values[c], c))
+
+
+def _review_labels(labels: Any) -> tuple[Tensor, Tensor, list[int]]:
+    counts = class_counts(labels)
+    values = _labels_of(labels, None).to(device="cpu", dtype=torch.int64)
+    if counts.numel() < 2:
+        raise ValueError(f"Expected `labels` to hold at least 2 classes, but got {counts.numel()}")
+    return values, counts, _frequency_order(counts)
+
+
+def head_tail_classes(labels: Any) -> tuple[Tensor, Tensor]:
+    r"""Split the classes into the head and tail halves of :func:`data_balanced_review`.
+
+    The classes are ordered by their number of training samples, descending (ties: lower class index first).
+    The first :math:`m = \lfloor C/2 \rfloor` are the head, the other :math:`C - m` the tail.
+    :math:`C` is ``max(labels) + 1``.
+
+    Args:
+        labels: Class indices of the training set (tensor, list or array), or a data set with ``.targets``.
+
+    Returns:
+        ``(head, tail)``: ``int64`` class indices, each in the order above (most frequent first).
+
+    Raises:
+        TypeError: If ``labels`` is not integer-valued.
+        ValueError: If ``labels`` is not 1-D, is negative, or has fewer than 2 classes.
+
+    Example:
+        >>> head, tail = head_tail_classes([2, 2, 2, 0, 0, 1, 1, 1, 1, 3])
+        >>> head, tail
+        (tensor([1, 2]), tensor([0, 3]))
+    """
+    _, counts, order = _review_labels(labels)
+    m = counts.numel() // 2
+    return torch.tensor(order[:m], dtype=torch.int64), torch.tensor(order[m:], dtype=torch.int64)
+
+
+def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
+    r"""Index sets of the two training stages by the data balanced review of the paper, eq. (2).
+
+    Order the :math:`C` classes by training count, descending (ties: lower class index first), number them
+    :math:`1..C` in that order and let :math:`m = \lfloor C/2 \rfloor`. With :math:`D_j` the samples of class
+    :math:`j` and :math:`n_{m+1}` the count of the most frequent tail class,
+
+    .. math::
+        D_{stage1} = \bigcup_{j=1}^{m} D_j, \qquad
+        \hat D = \bigcup_{j=1}^{m} \mathrm{sam}(D_j, n_{m+1}) \;\cup\; \bigcup_{j=m+1}^{C} D_j,
+
+    where :math:`\mathrm{sam}(D_j, n)` draws :math:`n` samples of :math:`D_j` uniformly without replacement
+    (seeded: the same ``seed`` gives the same subset on every machine). Stage 1 sees the head classes only;
+    stage 2 trains the new classifier on all :math:`C` classes, each head class cut down to :math:`n_{m+1}`.
+    For CIFAR-100-LT with imbalance factor 100 (10,847 images) that is 9,901 and 3,346 samples.
+
+    Args:
+        labels: Class indices of the training set (tensor, list or array), or a data set with ``.targets``
+            (read without decoding a sample). :math:`C` is ``max(labels) + 1``.
+        seed: Seed of the :class:`torch.Generator` that draws the head classes' stage-2 subsets.
+
+    Returns:
+        ``(stage1_indices, stage2_indices)``: sorted ``int64`` positions into ``labels``, e.g. for
+        :class:`~torch.utils.data.Subset`.
+
+    Raises:
+        TypeError: If ``labels`` is not integer-valued or ``seed`` not an int.
+        ValueError: If ``labels`` is not 1-D, is negative, has fewer than 2 classes, or its first tail class
+            has no sample.
+
+    Example:
+        >>> labels = [0, 0, 0, 0, 1, 1, 2, 2, 2, 3]  # counts 4, 2, 3, 1: head = {0, 2}, n_{m+1} = 2
+        >>> stage1, stage2 = data_balanced_review(labels, seed=0)
+        >>> stage1
+        tensor([0, 1, 2, 3, 6, 7, 8])
+        >>> class_counts(torch.tensor(labels)[stage2])
+        tensor([2, 2, 2, 1])
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"Expected `seed` to be an int, but got {seed!r}")
+    values, counts, order = _review_labels(labels)
+    m = counts.numel() // 2
+    head, tail = order[:m], order[m:]
+    n_review = int(counts[tail[0]])
+    if n_review == 0:
+        raise ValueError(
+            f"Expected the first tail class (class {tail[0]}) to have samples, but got 0; "
+            "every class of `labels` should have at least one sample"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    is_head = torch.zeros(counts.numel(), dtype=torch.bool)
+    is_head[head] = True
+    stage1 = torch.nonzero(is_head[values]).flatten()
+    parts = [torch.nonzero(~is_head[values]).flatten()]
+    for c in head:  # most frequent first; fixes the order in which the generator is consumed
+        members = torch.nonzero(values == c).flatten()
+        parts.append(members[torch.randperm(members.numel(), generator=generator)[:n_review]])
+    stage2 = torch.sort(torch.cat(parts)).values
+    return stage1, stage2
+
+
+# --------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,200 @@
+r"""Model surgery for stage 2: find the classifier, freeze the backbone, put a new classifier on."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["BackboneFreeze", "freeze_backbone", "get_classifier", "replace_classifier"]
+
+Criterion = Callable[[Tensor, Tensor], Tensor]
+DeviceLike = Union[torch.device, str, None]
+
+
+# Classifier replacement and the frozen backbone
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _resolve(model: nn.Module, attr: str) -> tuple[nn.Module, str, nn.Module]:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}")
+    if not isinstance(attr, str) or not attr:
+        raise TypeError(f"Expected `attr` to be a non-empty str, but got {attr!r}")
+    *path, name = attr.split(".")
+    parent = model
+    for i, part in enumerate(path):
+        child = getattr(parent, part, None)
+        if not isinstance(child, nn.Module):
+            raise ValueError(
+                f"Expected `attr` to name a submodule of {type(model).__name__}, but got {attr!r}: "
+                f"{'.'.join(path[: i + 1])!r} is not a submodule"
+            )
+        parent = child
+    module = getattr(parent, name, None)
+    if not isinstance(module, nn.Module):
+        names = [n for n, _ in model.named_modules() if n]
+        hint = f" (its submodules end with {names[-3:]})" if names else ""
+        raise ValueError(f"Expected `attr` to name a submodule of {type(model).__name__}{hint}, but got {attr!r}")
+    return parent, name, module
+
+
+def get_classifier(model: nn.Module, attr: str = "fc") -> nn.Module:
+    """Return the submodule of ``model`` named by ``attr``.
+
+    Args:
+        model: The network.
+        attr: Attribute name of the classifier; dotted names such as ``"head.fc"`` or ``"classifier.1"`` reach
+            into submodules. torchvision's ResNet and ResNeXt use ``"fc"``.
+
+    Returns:
+        The submodule itself (not a copy).
+
+    Raises:
+        TypeError: If ``model`` is not a module or ``attr`` not a string.
+        ValueError: If ``model`` has no submodule ``attr``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> get_classifier(net, "1")
+        Linear(in_features=4, out_features=3, bias=True)
+    """
+    return _resolve(model, attr)[2]
+
+
+def _force_eval(module: nn.Module, args: Any) -> None:
+    # Forward pre-hook: this module runs in eval mode whatever ``.train()`` set.
+    module.training = False
+
+
+class BackboneFreeze:
+    """Handle returned by :func:`freeze_backbone`; ``remove()`` undoes the freeze.
+
+    Also a context manager: the freeze ends when the ``with`` block exits.
+    """
+
+    def __init__(self, model: nn.Module, handles: list[Any], frozen: list[tuple[nn.Parameter, bool]]) -> None:
+        self.model = model
+        self._handles = handles
+        self._frozen = frozen
+
+    def remove(self) -> None:
+        """Remove the eval-mode hooks and restore each backbone parameter's previous ``requires_grad``."""
+        for handle in self._handles:
+            handle.remove()
+        for param, requires_grad in self._frozen:
+            param.requires_grad_(requires_grad)
+        self._handles, self._frozen = [], []
+
+    def __enter__(self) -> BackboneFreeze:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def freeze_backbone(model: nn.Module, classifier_attr: str = "fc") -> BackboneFreeze:
+    r"""Freeze every part of ``model`` except its classifier, parameters *and* normalisation statistics.
+
+    Every parameter outside ``model.<classifier_attr>`` gets ``requires_grad=False``, and every submodule
+    outside it (except ``model`` itself and the classifier's ancestors) gets a forward pre-hook that sets it
+    to eval mode before it runs. So the backbone's BatchNorm layers normalise with, and never update, their
+    stage-1 running statistics, and its dropout is off, even after ``model.train()``: calling ``model.train()``
+    in stage 2 trains only the classifier. (Freezing only ``requires_grad`` lets BatchNorm statistics drift in
+    stage 2, a known bug of reference implementations.) The classifier follows ``model.train()``/``eval()``
+    as usual.
+
+    Args:
+        model: The stage-1 network.
+        classifier_attr: Attribute name of the classifier, see :func:`get_classifier`.
+
+    Returns:
+        A :class:`BackboneFreeze` handle; its ``remove()`` (or leaving its ``with`` block) undoes the freeze.
+
+    Raises:
+        TypeError: If ``model`` is not a module or ``classifier_attr`` not a string.
+        ValueError: If ``model`` has no submodule ``classifier_attr``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 3))
+        >>> handle = freeze_backbone(net, "2")
+        >>> _ = net.train()(torch.randn(8, 4))
+        >>> net[1].training, net[1].num_batches_tracked.item(), net[2].training
+        (False, 0, True)
+        >>> [p.requires_grad for p in net.parameters()]
+        [False, False, False, False, True, True]
+        >>> handle.remove()
+    """
+    _, _, classifier = _resolve(model, classifier_attr)
+    keep = {id(m) for m in classifier.modules()}
+    parts = classifier_attr.split(".")
+    ancestors = {id(model)} | {id(get_classifier(model, ".".join(parts[:i]))) for i in range(1, len(parts))}
+    keep_params = {id(p) for p in classifier.parameters()}
+    frozen = [(p, p.requires_grad) for p in model.parameters() if id(p) not in keep_params]
+    for param, _ in frozen:
+        param.requires_grad_(False)
+    handles = []
+    for module in model.modules():
+        if id(module) in keep or id(module) in ancestors:
+            continue
+        module.training = False
+        handles.append(module.register_forward_pre_hook(_force_eval))
+    return BackboneFreeze(model, handles, frozen)
+
+
+def replace_classifier(
+    model: nn.Module, num_classes: int, *, attr: str = "fc", bias: bool = True, freeze: bool = True
+) -> nn.Linear:
+    r"""Start stage 2: put a new trainable :class:`~torch.nn.Linear` classifier on a frozen stage-1 model.
+
+    ``model.<attr>`` must be an :class:`~torch.nn.Linear` (as the ``fc`` of torchvision's ResNet and ResNeXt);
+    it is replaced, in place, by a freshly initialised ``nn.Linear(in_features, num_classes)`` on the same
+    device and dtype. With ``freeze=True`` the rest of the model is then frozen by :func:`freeze_backbone`
+    (parameters and BatchNorm statistics, eval mode even under ``model.train()``), for the model's lifetime.
+
+    Args:
+        model: The stage-1 network; modified in place.
+        num_classes: Outputs of the new classifier (all :math:`C` classes).
+        attr: Attribute name of the classifier, see :func:`get_classifier`.
+        bias: Whether the new classifier has a bias.
+        freeze: Freeze everything but the new classifier with :func:`freeze_backbone`.
+
+    Returns:
+        The new classifier, e.g. for ``BWLM(counts, classifier=...)`` and
+        :class:`~longtail_losses.ClassNormDecay`; optimise only its parameters. A
+        :class:`~longtail_losses.BWLM` built on the old layer raises when called: build it on the new one, or
+        call its :meth:`~longtail_losses.BWLM.rebind`.
+
+    Raises:
+        TypeError: If ``model.<attr>`` is not an ``nn.Linear`` or ``num_classes`` is not an int.
+        ValueError: If ``model`` has no submodule ``attr`` or ``num_classes < 1``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> fc = replace_classifier(net, 5, attr="1")
+        >>> fc is net[1], fc.out_features, fc.weight.requires_grad
+        (True, 5, True)
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
+    if num_classes < 1:
+        raise ValueError(f"Expected `num_classes` to be >= 1, but got {num_classes}")
+    parent, name, old = _resolve(model, attr)
+    if not isinstance(old, nn.Linear):
+        raise TypeError(f"Expected `model.{attr}` to be an nn.Linear, but got {type(old).__name__}")
+    new = nn.Linear(
+        old.in_features, num_classes, bias=bias, device=old.weight.device, dtype=old.weight.dtype
+    ).requires_grad_(True)
+    new.train(old.training)
+    setattr(parent, name, new)
+    # Mark the old layer (and its weight) so that a BWLM still pointing at it fails loudly instead of penalising a
+    # dead weight; see BWLM.rebind.
+    old._ltl_replaced_by = new
+    old.weight._ltl_replaced_by = new  # type: ignore[attr-defined]
+    if freeze:
+        freeze_backbone(model, attr)
+    return new
+
+
+# --------------------------------------------------------------------------------------------------------------------
