@@ -143,6 +143,8 @@ ltl_public_modules = [
     "longtail_losses.functional",
     "longtail_losses.data",
     "longtail_losses.twostage",
+    "longtail_losses.training",
+    "longtail_losses.paper",
     "longtail_losses.metrics",
     "longtail_losses.models",
 ]

@@ -357,7 +357,14 @@ def _check_public_names_documented(app: Sphinx, env: Any) -> None:
             logger.warning("public module %s has no reference entry (py:module)", module_name, type="ltl")
         for name in getattr(module, "__all__", []):
             full = f"{module_name}.{name}"
-            if full not in objects and full not in modules:
+            obj = getattr(module, name)
+            # The same object documented under another public path (ltl.class_counts is data.class_counts) counts.
+            aliases = [
+                f"{other}.{name}"
+                for other in app.config.ltl_public_modules
+                if vars(importlib.import_module(other)).get(name) is obj
+            ]
+            if not any(a in objects or a in modules for a in [full, *aliases]):
                 logger.warning("public name %s has no reference entry in the API pages", full, type="ltl")
 
 
@@ -384,6 +391,33 @@ def _check_math_backslashes(app: Sphinx, doctree: nodes.document) -> None:
             )
 
 
+class PaperRows(SphinxDirective):
+    """``.. paper-rows::`` renders :data:`longtail_losses.paper.ROWS` as a table: one definition of the rows."""
+
+    _LOSS: ClassVar[dict[str, str]] = {
+        "ce": "cross-entropy",
+        "cb": "class-balanced focal (:class:`~longtail_losses.ClassBalancedFocal`)",
+        "bs": "balanced softmax (:class:`~longtail_losses.BalancedSoftmax`)",
+        "bfs": ":class:`~longtail_losses.BFS`",
+        "bwlm": ":class:`~longtail_losses.BWLM` (BFS + penalty)",
+    }
+    _COUNTS: ClassVar[dict[str, str]] = {"full": "whole training set", "stage2": "stage-2 (reviewed) subset"}
+
+    def run(self) -> list[nodes.Node]:
+        from longtail_losses import paper
+
+        rst = [".. list-table::", "   :header-rows: 1", "   :widths: 10 10 14 38 10 18", ""]
+        rst += ["   * - ``--row``", "     - paper", "     - stages", "     - loss of the last stage", "     - penalty"]
+        rst += ["     - class counts of the loss"]
+        for r in paper.ROWS.values():
+            rst += [f"   * - ``{r.short}``", f"     - {r.name}", f"     - {'two' if r.two_stage else 'one'}"]
+            rst += [f"     - {self._LOSS[r.loss]}", f"     - {'yes' if r.penalty else 'no'}"]
+            rst += [f"     - {self._COUNTS[r.counts]}"]
+        container = nodes.container()
+        self.state.nested_parse(StringList(rst, source="longtail_losses.paper.ROWS"), self.content_offset, container)
+        return list(container.children)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("ltl_public_modules", [], "env", types=frozenset({list}))
     app.connect("env-check-consistency", _check_public_names_documented)
@@ -391,5 +425,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("builder-inited", _use_number_checker, priority=100)
     app.add_directive("markdown-include", MarkdownInclude)
     app.add_directive("json-table", JsonTable)
+    app.add_directive("paper-rows", PaperRows)
     app.connect("autodoc-process-docstring", _fix_rtype_position, priority=1000)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -15,7 +15,7 @@ The rows of the ablation (Table 2 of :cite:`fan2024bwlm`):
 
 Counts used (a choice the paper leaves open; this library's, and the examples' default): every class-count
 based loss of a two-stage row gets the class counts of the set its classifier trains on, the stage-2 subset
-(:attr:`Row.counts` ``== "stage2"``); the naive row trains on the whole set (``"full"``).
+(``Row.counts == "stage2"``); the naive row trains on the whole set (``"full"``).
 
 Example:
     >>> import torch
@@ -45,7 +45,7 @@ from longtail_losses.losses.regularizers import classifier_norm_penalty
 
 __all__ = ["LOSSES", "RECIPE", "ROWS", "STAGE2_ROWS", "PenalizedLoss", "Recipe", "Row", "criterion", "row"]
 
-#: The stage-2 losses of the rows: cross-entropy, class-balanced focal, balanced softmax, BFS, BWLM.
+#: The losses of the rows' last stage (cross-entropy, class-balanced focal, balanced softmax, BFS, BWLM).
 LOSSES = ("ce", "cb", "bs", "bfs", "bwlm")
 
 
@@ -176,7 +176,7 @@ def criterion(
 
     Args:
         name: A row of :data:`ROWS`, e.g. ``"+BWLM"`` or ``"BWLM"``.
-        class_counts: Counts of the set the classifier trains on (see :attr:`Row.counts`); the loss is moved to
+        class_counts: Counts of the set the classifier trains on (see ``Row.counts``); the loss is moved to
             their device if they are a tensor.
         classifier: The classifier the "W" rows penalise.
         alpha: BFS/BWLM weight of the class-balanced focal term (paper: 0.1).

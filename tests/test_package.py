@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.resources
 import re
 
@@ -8,7 +9,8 @@ from longtail_losses import functional as LF
 
 
 def test_version() -> None:
-    assert ltl.__version__ == "0.1.0.dev0"
+    # One version: the installed distribution's metadata is read from the package's __version__ (hatch).
+    assert importlib.metadata.version("longtail-losses") == ltl.__version__
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.dev\d+)?", ltl.__version__)
 
 

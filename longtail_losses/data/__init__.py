@@ -15,7 +15,7 @@ function needs them; ``pip install longtail-losses[examples]`` installs all of t
 The package, by concern: :mod:`~longtail_losses.data.profile` (the long-tailed profile and the subsampling),
 :mod:`~longtail_losses.data.datasets` (the two Dataset classes), :mod:`~longtail_losses.data.readers` (CIFAR
 pickles, IDX files, images), one module per data set (:mod:`~longtail_losses.data.cifar`,
-:mod:`~longtail_losses.data.imagenet_lt`, :mod:`~longtail_losses.data.fashion_mnist`,
+:mod:`~longtail_losses.data.imagenet`, :mod:`~longtail_losses.data.fashion_mnist`,
 :mod:`~longtail_losses.data.digits`), :mod:`~longtail_losses.data.counts` (class counts of any labelled data)
 and :mod:`~longtail_losses.data.samplers` (class-aware and seeded batch sampling). Everything is importable from
 ``longtail_losses.data`` itself.
@@ -26,7 +26,7 @@ from longtail_losses.data.counts import class_counts
 from longtail_losses.data.datasets import ImageListDataset, InMemoryImageDataset
 from longtail_losses.data.digits import digits_lt
 from longtail_losses.data.fashion_mnist import fashion_mnist_lt
-from longtail_losses.data.imagenet_lt import imagenet_lt
+from longtail_losses.data.imagenet import imagenet_lt
 from longtail_losses.data.profile import longtail_counts, longtail_indices
 from longtail_losses.data.readers import read_idx
 from longtail_losses.data.samplers import ClassAwareSampler, SeededBatchSampler

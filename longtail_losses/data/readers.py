@@ -16,7 +16,7 @@ from torch import Tensor
 __all__ = ["read_idx"]
 
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, os.PathLike]
 Transform = Optional[Callable[[Any], Any]]
 
 _EXTRA_HINT = "install it with `pip install longtail-losses[examples]`"
