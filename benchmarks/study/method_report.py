@@ -86,7 +86,8 @@ def markdown(results: dict[str, Any], design: Design) -> str:
         "",
         f"* Fashion-MNIST-LT with the class order permuted per seed (each seed a different tail), head class "
         f"{design.max_count} images, IF in {{{', '.join(f'{f:g}' for f in design.imbalance_factors)}}}, seeds "
-        f"{list(design.seeds)}. Many > 100, Medium 20–100, Few < 20 training images. Validation: "
+        f"{list(design.seeds)}. Many > {design.many_threshold:g}, Medium {design.few_threshold:g}–"
+        f"{design.many_threshold:g}, Few < {design.few_threshold:g} training images. Validation: "
         f"{design.val_per_class} unused training images per class; it selects every tuned value. Test: the full "
         "balanced 10,000-image test set, which selects nothing.",
         f"* Tiny CNN, one recipe for every one-stage model: SGD 0.9, batch {design.batch_size}, lr {design.lr} "
