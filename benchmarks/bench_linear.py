@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whatever copy is i
 from longtail_losses import functional as LF  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_losses import machine_info  # noqa: E402  (the same machine record as the loss benchmark)
+from bench_losses import machine_info, status_kib  # noqa: E402  (the same records as the loss benchmark)
 
 BATCH, DIM = 256, 128
 ALPHA, BETA, GAMMA = 0.1, 0.9999, 1.0  # the library's defaults
@@ -157,14 +157,6 @@ def check_equal(num_classes: int) -> dict[str, dict[str, dict[str, float]]]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_child(name: str, num_classes: int) -> None:
     """Run in a fresh process: print the peak extra resident memory (bytes) of one forward + backward."""
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
@@ -175,9 +167,9 @@ def memory_child(name: str, num_classes: int) -> None:
     step = make_cases(inputs[4])[name]
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset VmHWM to the current resident size (Linux >= 4.0)
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     run_once(step, inputs)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     extra = (peak - before) * 1024
     print(json.dumps({"extra_bytes": extra, "gradient_bytes": gradient_bytes(inputs)}))
 

@@ -247,7 +247,8 @@ def time_cases(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """The value of ``field`` (e.g. ``VmHWM``) in /proc/self/status, in KiB."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -325,9 +326,9 @@ def memory_child(name: str, num_classes: int) -> None:
     classifier.grad = None
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")  # reset VmHWM to the current resident size (Linux >= 4.0)
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     step(loss, z, y, classifier)
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     print(json.dumps({"extra_bytes": (peak - before) * 1024}))
 
 

@@ -35,10 +35,10 @@ from torch import Tensor
 from torch.utils import benchmark
 
 import longtail_losses as ltl
-from longtail_losses.models import resnet32
-from longtail_losses.twostage import extract_features, replace_classifier, train_classifier_epoch
-from longtail_losses.training import train_one_epoch
 from longtail_losses.data import SeededBatchSampler
+from longtail_losses.models import resnet32
+from longtail_losses.training import train_one_epoch
+from longtail_losses.twostage import extract_features, replace_classifier, train_classifier_epoch
 
 
 def _commit() -> str:
