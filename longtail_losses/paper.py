@@ -154,7 +154,8 @@ class PenalizedLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """The base loss plus the penalty."""
-        return self.base(logits, target) + classifier_norm_penalty(self._classifier[0], weight_decay=self.weight_decay)
+        weight = self._classifier[0].weight
+        return self.base(logits, target) + classifier_norm_penalty(weight, weight_decay=self.weight_decay)
 
 
 def criterion(
