@@ -33,7 +33,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Union, cast
 
 from torch import Tensor, nn
 
@@ -154,7 +154,7 @@ class PenalizedLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """The base loss plus the penalty."""
-        weight = self._classifier[0].weight
+        weight = cast(Tensor, self._classifier[0].weight)  # a 2-D tensor: checked in __init__
         return self.base(logits, target) + classifier_norm_penalty(weight, weight_decay=self.weight_decay)
 
 
