@@ -15,12 +15,14 @@ from torch import Tensor, nn
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a crash never leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 def load(path: Path, d: Dist) -> Any:
+    """``torch.load`` onto this process's device, tensors and plain containers only."""
     return torch.load(path, map_location=d.device, weights_only=True)
 
 

@@ -92,6 +92,7 @@ def written_files(out: Path) -> list[str]:
 
 
 def write_json(obj: Any, path: Path) -> None:
+    """Write ``obj`` as strict JSON (see :func:`clean`), atomically: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(clean(obj), indent=2, allow_nan=False) + "\n")
     os.replace(tmp, path)
@@ -109,4 +110,5 @@ def acc_text(split: str, r: dict[str, Any], *, full: bool = False) -> str:
 
 
 def nan_rows(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Many/Medium/Few/All of each row with ``None`` (an empty group) as nan, for the printed table."""
     return {n: {k: math.nan if r[k] is None else r[k] for k in metrics.SHOT_KEYS} for n, r in rows.items()}

@@ -402,37 +402,45 @@ def _nothing_trained(out: Path) -> None:
         assert not (out / name).exists()
 
 
-def test_imagenet_missing_val_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("torchvision")
-    pytest.importorskip("PIL")
-    import shutil
-
-    root = tmp_path / "inet"
-    make_fake_imagenet_lt(root, counts_train=[4, 3, 2], per_class_eval=2, image_size=8)
-    shutil.rmtree(root / "val")  # what once trained every stage-1 epoch, then crashed with a bare FileNotFoundError
-    script = _import("reproduce_imagenet_lt")
-    out = tmp_path / "run"
-    assert script.main(_imagenet_argv(root, out)) == 2
+def _refused(main, argv: list[str], out: Path, capsys: pytest.CaptureFixture[str], *texts: str) -> None:
+    # An input error: exit status 2, each of `texts` in the message, nothing trained.
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "error: Expected every image of the split files under --data" in err
-    assert "test: 6 of 6 missing (first: val/n00000000/ILSVRC2012_val_00000001.JPEG)" in err
-    assert "val/<wnid>/" in err
+    for text in texts:
+        assert text in err
     _nothing_trained(out)
 
 
-def test_imagenet_flat_val_layout_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _small_imagenet(tmp_path: Path) -> Path:
     pytest.importorskip("torchvision")
     pytest.importorskip("PIL")
     root = tmp_path / "inet"
     make_fake_imagenet_lt(root, counts_train=[4, 3, 2], per_class_eval=2, image_size=8)
+    return root
+
+
+def test_imagenet_missing_val_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    root = _small_imagenet(tmp_path)
+    shutil.rmtree(root / "val")  # what once trained every stage-1 epoch, then crashed with a bare FileNotFoundError
+    script = _import("reproduce_imagenet_lt")
+    out = tmp_path / "run"
+    expected = (
+        "error: Expected every image of the split files under --data",
+        "test: 6 of 6 missing (first: val/n00000000/ILSVRC2012_val_00000001.JPEG)",
+        "val/<wnid>/",
+    )
+    _refused(script.main, _imagenet_argv(root, out), out, capsys, *expected)
+
+
+def test_imagenet_flat_val_layout_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _small_imagenet(tmp_path)
     for path in sorted((root / "val").glob("*/*.JPEG")):  # the official archive: val/ILSVRC2012_val_*.JPEG
         path.rename(root / "val" / path.name)
     script = _import("reproduce_imagenet_lt")
-    assert script.main(_imagenet_argv(root, tmp_path / "run")) == 2
-    err = capsys.readouterr().err
-    assert "official flat layout" in err
-    assert "valprep.sh" in err
-    _nothing_trained(tmp_path / "run")
+    out = tmp_path / "run"
+    _refused(script.main, _imagenet_argv(root, out), out, capsys, "official flat layout", "valprep.sh")
 
 
 def test_imagenet_missing_split_file_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -440,12 +448,9 @@ def test_imagenet_missing_split_file_names_the_flag(tmp_path: Path, capsys: pyte
     (tmp_path / "empty").mkdir()
     script = _import("reproduce_imagenet_lt")
     argv = _imagenet_argv(tmp_path / "empty", tmp_path / "run", "--splits", str(tmp_path / "empty"))
-    assert script.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "ImageNet-LT train list" in err
-    assert "(from --splits)" in err
-    assert "--train-split FILE" in err
-    _nothing_trained(tmp_path / "run")
+    _refused(
+        script.main, argv, tmp_path / "run", capsys, "ImageNet-LT train list", "(from --splits)", "--train-split FILE"
+    )
 
 
 def test_cifar_missing_data_names_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -486,12 +491,8 @@ def test_stage1_weights_of_another_run_are_refused(
     capsys.readouterr()
     # Another imbalance factor: other class counts, other table rows.
     other_if = [*_cifar_args(cifar_root, tmp_path / "if3", "--stage1-weights", weights), "--imbalance-factor", "3"]
-    assert script.main(other_if) == 2
-    err = capsys.readouterr().err
-    assert "Expected --stage1-weights" in err
-    assert "imbalance_factor: 6.0 there, 3.0 here" in err
-    assert "class_counts" in err
-    _nothing_trained(tmp_path / "if3")
+    expected = ("Expected --stage1-weights", "imbalance_factor: 6.0 there, 3.0 here", "class_counts")
+    _refused(script.main, other_if, tmp_path / "if3", capsys, *expected)
     # Another seed.
     assert script.main(_cifar_args(cifar_root, tmp_path / "seed1", "--stage1-weights", weights, "--seed", "1")) == 2
     assert "seed: 0 there, 1 here" in capsys.readouterr().err
