@@ -98,7 +98,7 @@ class Run:
         return evaluate(preds, targets, self.counts, self.task.thresholds)
 
     def end_epoch(
-        self, name: str, epoch: int, epochs: int, loss: float, lr: float, times: list[float], acc: Any
+        self, name: str, epoch: int, epochs: int, loss: float, lr: float, times: list[float], acc: Optional[str]
     ) -> None:
         """Log the line of epoch ``epoch`` (0-based) of ``epochs``; ``times`` are the epochs' durations so far."""
         eta = sum(times) / len(times) * (epochs - epoch - 1)
