@@ -34,25 +34,29 @@ import argparse
 import copy
 import math
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # longtail_losses from a clone, if not installed
 
-import _common as C
+import _digits
+import _distributed
+import _loops
+import _report
 import offline_demo
 import torch
 import torch.nn.functional as F
+from _batches import TensorData
+from _loops import STAGE2_SEED_OFFSET
 from torch import Tensor, nn
 
 import longtail_losses as ltl
 from longtail_losses import data as ltd
-from longtail_losses import metrics, twostage
+from longtail_losses import paper, training, twostage
 from longtail_losses.models import DigitsCNN
 
-PAPER_STAGE2_ROWS = offline_demo.STAGE2_ROWS
-NUM_CLASSES = 10
+NUM_CLASSES = _digits.NUM_CLASSES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,24 +83,6 @@ class CosineLinear(nn.Module):
         return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
-def train_one_stage(
-    model: nn.Module,
-    train: C.TensorData,
-    args: argparse.Namespace,
-    seed: int,
-    d: C.Dist,
-    criterion_at: Callable[[int], nn.Module],
-) -> None:
-    """``offline_demo.train_backbone`` with the loss of each epoch from ``criterion_at(epoch)``."""
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.stage1_weight_decay)
-    steps = len(C.epoch_batches(len(train), args.batch_size, seed=seed, epoch=0, d=d))
-    sched = C.cosine(opt, args.epochs * steps)
-    crop = C.CropFlip(len(train), padding=1, flip=False, seed=seed)
-    for epoch in range(args.epochs):
-        batches = train.train_batches(args.batch_size, seed=seed, epoch=epoch, d=d, augment=crop)
-        C.train_epoch(model, batches, criterion_at(epoch), opt, sched, d)
-
-
 def train_on_draws(
     module: nn.Module, features: Tensor, labels: Tensor, sampler: ltd.ClassAwareSampler, args: argparse.Namespace
 ) -> None:
@@ -104,99 +90,63 @@ def train_on_draws(
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=args.lr, momentum=args.momentum)
     steps = math.ceil(len(sampler) / args.batch_size)
-    sched = C.cosine(opt, args.stage2_epochs * steps)
+    sched = _loops.cosine(opt, args.stage2_epochs * steps)
     for epoch in range(args.stage2_epochs):
         sampler.set_epoch(epoch)
-        for index in torch.tensor(list(sampler), dtype=torch.int64).split(args.batch_size):
-            loss = F.cross_entropy(module(features[index]), labels[index])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+        draws = torch.tensor(list(sampler), dtype=torch.int64).split(args.batch_size)
+        batches = [(features[index], labels[index]) for index in draws]
+        training.train_one_epoch(module, batches, F.cross_entropy, opt, scheduler=sched)
 
 
-def run_seed(seed: int, train: C.TensorData, test: C.TensorData, args: argparse.Namespace, d: C.Dist) -> dict:
+def run_seed(seed: int, train: TensorData, test: TensorData, args: argparse.Namespace, d: _distributed.Dist) -> dict:
     counts = torch.bincount(train.labels, minlength=NUM_CLASSES)
-    thresholds = (float(counts.max()) / 5, float(counts.max()) / 25)
-    rows: dict[str, Any] = {}
 
     def score(preds: Tensor) -> dict[str, Any]:
-        return C.evaluate(preds, test.labels, counts, thresholds)
+        return _loops.evaluate(preds, test.labels, counts, _digits.thresholds(counts))
 
     def logits_of(model: nn.Module) -> Tensor:
-        model.eval()
-        with torch.no_grad():
-            return torch.cat([model(x) for x, _ in test.eval_batches(d)])
+        return training.predict(model, test.eval_batches(d))[0]
 
     # The paper's rows, exactly as offline_demo.py runs them.
-    torch.manual_seed(seed)
-    naive = DigitsCNN(NUM_CLASSES, width=args.width)
-    offline_demo.train_backbone(naive, train, args.epochs, args, seed, d)
-    naive_logits = logits_of(naive)
-    rows["naive"] = score(naive_logits.argmax(1))
-
-    stage1_idx, stage2_idx = twostage.data_balanced_review(train.labels, seed=seed)
-    torch.manual_seed(seed)
-    stage1 = DigitsCNN(NUM_CLASSES, width=args.width)
-    offline_demo.train_backbone(stage1, train.subset(stage1_idx), args.epochs, args, seed, d)
-    rows["stage1"] = score(logits_of(stage1).argmax(1))
-
-    sub = train.subset(stage2_idx)
-    stage2_counts = torch.bincount(sub.labels, minlength=NUM_CLASSES)
-    feats, labels = twostage.extract_features(stage1, (sub.normalize(sub.images), sub.labels))
-    test_feats, _ = twostage.extract_features(stage1, (test.normalize(test.images), test.labels))
-    for row in PAPER_STAGE2_ROWS:
-        _, loss, wd = C.ROWS[row]
-        model = copy.deepcopy(stage1)
-        torch.manual_seed(seed + C.STAGE2_SEED_OFFSET)
-        fc = twostage.replace_classifier(model, NUM_CLASSES)
-        criterion = C.make_stage2_criterion(
-            loss, stage2_counts, fc, alpha=args.alpha, beta=C.PAPER["beta"], gamma=C.PAPER["gamma"],
-            weight_decay=args.weight_decay if wd else 0.0,
-        )  # fmt: skip
-        twostage.train_classifier(
-            fc, feats, labels, criterion, epochs=args.stage2_epochs, batch_size=args.batch_size, lr=args.lr,
-            momentum=args.momentum, seed=seed + C.STAGE2_SEED_OFFSET,
-        )  # fmt: skip
-        with torch.no_grad():
-            rows[f"+{row}"] = score(fc(test_feats).argmax(1))
+    rows, models = _digits.paper_rows(seed, train, test, args, d, weight_norms=False)
+    naive, stage1, test_feats = models.naive, models.stage1, models.test_features
 
     # One stage on the whole long-tailed set: logit-adjusted loss; LDAM with deferred re-weighting.
     torch.manual_seed(seed)
     la_model = DigitsCNN(NUM_CLASSES, width=args.width)
     la = ltl.LogitAdjustedLoss(counts, tau=args.tau)
-    train_one_stage(la_model, train, args, seed, d, lambda epoch: la)
+    _digits.train_backbone(la_model, train, args, seed, d, lambda epoch: la)
     rows["LA"] = score(logits_of(la_model).argmax(1))
 
     torch.manual_seed(seed)
     ldam_model = DigitsCNN(NUM_CLASSES, width=args.width)
-    ldam_model.fc = CosineLinear(ldam_model.fc.in_features, NUM_CLASSES)
+    ldam_model.fc = CosineLinear(ldam_model.fc.in_features, NUM_CLASSES)  # type: ignore[assignment]
     ldam = ltl.LDAMLoss(counts, max_margin=args.ldam_max_margin, scale=args.ldam_scale)
     drw_start = int(args.drw_start * args.epochs)
 
     def ldam_at(epoch: int) -> nn.Module:
-        ldam.weight = ltl.drw_weights(counts, epoch, drw_start, beta=C.PAPER["beta"])
+        ldam.weight = ltl.drw_weights(counts, epoch, drw_start, beta=paper.RECIPE.beta)
         return ldam
 
-    train_one_stage(ldam_model, train, args, seed, d, ldam_at)
+    _digits.train_backbone(ldam_model, train, args, seed, d, ldam_at)
     rows["LDAM-DRW"] = score(logits_of(ldam_model).argmax(1))
 
     # Post-hoc corrections of the naive model.
-    rows["naive+posthoc-LA"] = score(ltl.posthoc_adjust(naive_logits, counts, tau=args.tau).argmax(1))
+    rows["naive+posthoc-LA"] = score(ltl.posthoc_adjust(logits_of(naive), counts, tau=args.tau).argmax(1))
     naive_feats, _ = twostage.extract_features(naive, (test.normalize(test.images), test.labels))
     with torch.no_grad():
         rows["naive+tau-norm"] = score(twostage.tau_normalize(naive.fc, args.tau)(naive_feats).argmax(1))
 
     # Decoupled classifiers on the frozen stage-1 backbone, on the whole training set's features.
     all_feats, all_labels = twostage.extract_features(stage1, (train.normalize(train.images), train.labels))
-    torch.manual_seed(seed + C.STAGE2_SEED_OFFSET)
+    torch.manual_seed(seed + STAGE2_SEED_OFFSET)
     ib = nn.Linear(all_feats.shape[1], NUM_CLASSES)
     twostage.train_classifier(
         ib, all_feats, all_labels, nn.CrossEntropyLoss(), epochs=args.stage2_epochs, batch_size=args.batch_size,
-        lr=args.lr, momentum=args.momentum, seed=seed + C.STAGE2_SEED_OFFSET,
+        lr=args.lr, momentum=args.momentum, seed=seed + STAGE2_SEED_OFFSET,
     )  # fmt: skip
-    balanced = ltd.ClassAwareSampler(all_labels, power=0.0, seed=seed + C.STAGE2_SEED_OFFSET)
-    torch.manual_seed(seed + C.STAGE2_SEED_OFFSET)
+    balanced = ltd.ClassAwareSampler(all_labels, power=0.0, seed=seed + STAGE2_SEED_OFFSET)
+    torch.manual_seed(seed + STAGE2_SEED_OFFSET)
     crt = nn.Linear(all_feats.shape[1], NUM_CLASSES)
     train_on_draws(crt, all_feats, all_labels, balanced, args)
     lws = twostage.LearnableWeightScaling(copy.deepcopy(ib))
@@ -213,43 +163,20 @@ def run_seed(seed: int, train: C.TensorData, test: C.TensorData, args: argparse.
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
-    C.seed_everything(0, deterministic=True)
-    d = C.Dist()  # one CPU process
-    start = time.time()
 
-    def tensors(ds: Any) -> C.TensorData:
-        images = torch.as_tensor(ds.data).unsqueeze(1).contiguous()  # uint8 (N, 1, 8, 8)
-        return C.TensorData(images, torch.tensor(ds.targets, dtype=torch.int64), offline_demo.MEAN, offline_demo.STD)
+    def intro(train: TensorData, test: TensorData, counts: Tensor) -> str:
+        return (
+            f"Digits-LT, IF={args.imbalance_factor:g}: {len(train)} training images, counts {counts.tolist()}; "
+            f"balanced test set of {len(test)}. Paper recipe: {args.epochs} + {args.stage2_epochs} epochs, "
+            f"batch {args.batch_size}, lr {args.lr} cosine; tau {args.tau:g}; {args.seeds} seed(s)."
+        )
 
-    train = tensors(ltd.digits_lt(args.imbalance_factor, train=True))
-    test = tensors(ltd.digits_lt(args.imbalance_factor, train=False))
-    counts = torch.bincount(train.labels, minlength=NUM_CLASSES)
-    print(
-        f"Digits-LT, IF={args.imbalance_factor:g}: {len(train)} training images, counts {counts.tolist()}; "
-        f"balanced test set of {len(test)}. Paper recipe: {args.epochs} + {args.stage2_epochs} epochs, "
-        f"batch {args.batch_size}, lr {args.lr} cosine; tau {args.tau:g}; {args.seeds} seed(s).",
-        flush=True,
-    )
-    per_seed = []
-    for seed in range(args.seeds):
-        t0 = time.time()
-        per_seed.append(run_seed(seed, train, test, args, d))
-        print(f"  seed {seed} done in {time.time() - t0:.0f} s", flush=True)
-
-    table: dict[str, dict[str, Any]] = {}
-    for name in per_seed[0]:
-        table[name] = {}
-        for k in metrics.SHOT_KEYS:
-            vals = torch.tensor([math.nan if r[name][k] is None else r[name][k] for r in per_seed], dtype=torch.float64)
-            table[name][k] = (float(vals.mean()), float(vals.std())) if len(per_seed) > 1 else float(vals.mean())
-    print(metrics.format_shot_table(table, header=f"Digits-LT IF={args.imbalance_factor:g}"))
-    wall = time.time() - start
-    print(f"accuracy in % on the balanced test set, mean ± std over {args.seeds} seed(s); wall time {wall:.0f} s")
+    study = _digits.run_study(args, intro, lambda seed, train, test, d: run_seed(seed, train, test, args, d))
+    per_seed, table, wall = study.per_seed, study.table, study.wall_time_s
     if args.output is not None:
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
-        C.write_json(
+        _report.write_json(
             {"config": vars(args), "table": table, "per_seed": per_seed, "wall_time_s": wall}, out / "toolbox.json"
         )
         print(f"results: {out / 'toolbox.json'}")

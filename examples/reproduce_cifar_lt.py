@@ -32,8 +32,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # longtail_losses from a clone, if not installed
 
-import _common as C
+import _batches
+import _cli
+import _distributed
+import _pipeline
 import torch
 
 from longtail_losses import data as ltd
@@ -45,7 +49,7 @@ STD = {"cifar100": (0.2673, 0.2564, 0.2762), "cifar10": (0.2470, 0.2435, 0.2616)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="reproduce_cifar_lt.py", description=C.plain(__doc__), formatter_class=C.HelpFormatter
+        prog="reproduce_cifar_lt.py", description=_cli.plain(__doc__), formatter_class=_cli.HelpFormatter
     )
     g = parser.add_argument_group("data")
     g.add_argument("--data", type=Path, default=Path("data"), help="folder holding cifar-100-python/")
@@ -59,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="download CIFAR with torchvision if missing")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the long-tailed subsample (0: LDAM's subset)")
     g.add_argument("--max-count", type=int, default=None, help="images of the head class (default: 500, all)")
-    C.add_common_args(parser, epochs=320, output="runs/cifar_lt_if<IF>_<row>_seed<seed>")
+    _cli.add_common_args(parser, epochs=320, output="runs/cifar_lt_if<IF>_<row>_seed<seed>")
     return parser
 
 
@@ -77,7 +81,7 @@ def check_cifar(args: argparse.Namespace) -> None:
     missing = [f for f in files if not (base / f).is_file()]
     if missing:
         name = "CIFAR-100" if args.dataset == "cifar100" else "CIFAR-10"
-        raise C.InputError(
+        raise _cli.InputError(
             f"Expected {name} in --data {args.data} (the python version: {folder}/ with "
             f"{', '.join(files)}), but {len(missing)} of {len(files)} files are missing ({base / missing[0]}). "
             f"Pass --download to fetch it (needs torchvision and internet access), or point --data at the folder "
@@ -85,31 +89,31 @@ def check_cifar(args: argparse.Namespace) -> None:
         )
 
 
-def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
+def make_task(args: argparse.Namespace, d: _distributed.Dist) -> _pipeline.Task:
     loader = ltd.cifar100_lt if args.dataset == "cifar100" else ltd.cifar10_lt
     if args.download:  # rank 0 downloads; the others wait for it, then every rank reads the files
         if d.is_main:
             loader(args.data, args.imbalance_factor, train=True, download=True)
             loader(args.data, args.imbalance_factor, train=False, download=True)
-        C.barrier(d)
+        _distributed.barrier(d)
     check_cifar(args)
     train_set = loader(args.data, args.imbalance_factor, train=True, seed=args.data_seed, max_count=args.max_count)
     test_set = loader(args.data, args.imbalance_factor, train=False)
     channels_last = bool(args.channels_last and d.device.type == "cuda")
 
-    def on_device(ds: Any) -> C.TensorData:
+    def on_device(ds: Any) -> _batches.TensorData:
         images = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous().to(d.device)
         labels = torch.tensor(ds.targets, dtype=torch.int64, device=d.device)
-        return C.TensorData(images, labels, MEAN[args.dataset], STD[args.dataset], channels_last)
+        return _batches.TensorData(images, labels, MEAN[args.dataset], STD[args.dataset], channels_last)
 
     train, test = on_device(train_set), on_device(test_set)
-    cache: dict[tuple[int, int], tuple[C.TensorData, C.CropFlip]] = {}
+    cache: dict[tuple[int, int], tuple[_batches.TensorData, _batches.CropFlip]] = {}
 
-    def subset(positions: torch.Tensor, seed: int) -> tuple[C.TensorData, C.CropFlip]:
+    def subset(positions: torch.Tensor, seed: int) -> tuple[_batches.TensorData, _batches.CropFlip]:
         key = (id(positions), seed)
         if key not in cache:
             sub = train.subset(positions)
-            cache[key] = (sub, C.CropFlip(len(sub), padding=4, flip=True, seed=seed))
+            cache[key] = (sub, _batches.CropFlip(len(sub), padding=4, flip=True, seed=seed))
         return cache[key]
 
     def train_batches(positions: torch.Tensor, batch_size: int, seed: int, epoch: int, augment: bool) -> Any:
@@ -118,14 +122,14 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
 
     def feature_data(key: Any) -> tuple[torch.Tensor, torch.Tensor]:
         src = test if isinstance(key, str) else train.subset(key)
-        shard = C.eval_shard(len(src), d).to(d.device)
+        shard = _batches.eval_shard(len(src), d).to(d.device)
         return src.normalize(src.images[shard]), src.labels[shard]
 
     def eval_batches(split: str) -> Any:
         return test.eval_batches(d)
 
     name = f"{'CIFAR-100' if args.dataset == 'cifar100' else 'CIFAR-10'}-LT IF={args.imbalance_factor:g}"
-    return C.Task(
+    return _pipeline.Task(
         name=name,
         num_classes=len(train_set.classes),
         train_labels=torch.tensor(train_set.targets, dtype=torch.int64),
@@ -147,7 +151,7 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return C.run_main(args, make_task, f"cifar_lt_if{args.imbalance_factor:g}_{{row}}_seed{{seed}}")
+    return _pipeline.run_main(args, make_task, f"cifar_lt_if{args.imbalance_factor:g}_{{row}}_seed{{seed}}")
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # longtail_losses from a clone, if not installed
 
-import _common as C
+import _batches
+import _cli
+import _distributed
+import _pipeline
 import torch
 from torch.utils.data import DataLoader, Subset
 
@@ -47,7 +51,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="reproduce_imagenet_lt.py", description=C.plain(__doc__), formatter_class=C.HelpFormatter
+        prog="reproduce_imagenet_lt.py", description=_cli.plain(__doc__), formatter_class=_cli.HelpFormatter
     )
     g = parser.add_argument_group("data")
     g.add_argument("--data", type=Path, default=Path("data/imagenet"), help="folder the split files' paths start in")
@@ -66,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--workers", type=int, default=8, help="DataLoader worker processes per GPU")
     g.add_argument("--eval-batch-size", type=int, default=256, help="batch size of evaluation / feature extraction")
-    C.add_common_args(parser, epochs=500, output="runs/imagenet_lt_<row>_seed<seed>")
+    _cli.add_common_args(parser, epochs=500, output="runs/imagenet_lt_<row>_seed<seed>")
     return parser
 
 
@@ -84,7 +88,7 @@ def check_split_files(args: argparse.Namespace, files: dict[str, Path]) -> None:
     for split, path in files.items():
         if not path.is_file():
             flag = f"--{split}-split" if getattr(args, f"{split}_split") is not None else "--splits"
-            raise C.InputError(
+            raise _cli.InputError(
                 f"Expected the ImageNet-LT {split} list at {path} (from {flag}), but there is no such file. "
                 "Point --splits at the folder holding ImageNet_LT_{train,val,test}.txt (the OLTR project's split "
                 f"files), or pass --{split}-split FILE" + (" or --no-val." if split == "val" else ".")
@@ -129,12 +133,12 @@ def check_images(args: argparse.Namespace, datasets: dict[str, Any]) -> None:
             else " Point --data at the folder that holds train/ and val/ (the ILSVRC-2012 images; the paths in the "
             "split files are relative to it), with val/ sorted into one folder per class (val/<wnid>/...)."
         )
-        raise C.InputError(
+        raise _cli.InputError(
             f"Expected every image of the split files under --data {args.data}, but " + "; ".join(problems) + "." + hint
         )
 
 
-def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
+def make_task(args: argparse.Namespace, d: _distributed.Dist) -> _pipeline.Task:
     from torchvision.models import resnext50_32x4d
 
     splits = args.splits if args.splits is not None else args.data
@@ -144,7 +148,7 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
     use_val = not args.no_val and (args.val_split is not None or val_file.exists())
     check_split_files(args, {"train": train_file, "test": test_file} | ({"val": val_file} if use_val else {}))
     if not Path(args.data).expanduser().is_dir():
-        raise C.InputError(
+        raise _cli.InputError(
             f"Expected --data {args.data} to be the folder of the ILSVRC-2012 images (train/, val/), but it is not a "
             "folder"
         )
@@ -164,7 +168,7 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
         )  # fmt: skip
 
     def train_batches(positions: torch.Tensor, batch_size: int, seed: int, epoch: int, augment: bool) -> Any:
-        shards = C.epoch_batches(positions.numel(), batch_size, seed=seed, epoch=epoch, d=d)
+        shards = _batches.epoch_batches(positions.numel(), batch_size, seed=seed, epoch=epoch, d=d)
         batch_sampler = [s.tolist() for s, _ in shards]
         # Worker seeds (and so the augmentations) are a function of (seed, epoch, rank): resumable.
         torch.manual_seed(seed * 100_003 + epoch * 101 + d.rank)
@@ -177,10 +181,10 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
     def feature_data(key: Any) -> DataLoader:
         if isinstance(key, str):
             ds: Any = evals[key]
-            positions = C.eval_shard(len(ds), d)
+            positions = _batches.eval_shard(len(ds), d)
         else:
             ds = train_plain
-            positions = key[C.eval_shard(key.numel(), d)]
+            positions = key[_batches.eval_shard(key.numel(), d)]
         return loader(Subset(ds, positions.tolist()), batch_size=args.eval_batch_size, shuffle=False)
 
     def eval_batches(split: str) -> Any:
@@ -189,7 +193,7 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
     def build_model() -> torch.nn.Module:
         return resnext50_32x4d(weights=None, num_classes=num_classes)
 
-    return C.Task(
+    return _pipeline.Task(
         name="ImageNet-LT",
         num_classes=num_classes,
         train_labels=torch.tensor(train_aug.targets, dtype=torch.int64),
@@ -211,7 +215,7 @@ def make_task(args: argparse.Namespace, d: C.Dist) -> C.Task:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    return C.run_main(build_parser().parse_args(argv), make_task, "imagenet_lt_{row}_seed{seed}")
+    return _pipeline.run_main(build_parser().parse_args(argv), make_task, "imagenet_lt_{row}_seed{seed}")
 
 
 if __name__ == "__main__":

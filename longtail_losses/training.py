@@ -114,6 +114,7 @@ def train_one_epoch(
     grad_scaler: Any = None,
     channels_last: bool = False,
     progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None,
+    world_size: int = 1,
 ) -> float:
     r"""Train ``model`` for one pass over ``loader``: a generic loop body for either stage.
 
@@ -125,11 +126,17 @@ def train_one_epoch(
     paper's cosine decay to 0.
 
     Works unchanged for a :class:`~torch.nn.parallel.DistributedDataParallel` model; the returned loss is
-    then this process's own.
+    then this process's own. DDP averages gradients over the ``world_size`` processes, which gives the gradient
+    of the mean loss over the global batch only if every process holds the same number of samples. For shards of
+    unequal size (an uneven last batch), let ``loader`` yield ``(inputs, targets, global_batch_size)``: the loss
+    that is back-propagated is then ``loss * local * world_size / global_batch_size`` (``local`` being
+    ``len(targets)``), so that the averaged gradient is exactly that of the mean over the global batch (and of a
+    penalty inside ``criterion``, such as BWLM's, counted once). The returned loss stays unscaled.
 
     Args:
         model: The network (any ``nn.Module``; logits of shape :math:`(B, C)`).
-        loader: Yields ``(inputs, targets)`` batches, e.g. a :class:`~torch.utils.data.DataLoader`.
+        loader: Yields ``(inputs, targets)`` batches, e.g. a :class:`~torch.utils.data.DataLoader`, or
+            ``(inputs, targets, global_batch_size)`` with this process's shard of a global batch (see above).
         criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`; it gets
             ``float32`` logits under autocast. A BWLM whose classifier weight the optimizer also decays gets a
             warning (:func:`warn_double_decay`).
@@ -139,10 +146,17 @@ def train_one_epoch(
         autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``.
         grad_scaler: A ``torch.amp.GradScaler`` (needed with ``float16``), or ``None``.
         channels_last: Send 4-D inputs in ``channels_last`` memory format (use with a channels-last model).
-        progress: Wraps ``loader``, e.g. ``functools.partial(tqdm.tqdm, desc="stage 1")``.
+        progress: Wraps ``loader``, e.g. ``functools.partial(tqdm.tqdm, desc="stage 1")``. If what it returns has
+            a ``set_postfix_str`` method (a tqdm bar), the running mean loss is shown there every 10 batches
+            (each time a device sync).
+        world_size: The number of processes that share each global batch (``1``: none); used only for batches
+            that carry their ``global_batch_size``.
 
     Returns:
         The mean training loss of the epoch (batch losses weighted by batch size).
+
+    Raises:
+        ValueError: If ``world_size < 1``, or a batch's ``global_batch_size`` is smaller than its targets.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -151,31 +165,60 @@ def train_one_epoch(
         >>> opt = torch.optim.SGD(net.parameters(), lr=0.1)
         >>> round(train_one_epoch(net, data, nn.functional.cross_entropy, opt), 4)
         0.6894
+
+        A shard of 3 samples of a global batch of 4 on 2 processes back-propagates ``loss * 3 * 2 / 4``:
+
+        >>> shard = [(torch.randn(3, 2), torch.tensor([0, 1, 0]), 4)]
+        >>> loss = train_one_epoch(net, shard, nn.functional.cross_entropy, opt, world_size=2)
     """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"Expected `world_size` to be an integer >= 1, but got {world_size!r}")
     warn_double_decay(criterion, optimizer)
     device = _model_device(model, device)
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
-    for inputs, targets in progress(loader) if progress is not None else loader:
+    batches = progress(loader) if progress is not None else loader
+    postfix = getattr(batches, "set_postfix_str", None)
+    for step, batch in enumerate(batches):
+        inputs, targets = batch[0], batch[1]
         inputs = _prepare(inputs, device, channels_last)
         targets = targets.to(device, non_blocking=True)
         with _autocast(device, autocast_dtype):
             logits = model(inputs)
         loss = criterion(_upcast(logits), targets)
+        factor = _shard_factor(batch, int(targets.shape[0]), world_size)
+        scaled = loss * factor if factor != 1.0 else loss
         optimizer.zero_grad(set_to_none=True)
         if grad_scaler is not None:
-            grad_scaler.scale(loss).backward()
+            grad_scaler.scale(scaled).backward()
             grad_scaler.step(optimizer)
             grad_scaler.update()
         else:
-            loss.backward()
+            scaled.backward()
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
         total += loss.detach().double() * targets.shape[0]
         seen += int(targets.shape[0])
+        if postfix is not None and step % 10 == 0:
+            postfix(f"loss {float(total) / max(seen, 1):.4f}", refresh=False)
     return float(total) / max(seen, 1)
+
+
+def _shard_factor(batch: Any, local: int, world_size: int) -> float:
+    # local * world_size / global for a batch that carries its global size, else 1.
+    if len(batch) < 3:
+        return 1.0
+    global_size = batch[2]
+    if isinstance(global_size, Tensor):
+        global_size = int(global_size)
+    if isinstance(global_size, bool) or not isinstance(global_size, int) or global_size < max(local, 1):
+        raise ValueError(
+            f"Expected the `global_batch_size` of a batch (its third item) to be an integer >= its {local} targets, "
+            f"but got {global_size!r}"
+        )
+    return local * world_size / global_size
 
 
 @torch.no_grad()

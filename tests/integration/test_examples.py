@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib
 import json
 import os
@@ -12,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from tests._fabricate import make_fake_cifar100, make_fake_imagenet_lt
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 
 pytest.importorskip("matplotlib")
@@ -285,7 +287,7 @@ def test_help_runs_as_a_script() -> None:
 
 
 def test_crop_flip_matches_per_sample_reference() -> None:
-    common = _import("_common")
+    common = _import("_batches")
     torch.manual_seed(0)
     images = torch.randint(0, 256, (6, 3, 5, 7), dtype=torch.uint8)
     positions = torch.tensor([4, 0, 9, 2, 7, 1])
@@ -308,39 +310,79 @@ def test_crop_flip_matches_per_sample_reference() -> None:
 
 
 def test_epoch_batches_shard_the_library_batches() -> None:
-    common = _import("_common")
+    batches, dist = _import("_batches"), _import("_distributed")
     from longtail_losses.data import SeededBatchSampler
 
     sampler = SeededBatchSampler(23, 6, seed=4)
     sampler.set_epoch(2)
     expected = list(sampler)
-    one = common.epoch_batches(23, 6, seed=4, epoch=2, d=common.Dist())
+    one = batches.epoch_batches(23, 6, seed=4, epoch=2, d=dist.Dist())
     assert [b.tolist() for b, _ in one] == expected
-    shards = [common.epoch_batches(23, 6, seed=4, epoch=2, d=common.Dist(rank=r, world_size=3)) for r in range(3)]
+    shards = [batches.epoch_batches(23, 6, seed=4, epoch=2, d=dist.Dist(rank=r, world_size=3)) for r in range(3)]
     for step, batch in enumerate(expected):
         assert [i for s in shards for i in s[step][0].tolist()] == batch
         assert all(s[step][1] == len(batch) for s in shards)
 
 
-@pytest.mark.parametrize("loss", ["ce", "cb", "bs"])
-def test_w_rows_use_the_bwlm_penalty(loss: str) -> None:
-    import longtail_losses as ltl
-    from longtail_losses import functional as LF
+@pytest.mark.parametrize(
+    ("argv", "row", "loss", "weight_decay"),
+    [
+        (["--row", "CEW"], "CEW", "ce", 5e-3),
+        (["--row", "BS"], "BS", "bs", 0.0),
+        (["--row", "naive"], "naive", "ce", 0.0),
+        ([], "BWLM", "bwlm", 5e-3),  # the default: --loss bwlm with the paper's lambda
+        (["--loss", "bwlm", "--weight-decay", "0"], "BFS", "bwlm", 0.0),
+        (["--loss", "bfs", "--weight-decay", "1e-3"], "BWLM", "bfs", 1e-3),
+        (["--loss", "cb", "--weight-decay", "1e-3"], "CBW", "cb", 1e-3),
+    ],
+)
+def test_flags_resolve_to_a_paper_row(argv: list[str], row: str, loss: str, weight_decay: float) -> None:
+    from longtail_losses import paper
 
-    common = _import("_common")
+    script, cli = _import("reproduce_cifar_lt"), _import("_cli")
+    args = script.build_parser().parse_args(argv)
+    cli.resolve_row(args)
+    assert (args.row, args.loss, args.weight_decay) == (row, loss, weight_decay)
+    assert paper.row(args.row).penalty == (weight_decay > 0)
+    assert args.naive == (not paper.row(args.row).two_stage)
+
+
+def test_row_flag_takes_every_paper_row() -> None:
+    from longtail_losses import paper
+
+    parser = _import("reproduce_cifar_lt").build_parser()
+    (action,) = [a for a in parser._actions if a.dest == "row"]
+    assert list(action.choices) == ["naive", "CE", "CB", "BS", "BFS", "CEW", "CBW", "BSW", "BWLM"]
+    assert [paper.row(c).name for c in action.choices] == list(paper.ROWS)
+
+
+def test_train_epoch_on_one_process_is_the_library_loop() -> None:
+    from longtail_losses.training import train_one_epoch
+
+    loops, dist = _import("_loops"), _import("_distributed")
     torch.manual_seed(0)
-    fc = torch.nn.Linear(4, 3)
-    counts = torch.tensor([20, 5, 2])
-    x, y = torch.randn(7, 4), torch.randint(0, 3, (7,))
-    with_w = common.make_stage2_criterion(loss, counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
-    without = common.make_stage2_criterion(loss, counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=0.0)
-    expected = without(fc(x), y) + LF.classifier_norm_penalty(fc.weight, weight_decay=5e-3)
-    torch.testing.assert_close(with_w(fc(x), y), expected)
-    # BWLM is BFS plus exactly the same penalty.
-    bwlm = common.make_stage2_criterion("bwlm", counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
-    bfs_w = common.make_stage2_criterion("bfs", counts, fc, alpha=0.1, beta=0.99, gamma=1.0, weight_decay=5e-3)
-    assert isinstance(bwlm, ltl.BWLM)
-    torch.testing.assert_close(bwlm(fc(x), y), bfs_w(fc(x), y))
+    model = torch.nn.Linear(3, 4)
+    data = [(torch.randn(5, 3), torch.randint(0, 4, (5,))) for _ in range(3)]
+    a, b = copy.deepcopy(model), copy.deepcopy(model)
+    got = loops.train_epoch(
+        a, [(x, y, 5) for x, y in data], F.cross_entropy, torch.optim.SGD(a.parameters(), lr=0.1), None, dist.Dist()
+    )
+    expected = train_one_epoch(b, data, F.cross_entropy, torch.optim.SGD(b.parameters(), lr=0.1))
+    assert got == expected
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def test_predict_gives_argmax_and_handles_an_empty_shard() -> None:
+    loops, dist = _import("_loops"), _import("_distributed")
+    model = torch.nn.Linear(3, 4)
+    x, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 0, 1])
+    preds, targets = loops.predict(model, [(x[:4], y[:4]), (x[4:], y[4:])], dist.Dist())
+    with torch.no_grad():
+        assert preds.tolist() == model(x).argmax(1).tolist()
+    assert targets.tolist() == y.tolist()
+    preds, targets = loops.predict(model, [], dist.Dist())  # a rank whose shard of a tiny eval set is empty
+    assert preds.shape == targets.shape == (0,)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -360,37 +402,45 @@ def _nothing_trained(out: Path) -> None:
         assert not (out / name).exists()
 
 
-def test_imagenet_missing_val_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("torchvision")
-    pytest.importorskip("PIL")
-    import shutil
-
-    root = tmp_path / "inet"
-    make_fake_imagenet_lt(root, counts_train=[4, 3, 2], per_class_eval=2, image_size=8)
-    shutil.rmtree(root / "val")  # what once trained every stage-1 epoch, then crashed with a bare FileNotFoundError
-    script = _import("reproduce_imagenet_lt")
-    out = tmp_path / "run"
-    assert script.main(_imagenet_argv(root, out)) == 2
+def _refused(main, argv: list[str], out: Path, capsys: pytest.CaptureFixture[str], *texts: str) -> None:
+    # An input error: exit status 2, each of `texts` in the message, nothing trained.
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "error: Expected every image of the split files under --data" in err
-    assert "test: 6 of 6 missing (first: val/n00000000/ILSVRC2012_val_00000001.JPEG)" in err
-    assert "val/<wnid>/" in err
+    for text in texts:
+        assert text in err
     _nothing_trained(out)
 
 
-def test_imagenet_flat_val_layout_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _small_imagenet(tmp_path: Path) -> Path:
     pytest.importorskip("torchvision")
     pytest.importorskip("PIL")
     root = tmp_path / "inet"
     make_fake_imagenet_lt(root, counts_train=[4, 3, 2], per_class_eval=2, image_size=8)
+    return root
+
+
+def test_imagenet_missing_val_folder_fails_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    root = _small_imagenet(tmp_path)
+    shutil.rmtree(root / "val")  # what once trained every stage-1 epoch, then crashed with a bare FileNotFoundError
+    script = _import("reproduce_imagenet_lt")
+    out = tmp_path / "run"
+    expected = (
+        "error: Expected every image of the split files under --data",
+        "test: 6 of 6 missing (first: val/n00000000/ILSVRC2012_val_00000001.JPEG)",
+        "val/<wnid>/",
+    )
+    _refused(script.main, _imagenet_argv(root, out), out, capsys, *expected)
+
+
+def test_imagenet_flat_val_layout_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _small_imagenet(tmp_path)
     for path in sorted((root / "val").glob("*/*.JPEG")):  # the official archive: val/ILSVRC2012_val_*.JPEG
         path.rename(root / "val" / path.name)
     script = _import("reproduce_imagenet_lt")
-    assert script.main(_imagenet_argv(root, tmp_path / "run")) == 2
-    err = capsys.readouterr().err
-    assert "official flat layout" in err
-    assert "valprep.sh" in err
-    _nothing_trained(tmp_path / "run")
+    out = tmp_path / "run"
+    _refused(script.main, _imagenet_argv(root, out), out, capsys, "official flat layout", "valprep.sh")
 
 
 def test_imagenet_missing_split_file_names_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -398,12 +448,9 @@ def test_imagenet_missing_split_file_names_the_flag(tmp_path: Path, capsys: pyte
     (tmp_path / "empty").mkdir()
     script = _import("reproduce_imagenet_lt")
     argv = _imagenet_argv(tmp_path / "empty", tmp_path / "run", "--splits", str(tmp_path / "empty"))
-    assert script.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "ImageNet-LT train list" in err
-    assert "(from --splits)" in err
-    assert "--train-split FILE" in err
-    _nothing_trained(tmp_path / "run")
+    _refused(
+        script.main, argv, tmp_path / "run", capsys, "ImageNet-LT train list", "(from --splits)", "--train-split FILE"
+    )
 
 
 def test_cifar_missing_data_names_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -444,12 +491,8 @@ def test_stage1_weights_of_another_run_are_refused(
     capsys.readouterr()
     # Another imbalance factor: other class counts, other table rows.
     other_if = [*_cifar_args(cifar_root, tmp_path / "if3", "--stage1-weights", weights), "--imbalance-factor", "3"]
-    assert script.main(other_if) == 2
-    err = capsys.readouterr().err
-    assert "Expected --stage1-weights" in err
-    assert "imbalance_factor: 6.0 there, 3.0 here" in err
-    assert "class_counts" in err
-    _nothing_trained(tmp_path / "if3")
+    expected = ("Expected --stage1-weights", "imbalance_factor: 6.0 there, 3.0 here", "class_counts")
+    _refused(script.main, other_if, tmp_path / "if3", capsys, *expected)
     # Another seed.
     assert script.main(_cifar_args(cifar_root, tmp_path / "seed1", "--stage1-weights", weights, "--seed", "1")) == 2
     assert "seed: 0 there, 1 here" in capsys.readouterr().err
@@ -461,12 +504,12 @@ def test_crash_after_a_checkpoint_says_resume(
     cifar_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     script = _import("reproduce_cifar_lt")
-    common = _import("_common")
+    plots = _import("_plots")
 
     def crash(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(common, "plot_outputs", crash)
+    monkeypatch.setattr(plots, "plot_outputs", crash)
     out = tmp_path / "run"
     with pytest.raises(RuntimeError, match="disk full"):
         script.main(_cifar_args(cifar_root, out, "--row", "naive", "--epochs", "1"))
@@ -479,7 +522,7 @@ def test_crash_after_a_checkpoint_says_resume(
 def test_download_rank0_first_then_barrier(cifar_root: Path, monkeypatch: pytest.MonkeyPatch, rank: int) -> None:
     # Under torchrun, --download once let the other ranks read before rank 0 had finished: no barrier.
     script = _import("reproduce_cifar_lt")
-    common = _import("_common")
+    common = _import("_distributed")
     events: list[str] = []
     real = script.ltd.cifar100_lt
 
@@ -505,7 +548,7 @@ def test_cleanup_frees_ddp_wrappers_before_destroying_the_group(
 
     import torch.distributed as dist
 
-    common = _import("_common")
+    common = _import("_distributed")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     seen = []
     destroy = dist.destroy_process_group
