@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
+from longtail_losses.losses.bwlm import BWLM
+
 __all__ = ["predict", "train_one_epoch", "warn_double_decay"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -83,9 +85,7 @@ def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
         ...     warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.01, weight_decay=5e-4))
         True
     """
-    import longtail_losses  # here, not at the top: the package imports this module
-
-    if not isinstance(criterion, longtail_losses.BWLM) or not criterion.weight_decay:
+    if not isinstance(criterion, BWLM) or not criterion.weight_decay:
         return False
     weight = criterion.classifier_weight
     for i, group in enumerate(optimizer.param_groups):
