@@ -179,13 +179,40 @@ def markdown_to_rst(
     return out
 
 
-class MarkdownInclude(SphinxDirective):
-    """Include a Markdown file, translated to reStructuredText (see the module docstring)."""
+class _GeneratedRst(SphinxDirective):
+    """A directive that renders reStructuredText it generates."""
+
+    def _path(self) -> Path:
+        rel, path = self.env.relfn2path(self.arguments[0])
+        self.env.note_dependency(rel)
+        return Path(path)
+
+    def _missing(self) -> list[str]:
+        return str(self.options.get("missing", f"``{self.arguments[0]}`` has not been generated yet.")).splitlines()
+
+    def _render(self, rst: list[str], source: str, *, titles: bool = False) -> list[nodes.Node]:
+        container = nodes.section() if titles else nodes.container()
+        content = StringList(rst, source=source)
+        if titles:
+            nested_parse_with_titles(self.state, content, container)
+        else:
+            self.state.nested_parse(content, self.content_offset, container)
+        return list(container.children)
+
+
+class _FileDirective(_GeneratedRst):
+    """A directive over the file given as its one argument; ``:missing:`` is shown if the file does not exist."""
 
     required_arguments = 1
     final_argument_whitespace = True
+    option_spec: ClassVar[dict[str, Any]] = {"missing": directives.unchanged}
+
+
+class MarkdownInclude(_FileDirective):
+    """Include a Markdown file, translated to reStructuredText (see the module docstring)."""
+
     option_spec: ClassVar[dict[str, Any]] = {
-        "missing": directives.unchanged,
+        **_FileDirective.option_spec,
         "titles": directives.flag,
         "skip-first-heading": directives.flag,
         "skip-images": directives.flag,
@@ -193,35 +220,23 @@ class MarkdownInclude(SphinxDirective):
     }
 
     def run(self) -> list[nodes.Node]:
-        rel, path = self.env.relfn2path(self.arguments[0])
-        self.env.note_dependency(rel)
-        source = Path(path)
-        if source.is_file():
-            text = source.read_text(encoding="utf-8")
-            import os
+        source = self._path()
+        if not source.is_file():
+            return self._render(self._missing(), self.get_source_info()[0], titles="titles" in self.options)
+        import os
 
-            doc_dir = Path(self.env.doc2path(self.env.docname)).parent
-            rst = markdown_to_rst(
-                text,
-                titles="titles" in self.options,
-                skip_first_heading="skip-first-heading" in self.options,
-                skip_images="skip-images" in self.options,
-                split_labels=tuple(
-                    line.strip() for line in self.options.get("split-cells", "").splitlines() if line.strip()
-                ),
-                image_base=Path(os.path.relpath(source.parent, doc_dir)).as_posix(),
-            )
-            origin = str(source)
-        else:
-            rst = self.options.get("missing", f"``{self.arguments[0]}`` has not been generated yet.").splitlines()
-            origin = self.get_source_info()[0]
-        container = nodes.section() if "titles" in self.options else nodes.container()
-        content = StringList(rst, source=origin)
-        if "titles" in self.options:
-            nested_parse_with_titles(self.state, content, container)
-        else:
-            self.state.nested_parse(content, self.content_offset, container)
-        return list(container.children)
+        doc_dir = Path(self.env.doc2path(self.env.docname)).parent
+        rst = markdown_to_rst(
+            source.read_text(encoding="utf-8"),
+            titles="titles" in self.options,
+            skip_first_heading="skip-first-heading" in self.options,
+            skip_images="skip-images" in self.options,
+            split_labels=tuple(
+                line.strip() for line in self.options.get("split-cells", "").splitlines() if line.strip()
+            ),
+            image_base=Path(os.path.relpath(source.parent, doc_dir)).as_posix(),
+        )
+        return self._render(rst, str(source), titles="titles" in self.options)
 
 
 def _fix_rtype_position(app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
@@ -242,7 +257,7 @@ def _fix_rtype_position(app: Sphinx, what: str, name: str, obj: Any, options: An
             return
 
 
-class JsonTable(SphinxDirective):
+class JsonTable(_FileDirective):
     """Show selected values of a JSON results file as a two-column table.
 
     ``.. json-table:: ../benchmarks/results/stage2_cache.json`` with ``:keys:`` (dotted paths, one per line) and
@@ -250,40 +265,33 @@ class JsonTable(SphinxDirective):
     with 3 significant digits.
     """
 
-    required_arguments = 1
-    final_argument_whitespace = True
     option_spec: ClassVar[dict[str, Any]] = {
+        **_FileDirective.option_spec,
         "keys": directives.unchanged_required,
         "labels": directives.unchanged,
-        "missing": directives.unchanged,
     }
 
     def run(self) -> list[nodes.Node]:
         import json
 
-        rel, path = self.env.relfn2path(self.arguments[0])
-        self.env.note_dependency(rel)
+        path = self._path()
         keys = [k.strip() for k in self.options["keys"].splitlines() if k.strip()]
         labels = [k.strip() for k in self.options.get("labels", "").splitlines() if k.strip()] or keys
         if len(labels) != len(keys):
             raise self.error(f"json-table: {len(keys)} keys but {len(labels)} labels")
-        if not Path(path).is_file():
-            text = self.options.get("missing", f"``{self.arguments[0]}`` has not been generated yet.")
-            rst = text.splitlines()
-        else:
-            values = json.loads(Path(path).read_text(encoding="utf-8"))
-            rst = [".. list-table::", "   :header-rows: 1", "", "   * - Quantity", "     - Value"]
-            for key, label in zip(keys, labels):
-                value: Any = values
-                for part in key.split("."):
-                    if not isinstance(value, dict) or part not in value:
-                        raise self.error(f"json-table: {self.arguments[0]} has no key {key!r}")
-                    value = value[part]
-                shown = f"{value:.3g}" if isinstance(value, float) else str(value)
-                rst += [f"   * - {label}", f"     - {shown}"]
-        container = nodes.container()
-        self.state.nested_parse(StringList(rst, source=path), self.content_offset, container)
-        return list(container.children)
+        if not path.is_file():
+            return self._render(self._missing(), str(path))
+        values = json.loads(path.read_text(encoding="utf-8"))
+        rst = [".. list-table::", "   :header-rows: 1", "", "   * - Quantity", "     - Value"]
+        for key, label in zip(keys, labels):
+            value: Any = values
+            for part in key.split("."):
+                if not isinstance(value, dict) or part not in value:
+                    raise self.error(f"json-table: {self.arguments[0]} has no key {key!r}")
+                value = value[part]
+            shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+            rst += [f"   * - {label}", f"     - {shown}"]
+        return self._render(rst, str(path))
 
 
 #: The ``NUMBER`` doctest option of pytest (``pyproject.toml`` enables it for ``--doctest-modules``): a float in
@@ -391,7 +399,7 @@ def _check_math_backslashes(app: Sphinx, doctree: nodes.document) -> None:
             )
 
 
-class PaperRows(SphinxDirective):
+class PaperRows(_GeneratedRst):
     """``.. paper-rows::`` renders :data:`longtail_losses.paper.ROWS` as a table: one definition of the rows."""
 
     _LOSS: ClassVar[dict[str, str]] = {
@@ -413,9 +421,7 @@ class PaperRows(SphinxDirective):
             rst += [f"   * - ``{r.short}``", f"     - {r.name}", f"     - {'two' if r.two_stage else 'one'}"]
             rst += [f"     - {self._LOSS[r.loss]}", f"     - {'yes' if r.penalty else 'no'}"]
             rst += [f"     - {self._COUNTS[r.counts]}"]
-        container = nodes.container()
-        self.state.nested_parse(StringList(rst, source="longtail_losses.paper.ROWS"), self.content_offset, container)
-        return list(container.children)
+        return self._render(rst, "longtail_losses.paper.ROWS")
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
