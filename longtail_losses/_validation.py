@@ -29,12 +29,14 @@ __all__ = [
     "check_ignore_index",
     "check_int",
     "check_label_smoothing",
+    "check_linear_inputs",
     "check_logits_target",
     "check_lr",
     "check_max_norm",
     "check_probabilities",
     "check_reduction",
     "check_target_values",
+    "check_tensor",
     "check_weight_decay",
     "check_weight_matrix",
 ]
@@ -66,12 +68,18 @@ def check_finite(name: str, value: object, *, low: float = -math.inf, strict: bo
     return result
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``."""
+def check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> Any:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``; with ``optional``, or None."""
+    if optional and value is None:
+        return None
+    rule = "None or an int" if optional else "an int"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Expected `{name}` to be an int, but got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"Expected `{name}` to be {rule}, but got {value!r} of type {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}")
+        # The value is an int by now: the rule says only what it broke.
+        raise ValueError(
+            f"Expected `{name}` to be {'None or an int ' if optional else ''}>= {minimum}, but got {value}"
+        )
     return int(value)
 
 
@@ -327,3 +335,48 @@ def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
     if not weight.dtype.is_floating_point:
         raise TypeError(f"Expected `{name}` weight to be floating point, but got dtype {weight.dtype}")
     return weight
+
+
+def check_tensor(name: str, value: object, *, optional: bool = False) -> None:
+    """Check that ``value`` is a tensor (or, with ``optional``, None)."""
+    if not isinstance(value, Tensor) and not (optional and value is None):
+        rule = "None or a torch.Tensor" if optional else "a torch.Tensor"
+        raise TypeError(f"Expected `{name}` to be {rule}, but got {type(value).__name__}")
+
+
+def check_linear_inputs(features: Any, weight: Any, bias: Any, target: Any) -> None:
+    """Types, dtypes, shapes and devices of ``features`` (N, D), ``weight`` (C, D), ``bias`` (C) and ``target`` (N)."""
+    for name, value in (("features", features), ("weight", weight), ("target", target)):
+        check_tensor(name, value)
+    check_tensor("bias", bias, optional=True)
+    if not features.dtype.is_floating_point:
+        raise TypeError(f"Expected `features` to be a floating-point tensor, but got dtype {features.dtype}")
+    if features.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (N, D), but got shape {tuple(features.shape)}")
+    if weight.ndim != 2 or weight.shape[1] != features.shape[1]:
+        raise ValueError(
+            f"Expected `weight` to have shape (C, D) with D = {features.shape[1]} to match `features` "
+            f"{tuple(features.shape)}, but got shape {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(
+            f"Expected `bias` to have shape (C,) = ({weight.shape[0]},) to match `weight`, "
+            f"but got shape {tuple(bias.shape)}"
+        )
+    for name, value in (("weight", weight), ("bias", bias)):
+        if isinstance(value, Tensor) and (value.dtype != features.dtype or value.device != features.device):
+            raise TypeError(
+                f"Expected `{name}` to have the dtype and device of `features` ({features.dtype}, {features.device}), "
+                f"but got ({value.dtype}, {value.device})"
+            )
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `target` to hold integer class indices (e.g. torch.int64), but got dtype {target.dtype}"
+        )
+    if target.shape != (features.shape[0],):
+        raise ValueError(
+            f"Expected `target` to have shape (N,) = ({features.shape[0]},) to match `features` "
+            f"{tuple(features.shape)}, but got {tuple(target.shape)}"
+        )
+    if target.device != features.device:
+        raise ValueError(f"Expected `target` on the device of `features` ({features.device}), but got {target.device}")

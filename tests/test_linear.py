@@ -219,7 +219,7 @@ class TestLinearBalancedSoftmax:
         assert torch.equal(indices, want.indices)
 
     def test_exceptions(self) -> None:
-        with pytest.raises(ValueError, match="Expected `in_features` to be an int >= 1, but got 0"):
+        with pytest.raises(ValueError, match="Expected `in_features` to be >= 1, but got 0"):
             ltl.LinearBalancedSoftmax([1, 2], in_features=0)
         with pytest.raises(ValueError, match="Expected `chunk_size` to be None or an int >= 1, but got 0"):
             ltl.LinearBalancedSoftmax([1, 2], in_features=2, chunk_size=0)
