@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -309,10 +309,11 @@ def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> 
         )
 
 
-def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
+def check_weight_matrix(weight: object, name: str = "classifier", num_classes: Optional[int] = None) -> Tensor:
     """Return the weight of a classifier module, or the tensor itself: one row per class on dimension 0.
 
-    A linear layer's ``(C, D)`` weight and a 1x1 convolution's ``(C, D, 1, 1)`` weight both qualify.
+    A linear layer's ``(C, D)`` weight and a 1x1 convolution's ``(C, D, 1, 1)`` weight both qualify. With
+    ``num_classes``, it must have that many rows.
     """
     if isinstance(weight, torch.nn.Module):
         w = getattr(weight, "weight", None)
@@ -334,6 +335,10 @@ def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
         )
     if not weight.dtype.is_floating_point:
         raise TypeError(f"Expected `{name}` weight to be floating point, but got dtype {weight.dtype}")
+    if num_classes is not None and weight.shape[0] != num_classes:
+        raise ValueError(
+            f"Expected `{name}` weight to have one row per class ({num_classes}), but got shape {tuple(weight.shape)}"
+        )
     return weight
 
 

@@ -15,6 +15,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
+from longtail_losses._compat import renamed_argument
 from longtail_losses._validation import check_weight_matrix
 
 __all__ = [
@@ -258,17 +259,19 @@ def shot_accuracy(
     return out
 
 
-def classifier_weight_norms(classifier_or_weight: Union[nn.Module, Tensor]) -> Tensor:
+@renamed_argument("classifier_or_weight", "classifier")
+def classifier_weight_norms(classifier: Union[nn.Module, Tensor]) -> Tensor:
     """L2 norm of every class's row of a linear classifier's weight (the paper's Fig. 5a).
 
     Under long-tailed training the head classes' rows grow longer than the tail classes'; balanced weight
     decay (:class:`~longtail_losses.ClassNormDecay`) evens them out.
 
     Args:
-        classifier_or_weight: A module with a 2-D ``.weight`` (e.g. :class:`torch.nn.Linear`) or the weight.
+        classifier: The classifier module (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`)
+            or its weight itself, one row per class.
 
     Shape:
-        classifier_or_weight: weight :math:`(C, D)`.
+        classifier: weight :math:`(C, D)`.
         output: :math:`(C)`, detached, on the weight's device and of its dtype.
 
     Raises:
@@ -279,7 +282,7 @@ def classifier_weight_norms(classifier_or_weight: Union[nn.Module, Tensor]) -> T
         >>> classifier_weight_norms(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
         tensor([5., 1.])
     """
-    weight = check_weight_matrix(classifier_or_weight, name="classifier_or_weight")
+    weight = check_weight_matrix(classifier)
     return torch.linalg.vector_norm(weight.detach(), dim=1)
 
 

@@ -132,7 +132,7 @@ class TestBWLMFollowsTheLiveClassifier:
     def test_replace_classifier_then_rebind(self, by_tensor: bool) -> None:
         model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
         criterion = ltl.BWLM(COUNTS, classifier=model[1].weight if by_tensor else model[1])
-        new = twostage.replace_classifier(model, 5, attr="1")
+        new = twostage.replace_classifier(model, 5, classifier_attr="1")
         x, y = torch.randn(2, 4), torch.tensor([0, 1])
         with pytest.raises(RuntimeError, match=r"was replaced by Linear in twostage.replace_classifier.*rebind"):
             criterion(model(x), y)

@@ -7,6 +7,7 @@ from typing import Any, Callable, Union
 
 from torch import Tensor, nn
 
+from longtail_losses._compat import renamed_argument
 from longtail_losses._validation import (
     CountsLike,
     check_alpha,
@@ -81,11 +82,12 @@ def bfs_loss(
     return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, **options)
 
 
+@renamed_argument("weight", "classifier")
 def bwlm_loss(
     logits: Tensor,
     target: Tensor,
     class_counts: CountsLike,
-    weight: ClassifierLike,
+    classifier: ClassifierLike,
     *,
     alpha: float = 0.1,
     beta: float = 0.9999,
@@ -110,11 +112,11 @@ def bwlm_loss(
     result summed always equals ``reduction='sum'``.
 
     Args:
-        logits: Unnormalised class scores :math:`z`, produced by ``weight``.
+        logits: Unnormalised class scores :math:`z`, produced by ``classifier``.
         target: Class indices in ``[0, C)`` or ``ignore_index``, or class probabilities.
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
-        weight: The classifier's weight :math:`\theta` (one row per class) or the classifier module itself
-            (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`).
+        classifier: The classifier module (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`)
+            or its weight :math:`\theta` itself, one row per class.
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)`.
         gamma: Focusing parameter :math:`\gamma \ge 0`.
@@ -124,12 +126,12 @@ def bwlm_loss(
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
         target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        weight: :math:`(C, D)`.
+        classifier: weight :math:`(C, D)`.
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
-        ValueError: If the shapes disagree (including ``weight`` rows vs. ``C``), a count or label is invalid,
+        ValueError: If the shapes disagree (including the classifier's rows vs. ``C``), a count or label is invalid,
             or a hyperparameter is out of range.
 
     Example:
@@ -142,7 +144,7 @@ def bwlm_loss(
         0.9564
     """
     hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
-    penalty = _penalty(check_weight_matrix(weight, "weight"), check_weight_decay(weight_decay), logits)
+    penalty = _penalty(check_weight_matrix(classifier), check_weight_decay(weight_decay), logits)
     return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, penalty=penalty, **options)
 
 
@@ -150,11 +152,7 @@ def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[]
     """The penalty of :func:`longtail_losses.losses._engine.mixture_loss`, called once the logits are checked."""
 
     def penalty() -> Tensor:
-        num_classes = logits.shape[0 if logits.ndim == 1 else 1]
-        if weight.shape[0] != num_classes:
-            raise ValueError(
-                f"Expected `weight` to have one row per class ({num_classes}), but got shape {tuple(weight.shape)}"
-            )
+        check_weight_matrix(weight, num_classes=logits.shape[0 if logits.ndim == 1 else 1])
         return classifier_norm_penalty(weight, weight_decay=weight_decay)
 
     return penalty
@@ -274,12 +272,7 @@ class BWLM(BFS):
             TypeError: If ``classifier`` has no floating-point weight.
             ValueError: If its weight does not have one row per class.
         """
-        weight = check_weight_matrix(classifier, "classifier")
-        if weight.shape[0] != self.num_classes:
-            raise ValueError(
-                f"Expected `classifier` weight to have one row per class ({self.num_classes}), "
-                f"but got shape {tuple(weight.shape)}"
-            )
+        check_weight_matrix(classifier, num_classes=self.num_classes)
         # A plain tuple keeps the classifier out of this module's parameters, state_dict and .to().
         self._classifier: tuple[ClassifierLike] = (classifier,)
         return self
@@ -295,7 +288,7 @@ class BWLM(BFS):
                 f"{type(replaced_by).__name__} in twostage.replace_classifier; call `criterion.rebind(new_layer)` "
                 "or build a new BWLM on the new layer"
             )
-        return check_weight_matrix(classifier, "classifier")
+        return check_weight_matrix(classifier)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BWLM:
         # Copy everything but the classifier, which stays the live one unless the same deepcopy copies it too.
