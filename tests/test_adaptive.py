@@ -271,7 +271,7 @@ class TestSeesawLoss:
             ltl.SeesawLoss(3.0)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"Expected `p` to be a finite number >= 0, but got -1"):
             ltl.SeesawLoss(C, p=-1)
-        with pytest.raises(ValueError, match=r"Expected `q` to be a finite number >= 0, but got nan"):
+        with pytest.raises(ValueError, match=r"Expected `q` to be a real number, but got nan"):
             ltl.SeesawLoss(C, q=math.nan)
         with pytest.raises(TypeError, match=r"Expected `p` to be a real number, but got 'a' of type str"):
             ltl.SeesawLoss(C, p="a")  # type: ignore[arg-type]

@@ -229,7 +229,7 @@ class TestLogitAdjustedLoss:
 
     def test_exceptions(self) -> None:
         logits, target = make_inputs("batched", "index")
-        with pytest.raises(ValueError, match="Expected `tau` to be a finite real number, but got inf"):
+        with pytest.raises(ValueError, match="Expected `tau` to be a finite number, but got inf"):
             LF.logit_adjusted_loss(logits, target, COUNTS, tau=math.inf)
         with pytest.raises(ValueError, match="Expected `tau` to be a real number, but got nan"):
             ltl.LogitAdjustedLoss(COUNTS, tau=math.nan)
@@ -321,7 +321,7 @@ class TestPosthocAdjust:
             ltl.posthoc_adjust(torch.zeros(2, C, dtype=torch.int64), COUNTS)
         with pytest.raises(TypeError, match=r"Expected `logits` to be a torch\.Tensor, but got list"):
             ltl.posthoc_adjust([0.0] * C, COUNTS)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="Expected `tau` to be a finite real number"):
+        with pytest.raises(ValueError, match="Expected `tau` to be a finite number"):
             ltl.posthoc_adjust(torch.zeros(2, C), COUNTS, tau=-math.inf)
 
     def test_gradcheck(self) -> None:
@@ -812,7 +812,7 @@ class TestTauNormalize:
     def test_exceptions(self) -> None:
         with pytest.raises(TypeError, match=r"Expected `classifier` to be an nn\.Module"):
             twostage.tau_normalize(torch.ones(3, 2), 1.0)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="Expected `tau` to be a finite real number, but got inf"):
+        with pytest.raises(ValueError, match="Expected `tau` to be a finite number, but got inf"):
             twostage.tau_normalize(_classifier(), math.inf)
         with pytest.raises(ValueError, match=r"Expected `classifier` weight to have shape \(num_classes, features\)"):
             twostage.tau_normalize(nn.Conv2d(3, 4, 1), 1.0)

@@ -11,7 +11,17 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import longtail_losses as ltl
-from longtail_losses.twostage import BackboneFreeze, data_balanced_review, extract_features, freeze_backbone, get_classifier, head_tail_classes, replace_classifier, train_classifier, train_classifier_epoch
+from longtail_losses.twostage import (
+    BackboneFreeze,
+    data_balanced_review,
+    extract_features,
+    freeze_backbone,
+    get_classifier,
+    head_tail_classes,
+    replace_classifier,
+    train_classifier,
+    train_classifier_epoch,
+)
 from longtail_losses.training import predict, train_one_epoch, warn_double_decay
 from longtail_losses.data import SeededBatchSampler
 
