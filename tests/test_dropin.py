@@ -14,9 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 import longtail_losses as ltl
+from longtail_losses import functional as LF
 from longtail_losses import twostage
 from longtail_losses.losses import _engine
-from longtail_losses import functional as LF
 
 COUNTS = [500, 120, 40, 9, 2]
 FC = nn.Linear(3, len(COUNTS))

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from longtail_losses.losses import _engine, _fused
 from longtail_losses import functional as LF
+from longtail_losses.losses import _engine, _fused
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "balanced_softmax": lambda z, y, n, **kw: LF.balanced_softmax_loss(

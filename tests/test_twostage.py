@@ -11,6 +11,8 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import longtail_losses as ltl
+from longtail_losses.data import SeededBatchSampler
+from longtail_losses.training import predict, train_one_epoch, warn_double_decay
 from longtail_losses.twostage import (
     BackboneFreeze,
     data_balanced_review,
@@ -22,8 +24,6 @@ from longtail_losses.twostage import (
     train_classifier,
     train_classifier_epoch,
 )
-from longtail_losses.training import predict, train_one_epoch, warn_double_decay
-from longtail_losses.data import SeededBatchSampler
 
 
 def cifar100_lt_counts(imbalance_factor: float) -> list[int]:
