@@ -25,6 +25,7 @@ __all__ = [
     "as_real_tensor",
     "check_alpha",
     "check_beta",
+    "check_bfs",
     "check_bool",
     "check_finite",
     "check_gamma",
@@ -179,6 +180,11 @@ def check_gamma(gamma: object) -> float:
 def check_alpha(alpha: object) -> float:
     """Return ``alpha`` if it lies in ``[0, 1]``."""
     return check_number("alpha", alpha, low=0.0, high=1.0, interval=True)
+
+
+def check_bfs(alpha: object, beta: object, gamma: object) -> tuple[float, float, float]:
+    """Return BFS's ``(alpha, beta, gamma)`` if ``alpha`` is in [0, 1], ``beta`` in [0, 1) and ``gamma >= 0``."""
+    return check_alpha(alpha), check_beta(beta), check_gamma(gamma)
 
 
 def check_weight_decay(weight_decay: object) -> float:

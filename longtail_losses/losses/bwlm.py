@@ -10,9 +10,7 @@ from torch import Tensor, nn
 from longtail_losses._compat import renamed_argument
 from longtail_losses._validation import (
     CountsLike,
-    check_alpha,
-    check_beta,
-    check_gamma,
+    check_bfs,
     check_weight_decay,
     check_weight_matrix,
 )
@@ -78,8 +76,8 @@ def bfs_loss(
         >>> bfs_loss(logits, target, [90, 10], alpha=0.1, beta=0.99)
         tensor(0.7064)
     """
-    hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
-    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, **options)
+    alpha, beta, gamma = check_bfs(alpha, beta, gamma)
+    return _engine.mixture_loss(logits, target, class_counts, alpha=alpha, beta=beta, gamma=gamma, tau=1.0, **options)
 
 
 @renamed_argument("weight", "classifier")
@@ -143,9 +141,10 @@ def bwlm_loss(
         >>> round(loss.item(), 4)  # bfs_loss 0.7064 plus 0.1 / 2 * (1 + 4)
         0.9564
     """
-    hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
+    alpha, beta, gamma = check_bfs(alpha, beta, gamma)
     penalty = _penalty(check_weight_matrix(classifier), check_weight_decay(weight_decay), logits)
-    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, penalty=penalty, **options)
+    hyper: dict[str, Any] = {"alpha": alpha, "beta": beta, "gamma": gamma, "tau": 1.0}
+    return _engine.mixture_loss(logits, target, class_counts, **hyper, penalty=penalty, **options)
 
 
 def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
@@ -192,9 +191,7 @@ class BFS(CountsLoss):
         **options: Unpack[LossOptions],
     ) -> None:
         super().__init__(class_counts, **options)
-        self.alpha = check_alpha(alpha)
-        self.beta = check_beta(beta)
-        self.gamma = check_gamma(gamma)
+        self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
     def _hyper(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": 1.0}

@@ -10,10 +10,8 @@ from torch import Tensor
 
 from longtail_losses._validation import (
     CountsLike,
-    check_alpha,
-    check_beta,
+    check_bfs,
     check_bool,
-    check_gamma,
     check_ignore_index,
     check_int,
     check_linear_inputs,
@@ -99,10 +97,8 @@ def linear_loss(
     ``call.validate_args``) checks the counts' values; ``class_start`` is the first class of this rank's slice
     (None: gathered from the ranks).
     """
-    alpha, beta, gamma = hyper
+    alpha, beta, gamma = check_bfs(*hyper)
     weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group = call
-    alpha, gamma = check_alpha(alpha), check_gamma(gamma)
-    beta = check_beta(beta)
     weight_decay = check_weight_decay(weight_decay)
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)

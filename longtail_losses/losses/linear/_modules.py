@@ -13,10 +13,8 @@ from torch import Tensor, nn
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
-    check_alpha,
-    check_beta,
+    check_bfs,
     check_bool,
-    check_gamma,
     check_ignore_index,
     check_int,
     check_reduction,
@@ -264,7 +262,7 @@ class LinearBFS(LinearBalancedSoftmax):
         **kwargs: Any,
     ) -> None:
         super().__init__(class_counts, in_features, **kwargs)  # bias, weight_decay, options: as LinearBalancedSoftmax
-        self.alpha, self.beta, self.gamma = check_alpha(alpha), check_beta(beta), check_gamma(gamma)
+        self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
     def _hyper(self) -> tuple[float, float, float]:
         return (self.alpha, self.beta, self.gamma)
