@@ -8,6 +8,7 @@ from typing import Any, Callable, Union
 from torch import Tensor, nn
 
 from longtail_losses._compat import renamed_argument
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
     check_bfs,
@@ -24,6 +25,7 @@ __all__ = ["BFS", "BWLM", "bfs_loss", "bwlm_loss"]
 ClassifierLike = Union[nn.Module, Tensor]
 
 
+@fill
 def bfs_loss(
     logits: Tensor,
     target: Tensor,
@@ -62,9 +64,7 @@ def bfs_loss(
         **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Raises:
         TypeError: If ``logits`` is not floating point or ``target`` is not an integer tensor.
@@ -157,6 +157,7 @@ def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[]
     return penalty
 
 
+@fill
 class BFS(CountsLoss):
     r"""Module form of :func:`bfs_loss`: :math:`\alpha\,\ell_{CB} + (1-\alpha)\,\ell_{BS}` (paper eq. 11).
 
@@ -166,12 +167,10 @@ class BFS(CountsLoss):
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999`` (Cui et al., CIFAR).
         gamma: Focusing parameter ``>= 0``. Default: ``1.0`` (Cui et al., CIFAR; they used ``beta=0.999``,
             ``gamma=0.5`` on ImageNet).
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> criterion = BFS([90, 10], alpha=0.1, beta=0.99)
@@ -201,6 +200,7 @@ class BFS(CountsLoss):
         return _engine.mixture_loss(logits, target, self.class_counts, **self._hyper(), **self._options())
 
 
+@fill
 class BWLM(BFS):
     r"""Module form of :func:`bwlm_loss`: :class:`BFS` plus :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2`.
 
@@ -225,12 +225,10 @@ class BWLM(BFS):
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
         weight_decay: :math:`\lambda \ge 0`. Default: ``5e-3``.
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> fc = torch.nn.Linear(3, 2)

@@ -8,6 +8,7 @@ from typing import NamedTuple, Optional, TypedDict
 import torch
 from torch import Tensor
 
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
     check_bfs,
@@ -142,6 +143,7 @@ def linear_loss(
     return loss
 
 
+@fill
 def linear_balanced_softmax_loss(
     features: Tensor,
     weight: Tensor,
@@ -192,16 +194,10 @@ def linear_balanced_softmax_loss(
         process_group: Shard the classes over this ``torch.distributed`` group (see above). Default: ``None``.
 
     Shape:
-        features: :math:`(N, D)`.
-        weight: :math:`(C, D)` (this rank's :math:`(C_r, D)` when sharded).
-        target: :math:`(N)`.
-        class_counts: :math:`(C)`.
-        bias: :math:`(C)` (:math:`(C_r)` when sharded).
-        output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples).
+        {linear_shape}
 
     Raises:
-        TypeError: If an argument has the wrong type or dtype.
-        ValueError: If the shapes disagree, a count or label is invalid, or a hyperparameter is out of range.
+        {linear_raises}
 
     Example:
         >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -214,6 +210,7 @@ def linear_balanced_softmax_loss(
     return linear_loss(features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), call_options(**options))
 
 
+@fill
 def linear_bfs_loss(
     features: Tensor,
     weight: Tensor,
@@ -259,16 +256,10 @@ def linear_bfs_loss(
             ``validate_args``, ``chunk_size``, ``process_group``: as for :func:`linear_balanced_softmax_loss`.
 
     Shape:
-        features: :math:`(N, D)`.
-        weight: :math:`(C, D)` (this rank's :math:`(C_r, D)` when sharded).
-        target: :math:`(N)`.
-        class_counts: :math:`(C)`.
-        bias: :math:`(C)` (:math:`(C_r)` when sharded).
-        output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples).
+        {linear_shape}
 
     Raises:
-        TypeError: If an argument has the wrong type or dtype.
-        ValueError: If the shapes disagree, a count or label is invalid, or a hyperparameter is out of range.
+        {linear_raises}
 
     Example:
         >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
