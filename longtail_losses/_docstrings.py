@@ -25,18 +25,19 @@ FRAGMENTS: dict[str, str] = {
     "module_options": (
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."
     ),
-    # Shape and Raises of the two linear losses.
-    "linear_shape": (
-        "features: :math:`(N, D)`.\n"
-        "weight: :math:`(C, D)` (this rank's :math:`(C_r, D)` when sharded).\n"
-        "target: :math:`(N)`.\n"
-        "class_counts: :math:`(C)`.\n"
-        "bias: :math:`(C)` (:math:`(C_r)` when sharded).\n"
-        "output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples)."
-    ),
-    "linear_raises": (
-        "TypeError: If an argument has the wrong type or dtype.\n"
-        "ValueError: If the shapes disagree, a count or label is invalid, or a hyperparameter is out of range."
+    # Shape and Raises of the two linear losses (sections: put the placeholder at the docstring's indentation).
+    "linear_sections": (
+        "Shape:\n"
+        "    features: :math:`(N, D)`.\n"
+        "    weight: :math:`(C, D)` (this rank's :math:`(C_r, D)` when sharded).\n"
+        "    target: :math:`(N)`.\n"
+        "    class_counts: :math:`(C)`.\n"
+        "    bias: :math:`(C)` (:math:`(C_r)` when sharded).\n"
+        "    output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples).\n"
+        "\n"
+        "Raises:\n"
+        "    TypeError: If an argument has the wrong type or dtype.\n"
+        "    ValueError: If the shapes disagree, a count or label is invalid, or a hyperparameter is out of range."
     ),
 }
 

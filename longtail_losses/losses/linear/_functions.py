@@ -24,7 +24,15 @@ from longtail_losses.losses import _engine
 from longtail_losses.losses._engine import Unpack
 from longtail_losses.losses.linear._kernel import LinearLoss, Options, ProcessGroup
 
-__all__ = ["Call", "LinearOptions", "call_options", "linear_balanced_softmax_loss", "linear_bfs_loss", "linear_loss"]
+__all__ = [
+    "Call",
+    "LinearOptions",
+    "call_options",
+    "check_call",
+    "linear_balanced_softmax_loss",
+    "linear_bfs_loss",
+    "linear_loss",
+]
 
 
 class LinearOptions(TypedDict, total=False):
@@ -80,6 +88,18 @@ def call_options(
     return Call(weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group)
 
 
+def check_call(call: Call) -> Call:
+    """Check the call options."""
+    return Call(
+        check_weight_decay(call.weight_decay),
+        check_reduction(call.reduction),
+        check_ignore_index(call.ignore_index),
+        check_bool("validate_args", call.validate_args),
+        check_int("chunk_size", call.chunk_size, 1, optional=True),
+        call.process_group,
+    )
+
+
 def linear_loss(
     features: Tensor,
     weight: Tensor,
@@ -99,11 +119,7 @@ def linear_loss(
     (None: gathered from the ranks).
     """
     alpha, beta, gamma = check_bfs(*hyper)
-    weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group = call
-    weight_decay = check_weight_decay(weight_decay)
-    reduction = check_reduction(reduction)
-    ignore_index = check_ignore_index(ignore_index)
-    chunk_size = check_int("chunk_size", chunk_size, 1, optional=True)
+    weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group = check_call(call)
     check_linear_inputs(features, weight, bias, target)
     counts = _engine._counts(class_counts, features.device, validate_args if check_counts is None else check_counts)
     num_classes = counts.shape[0]
@@ -117,7 +133,7 @@ def linear_loss(
     elif class_start is None:
         class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
     target = target.long()  # before any comparison: a uint8 156 must not compare equal to ignore_index -100
-    checked = _engine._checks_values(check_bool("validate_args", validate_args))
+    checked = _engine._checks_values(validate_args)
     if checked:
         check_target_values(target, num_classes, ignore_index)
     dtype = _engine.compute_dtype(features.dtype)
@@ -193,11 +209,7 @@ def linear_balanced_softmax_loss(
         chunk_size: Classes per block; None (the default) picks about :math:`2^{21} / N`.
         process_group: Shard the classes over this ``torch.distributed`` group (see above). Default: ``None``.
 
-    Shape:
-        {linear_shape}
-
-    Raises:
-        {linear_raises}
+    {linear_sections}
 
     Example:
         >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -255,11 +267,7 @@ def linear_bfs_loss(
         **options: ``weight_decay`` (:math:`\lambda \ge 0` of the penalty), ``reduction``, ``ignore_index``,
             ``validate_args``, ``chunk_size``, ``process_group``: as for :func:`linear_balanced_softmax_loss`.
 
-    Shape:
-        {linear_shape}
-
-    Raises:
-        {linear_raises}
+    {linear_sections}
 
     Example:
         >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])

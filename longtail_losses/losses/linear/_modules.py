@@ -14,14 +14,11 @@ from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
     check_bfs,
-    check_bool,
-    check_ignore_index,
     check_int,
-    check_reduction,
-    check_weight_decay,
 )
-from longtail_losses.losses.linear._functions import Call, linear_loss
-from longtail_losses.losses.linear._kernel import ProcessGroup, default_chunk
+from longtail_losses.losses._engine import Unpack
+from longtail_losses.losses.linear._functions import Call, LinearOptions, call_options, check_call, linear_loss
+from longtail_losses.losses.linear._kernel import default_chunk
 
 __all__ = ["LinearBFS", "LinearBalancedSoftmax", "shard_range"]
 
@@ -53,14 +50,11 @@ class LinearBalancedSoftmax(nn.Module):
         class_counts: Training samples per class, all ``> 0``.
         in_features: Size :math:`D` of each feature vector.
         bias: Whether the classifier has a bias. Default: ``True``.
-        weight_decay: :math:`\lambda \ge 0` of the penalty :math:`\frac{\lambda}{2}\lVert W\rVert^2`. Default: ``0``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore. Default: ``-100``.
-        validate_args: Check the label range on every call (a device sync). Default: ``True``.
-        chunk_size: Classes per block; None picks about :math:`2^{21} / N`. Default: ``None``.
-        process_group: Shard the classes over this ``torch.distributed`` group. Default: ``None``.
         device: Device of the parameters.
         dtype: Floating-point dtype of the parameters.
+        **options: ``weight_decay``, ``reduction``, ``ignore_index``, ``validate_args`` (checked on every call: the
+            label range, a device sync), ``chunk_size``, ``process_group``: as for
+            :func:`~longtail_losses.functional.linear_balanced_softmax_loss`, with the same defaults.
 
     Shape:
         features: :math:`(N, D)`.
@@ -87,24 +81,16 @@ class LinearBalancedSoftmax(nn.Module):
         in_features: int,
         *,
         bias: bool = True,
-        weight_decay: float = 0.0,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        validate_args: bool = True,
-        chunk_size: Optional[int] = None,
-        process_group: Optional[ProcessGroup] = None,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
+        **options: Unpack[LinearOptions],
     ) -> None:
         super().__init__()
         self.register_buffer("class_counts", as_class_counts(class_counts))
         self.in_features = check_int("in_features", in_features, 1)
-        self.weight_decay = check_weight_decay(weight_decay)
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = check_bool("validate_args", validate_args)
-        self.chunk_size = check_int("chunk_size", chunk_size, 1, optional=True)
-        self.process_group = process_group
+        call = check_call(call_options(**options))
+        self.weight_decay, self.reduction, self.ignore_index, self.validate_args, self.chunk_size = call[:5]
+        self.process_group = process_group = call.process_group
         num_classes = self.class_counts.shape[0]
         if process_group is None:
             start, stop = 0, num_classes
@@ -228,8 +214,8 @@ class LinearBFS(LinearBalancedSoftmax):
         alpha: Weight of the class-balanced focal term, in ``[0, 1]``. Default: ``0.1``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
-        **kwargs: ``bias``, ``weight_decay``, ``reduction``, ``ignore_index``, ``validate_args``, ``chunk_size``,
-            ``process_group``, ``device``, ``dtype``: as for :class:`LinearBalancedSoftmax`.
+        **kwargs: ``bias``, ``device``, ``dtype`` and the options (``weight_decay``, ``reduction``, ...): as for
+            :class:`LinearBalancedSoftmax`.
 
     Shape:
         features: :math:`(N, D)`.
