@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from longtail_losses.data.profile import longtail_counts, longtail_indices
 from longtail_losses.data.readers import Transform, _import, _pil_rgb_loader
 
 __all__ = ["ImageListDataset", "InMemoryImageDataset"]
@@ -89,6 +90,67 @@ class InMemoryImageDataset(Dataset):
             f"{type(self).__name__}({self.name}, samples={len(self)}, classes={len(self.classes)}, "
             f"max={int(self.class_counts.max())}, min={int(self.class_counts.min())})"
         )
+
+
+def subset(
+    images: Any,
+    labels: Tensor,
+    classes: Sequence[str],
+    name: str,
+    indices: Optional[Tensor] = None,
+    *,
+    transform: Transform = None,
+    target_transform: Transform = None,
+) -> InMemoryImageDataset:
+    """The samples ``indices`` (all if None) of ``images`` (a NumPy array or a tensor) and ``labels`` (int64)."""
+    if indices is None:
+        data = images if isinstance(images, Tensor) else _import("numpy", name).ascontiguousarray(images)
+        return InMemoryImageDataset(
+            data, labels.tolist(), classes, name=name, transform=transform, target_transform=target_transform
+        )
+    if isinstance(images, Tensor):
+        data = images[indices].contiguous()
+    else:
+        data = _import("numpy", name).ascontiguousarray(images[indices.numpy()])
+    return InMemoryImageDataset(
+        data,
+        labels[indices].tolist(),
+        classes,
+        name=name,
+        indices=indices,
+        transform=transform,
+        target_transform=target_transform,
+    )
+
+
+def longtail_subset(
+    images: Any,
+    labels: Tensor,
+    classes: Sequence[str],
+    name: str,
+    *,
+    imbalance_factor: float,
+    max_count: Optional[int],
+    seed: int,
+    pool: Optional[Tensor] = None,
+    transform: Transform = None,
+    target_transform: Transform = None,
+) -> InMemoryImageDataset:
+    """The long-tailed subset ``<name>-LT IF=<imbalance_factor>`` of the samples ``pool`` (all if None).
+
+    The head class keeps ``max_count`` samples (default: the smallest class of the pool), the others follow
+    :func:`~longtail_losses.data.longtail_counts`, chosen by :func:`~longtail_losses.data.longtail_indices`.
+    ``imbalance_factor`` must be checked already.
+    """
+    candidates = labels if pool is None else labels[pool]
+    if max_count is None:
+        max_count = int(torch.bincount(candidates, minlength=len(classes)).min())
+    counts = longtail_counts(len(classes), max_count, imbalance_factor)
+    indices = longtail_indices(candidates, counts, seed=seed)
+    if pool is not None:
+        indices = pool[indices]
+    name = f"{name}-LT IF={imbalance_factor:g}"
+    return subset(images, labels, classes, name, indices, transform=transform, target_transform=target_transform)
 
 
 class ImageListDataset(Dataset):
