@@ -11,6 +11,7 @@ import math
 import pickle
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -138,6 +139,22 @@ def _grad(fn, logits: Tensor) -> tuple[Tensor, Tensor]:
     return out.detach(), grad
 
 
+def _assert_matches(library: Callable[[Tensor], Tensor], reference: Callable[[Tensor], Tensor], logits: Tensor) -> None:
+    """``library`` and ``reference`` agree at ``logits``, in value and gradient."""
+    for got, want in zip(_grad(library, logits), _grad(reference, logits)):
+        torch.testing.assert_close(got, want)
+
+
+def _reference_loss(
+    x: Tensor, target: Tensor, smoothing: float, reduction: str, per_rows: Callable[..., Any]
+) -> Tensor:
+    """Reduce the reference ``per_rows(z, dist, labels) -> (per-row losses, per-row weights or None)``."""
+    z, dist, keep, labels, shape = rows_of(x, target, smoothing)
+    per_row, row_weight = per_rows(z, dist, labels)
+    out = ref_reduce(per_row, keep, reduction, row_weight)
+    return out.reshape(shape) if reduction == "none" else out
+
+
 def _roundtrip_checks(module: nn.Module, logits: Tensor, target: Tensor) -> None:
     expected = module(logits, target)
     clone = pickle.loads(pickle.dumps(module))
@@ -171,15 +188,10 @@ class TestLogitAdjustedLoss:
         def library(x: Tensor) -> Tensor:
             return LF.logit_adjusted_loss(x, target, counts, tau=tau, reduction=reduction, label_smoothing=smoothing)
 
-        def reference(x: Tensor) -> Tensor:
-            z, dist, keep, _, shape = rows_of(x, target, smoothing)
-            out = ref_reduce(ref_la_rows(z, dist, counts, tau), keep, reduction)
-            return out.reshape(shape) if reduction == "none" else out
+        def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None) -> tuple[Tensor, None]:
+            return ref_la_rows(z, dist, counts, tau), None
 
-        value, grad = _grad(library, logits)
-        ref_value, ref_grad = _grad(reference, logits)
-        torch.testing.assert_close(value, ref_value)
-        torch.testing.assert_close(grad, ref_grad)
+        _assert_matches(library, lambda x: _reference_loss(x, target, smoothing, reduction, per_rows), logits)
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -296,10 +308,7 @@ class TestPosthocAdjust:
         n = torch.tensor(COUNTS, dtype=torch.float64)
         log_pi = torch.log(n / n.sum())
         view = log_pi if logits.ndim <= 2 else log_pi.view(-1, 1, 1)
-        value, grad = _grad(lambda x: ltl.posthoc_adjust(x, COUNTS, tau=tau), logits)
-        ref_value, ref_grad = _grad(lambda x: x - tau * view, logits)
-        torch.testing.assert_close(value, ref_value)
-        torch.testing.assert_close(grad, ref_grad)
+        _assert_matches(lambda x: ltl.posthoc_adjust(x, COUNTS, tau=tau), lambda x: x - tau * view, logits)
 
     def test_known_values_and_argmax(self) -> None:
         logits = torch.tensor([[2.0, 1.5]])
@@ -405,17 +414,11 @@ class TestLDAMLoss:
         def library(x: Tensor) -> Tensor:
             return LF.ldam_loss(x, target, counts, reduction=reduction, label_smoothing=smoothing, **options)
 
-        def reference(x: Tensor) -> Tensor:
-            z, dist, keep, labels, shape = rows_of(x, target, smoothing)
-            per_row = ref_ldam_rows(z, dist, counts, 0.4, 10.0, weight)
+        def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
             row_weight = None if weight is None or labels is None else weight[labels]
-            out = ref_reduce(per_row, keep, reduction, row_weight)
-            return out.reshape(shape) if reduction == "none" else out
+            return ref_ldam_rows(z, dist, counts, 0.4, 10.0, weight), row_weight
 
-        value, grad = _grad(library, logits)
-        ref_value, ref_grad = _grad(reference, logits)
-        torch.testing.assert_close(value, ref_value)
-        torch.testing.assert_close(grad, ref_grad)
+        _assert_matches(library, lambda x: _reference_loss(x, target, smoothing, reduction, per_rows), logits)
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     @pytest.mark.parametrize("reduction", REDUCTIONS)
