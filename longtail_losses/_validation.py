@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "CountsLike",
     "as_class_counts",
+    "as_counts",
     "as_per_class",
     "as_real_tensor",
     "check_alpha",
@@ -32,12 +33,14 @@ __all__ = [
     "check_ignore_index",
     "check_int",
     "check_label_smoothing",
+    "check_labels",
     "check_linear_inputs",
     "check_logits_target",
     "check_lr",
     "check_max_norm",
     "check_number",
     "check_probabilities",
+    "check_real",
     "check_reduction",
     "check_target_values",
     "check_tensor",
@@ -51,7 +54,8 @@ CountsLike = Union[Sequence[int], Sequence[float], Tensor, Any]
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _check_real(name: str, value: object) -> float:
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a real number (a one-element tensor too), not nan; inf passes."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool:
         value = value.item()
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
@@ -80,7 +84,7 @@ def check_number(
     """
     if optional and value is None:
         return None
-    result = _check_real(name, value)
+    result = check_real(name, value)
     above = result > low if strict_low else result >= low
     below = result < high if strict_high else result <= high
     if not (math.isfinite(result) and above and below):
@@ -239,6 +243,30 @@ def as_per_class(
             kind = "finite numbers >= 0" if dtype.is_floating_point else "whole numbers >= 0"
             raise ValueError(f"Expected `{name}` to hold {kind}, but got {tensor[j].item()} for class {j}")
     return tensor.to(dtype)
+
+
+def as_counts(name: str, value: object) -> Tensor:
+    """Per-class counts that may be zero: a non-empty 1-D sequence or tensor of ints ``>= 0``, as CPU ``int64``."""
+    counts = as_real_tensor(name, value, "a sequence or tensor of ints").cpu()
+    if counts.ndim != 1 or counts.numel() == 0:
+        raise ValueError(f"Expected `{name}` to be 1-D with one count per class, but got shape {tuple(counts.shape)}")
+    if counts.dtype.is_floating_point:
+        raise TypeError(f"Expected `{name}` to hold ints, but got dtype {counts.dtype}")
+    bad = counts < 0
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        raise ValueError(f"Expected every entry of `{name}` to be >= 0, but got {int(counts[j])} for class {j}")
+    return counts.to(torch.int64)
+
+
+def check_labels(name: str, labels: object, *, one_dim: bool = True) -> Tensor:
+    """Return ``labels`` if it is a tensor of integer class indices, 1-D unless ``one_dim=False`` (metadata only)."""
+    tensor: Tensor = check_tensor(name, labels)
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise TypeError(f"Expected `{name}` to hold integer class indices, but got dtype {tensor.dtype}")
+    if one_dim and tensor.ndim != 1:
+        raise ValueError(f"Expected `{name}` to be 1-D, but got shape {tuple(tensor.shape)}")
+    return tensor
 
 
 def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Tensor:

@@ -221,7 +221,7 @@ class TestClassNormDecay:
 
     def test_type_checks(self) -> None:
         fc = nn.Linear(3, 5)
-        with pytest.raises(TypeError, match=r"`per_class` to be a sequence, array or tensor of real numbers"):
+        with pytest.raises(TypeError, match=r"`per_class` to be a sequence, NumPy array or tensor of real numbers"):
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=object())
         with pytest.raises(TypeError, match=r"`per_class` to hold real numbers, but got dtype torch.bool"):
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[True] * 5)

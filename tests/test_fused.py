@@ -1,4 +1,4 @@
-"""The fused fast paths (longtail_losses.losses._fused) equal the straightforward reference paths: values and gradients."""
+"""The fused fast paths (losses._fused) equal the straightforward reference paths: values and gradients."""
 
 from __future__ import annotations
 
