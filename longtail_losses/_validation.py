@@ -28,6 +28,7 @@ __all__ = [
     "check_beta",
     "check_bfs",
     "check_bool",
+    "check_features_labels",
     "check_finite",
     "check_gamma",
     "check_ignore_index",
@@ -267,6 +268,19 @@ def check_labels(name: str, labels: object, *, one_dim: bool = True) -> Tensor:
     if one_dim and tensor.ndim != 1:
         raise ValueError(f"Expected `{name}` to be 1-D, but got shape {tuple(tensor.shape)}")
     return tensor
+
+
+def check_features_labels(features: object, labels: object) -> tuple[Tensor, Tensor]:
+    """Return ``features`` :math:`(N, D)` (floating point) and ``labels`` :math:`(N)` (class indices), checked."""
+    x: Tensor = check_tensor("features", features)
+    y = check_labels("labels", labels, one_dim=False)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"Expected `features` to be a floating-point tensor, but got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (N, D), but got {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"Expected `labels` to have shape ({x.shape[0]},) to match features, but got {tuple(y.shape)}")
+    return x, y
 
 
 def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Tensor:

@@ -894,7 +894,7 @@ class TestNearestClassMean:
             twostage.nearest_class_mean(torch.zeros(3, 2), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"Expected every label to be in \[0, 2\), but got labels in \[0, 2\]"):
             twostage.nearest_class_mean(torch.zeros(3, 2), torch.tensor([0, 1, 2]), num_classes=2)
-        with pytest.raises(TypeError, match="Expected `labels` to be an integer tensor"):
+        with pytest.raises(TypeError, match="Expected `labels` to hold integer class indices"):
             twostage.nearest_class_mean(torch.zeros(3, 2), torch.zeros(3))
         with pytest.raises(ValueError, match="Expected `features` to have shape"):
             twostage.nearest_class_mean(torch.zeros(3), torch.tensor([0, 1, 2]))

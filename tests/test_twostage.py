@@ -508,7 +508,7 @@ class TestFeatureCache:
             train_classifier(fc, torch.randn(4), torch.zeros(4, dtype=torch.int64), crit, epochs=1)
         with pytest.raises(ValueError, match=r"`labels` to have shape \(4,\)"):
             train_classifier(fc, torch.randn(4, 2), torch.zeros(3, dtype=torch.int64), crit, epochs=1)
-        with pytest.raises(TypeError, match="to be tensors"):
+        with pytest.raises(TypeError, match=r"`features` to be a torch\.Tensor"):
             train_classifier(fc, [[0.0]], torch.zeros(1, dtype=torch.int64), crit, epochs=1)
         with pytest.raises(ValueError, match="`epochs` to be >= 1"):
             train_classifier(fc, torch.randn(4, 2), torch.zeros(4, dtype=torch.int64), crit, epochs=0)
