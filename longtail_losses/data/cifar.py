@@ -88,7 +88,7 @@ def _cifar_lt(
     meta = _unpickle(base / spec["meta"])
     classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta[spec["names_key"]]]
     y = torch.tensor(labels, dtype=torch.int64)
-    transforms = {"transform": transform, "target_transform": target_transform}
+    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
         return subset(data, y, classes, f"{spec_name} test", **transforms)
     options: dict[str, Any] = {"imbalance_factor": factor, "max_count": max_count, "seed": seed}

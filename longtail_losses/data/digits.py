@@ -70,7 +70,7 @@ def digits_lt(
         test_idx.append(idx[:test_per_class])
         pool_idx.append(idx[test_per_class:])
     classes = [str(j) for j in range(num_classes)]
-    transforms = {"transform": transform, "target_transform": target_transform}
+    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
         return subset(images, labels, classes, "Digits test", torch.cat(test_idx), **transforms)
     options: dict[str, Any] = {

@@ -92,7 +92,7 @@ def fashion_mnist_lt(
             f"{images.dtype} and labels {tuple(labels.shape)}"
         )
     classes = list(_FASHION_CLASSES)
-    transforms = {"transform": transform, "target_transform": target_transform}
+    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
         return subset(images, labels, classes, "Fashion-MNIST test", **transforms)
     options: dict[str, Any] = {"imbalance_factor": factor, "max_count": max_count, "seed": seed}

@@ -28,9 +28,10 @@ _NO_PROBABILITIES = {
 }
 
 
-def check_inputs(logits: object, target: object, num_columns: int, loss: str) -> None:
+def check_inputs(logits: Any, target: Any, num_columns: int, loss: str) -> None:
     """The checks whose engine wording speaks of class counts: the number of columns; class indices only."""
-    logits, target = check_tensor("logits", logits), check_tensor("target", target)
+    check_tensor("logits", logits)
+    check_tensor("target", target)
     class_dim = 0 if logits.ndim == 1 else 1
     if logits.ndim >= 1 and logits.shape[class_dim] != num_columns:
         raise ValueError(
