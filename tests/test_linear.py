@@ -328,6 +328,17 @@ class TestFunctionalExceptions:
     def _args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         return torch.randn(3, 2), torch.randn(4, 2), torch.tensor([0, 1, 3]), [1, 2, 3, 4]
 
+    def test_unknown_option_is_a_type_error(self) -> None:
+        x, w, y, counts = self._args()
+        with pytest.raises(
+            TypeError, match=r"linear_balanced_softmax_loss\(\) got an unexpected keyword argument 'alpha'"
+        ):
+            LF.linear_balanced_softmax_loss(x, w, y, counts, alpha=0.5)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"linear_bfs_loss\(\) got an unexpected keyword argument 'chunk'"):
+            LF.linear_bfs_loss(x, w, y, counts, chunk=2)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"LinearBalancedSoftmax\(\) got an unexpected keyword argument 'gamma'"):
+            ltl.LinearBalancedSoftmax(counts, 2, gamma=1.0)  # type: ignore[call-arg]
+
     def test_types_and_shapes(self) -> None:
         x, w, y, counts = self._args()
         f = LF.linear_bfs_loss

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Optional, TypedDict
+from collections.abc import Mapping
+from typing import Any, Optional, TypedDict
 
 import torch
 from torch import Tensor
@@ -25,10 +26,9 @@ from longtail_losses.losses._engine import Unpack
 from longtail_losses.losses.linear._kernel import LinearLoss, Options, ProcessGroup
 
 __all__ = [
-    "Call",
+    "OPTION_NAMES",
     "LinearOptions",
-    "call_options",
-    "check_call",
+    "check_options",
     "linear_balanced_softmax_loss",
     "linear_bfs_loss",
     "linear_loss",
@@ -64,40 +64,27 @@ def _shard_start(num_local: int, num_classes: int, group: ProcessGroup, device: 
     return sum(counts[: dist.get_rank(group)])
 
 
-class Call(NamedTuple):
-    """The call options of one loss evaluation (unchecked)."""
-
-    weight_decay: float
-    reduction: str
-    ignore_index: int
-    validate_args: bool
-    chunk_size: Optional[int]
-    process_group: Optional[ProcessGroup]
+#: The names of :class:`LinearOptions`, in their order.
+OPTION_NAMES: tuple[str, ...] = tuple(LinearOptions.__annotations__)
 
 
-def call_options(
-    *,
-    weight_decay: float = 0.0,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    validate_args: bool = True,
-    chunk_size: Optional[int] = None,
-    process_group: Optional[ProcessGroup] = None,
-) -> Call:
-    """The call options of :class:`LinearOptions`; the one place that holds their defaults."""
-    return Call(weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group)
+def check_options(options: Mapping[str, Any], function: str) -> dict[str, Any]:
+    """The options of :class:`LinearOptions`, checked, with their defaults: the one place that holds them.
 
-
-def check_call(call: Call) -> Call:
-    """Check the call options."""
-    return Call(
-        check_weight_decay(call.weight_decay),
-        check_reduction(call.reduction),
-        check_ignore_index(call.ignore_index),
-        check_bool("validate_args", call.validate_args),
-        check_int("chunk_size", call.chunk_size, 1, optional=True),
-        call.process_group,
-    )
+    Raises:
+        TypeError: For a keyword that is no option of ``function`` (as Python does for a plain signature).
+    """
+    for name in options:
+        if name not in OPTION_NAMES:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
+    return {
+        "weight_decay": check_weight_decay(options.get("weight_decay", 0.0)),
+        "reduction": check_reduction(options.get("reduction", "mean")),
+        "ignore_index": check_ignore_index(options.get("ignore_index", -100)),
+        "validate_args": check_bool("validate_args", options.get("validate_args", True)),
+        "chunk_size": check_int("chunk_size", options.get("chunk_size"), 1, optional=True),
+        "process_group": options.get("process_group"),
+    }
 
 
 def linear_loss(
@@ -107,19 +94,22 @@ def linear_loss(
     class_counts: CountsLike,
     bias: Optional[Tensor],
     hyper: tuple[float, float, float],
-    call: Call,
+    options: Mapping[str, Any],
     *,
+    function: str,
     check_counts: Optional[bool] = None,
     class_start: Optional[int] = None,
 ) -> Tensor:
     """Check the arguments, prepare the per-class tensors and apply :class:`LinearLoss`.
 
-    ``hyper`` is ``(alpha, beta, gamma)`` of the focal term (zeros: balanced softmax). ``check_counts`` (default:
-    ``call.validate_args``) checks the counts' values; ``class_start`` is the first class of this rank's slice
-    (None: gathered from the ranks).
+    ``hyper`` is ``(alpha, beta, gamma)`` of the focal term (zeros: balanced softmax), ``options`` those of
+    :class:`LinearOptions` and ``function`` the caller's name. ``check_counts`` (default: the option
+    ``validate_args``) checks the counts' values; ``class_start`` is the first class of this rank's slice (None:
+    gathered from the ranks).
     """
     alpha, beta, gamma = check_bfs(*hyper)
-    weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group = check_call(call)
+    checked = check_options(options, function)
+    weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group = (checked[k] for k in OPTION_NAMES)
     check_linear_inputs(features, weight, bias, target)
     counts = _engine._counts(class_counts, features.device, validate_args if check_counts is None else check_counts)
     num_classes = counts.shape[0]
@@ -133,13 +123,13 @@ def linear_loss(
     elif class_start is None:
         class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
     target = target.long()  # before any comparison: a uint8 156 must not compare equal to ignore_index -100
-    checked = _engine._checks_values(validate_args)
-    if checked:
+    values_checked = _engine._checks_values(validate_args)
+    if values_checked:
         check_target_values(target, num_classes, ignore_index)
     dtype = _engine.compute_dtype(features.dtype)
     keep = target != ignore_index
     # Unchecked labels out of range give their sample a nan loss, never another class's (as the other losses).
-    invalid = None if checked else keep & ((target < 0) | (target >= num_classes))
+    invalid = None if values_checked else keep & ((target < 0) | (target >= num_classes))
     safe_target = torch.where(keep if invalid is None else keep & ~invalid, target, 0)
     log_counts = counts.to(dtype).log()
     cb = None
@@ -150,9 +140,9 @@ def linear_loss(
     needs = (features.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
     if not torch.is_grad_enabled():
         needs = (False, False, False)
-    options = Options(alpha, gamma, weight_decay, reduction, chunk_size, class_start, process_group)
+    kernel = Options(alpha, gamma, weight_decay, reduction, chunk_size, class_start, process_group)
     loss: Tensor = LinearLoss.apply(
-        features, weight, bias, safe_target, keep, log_counts, counts.to(dtype), cb, options, needs
+        features, weight, bias, safe_target, keep, log_counts, counts.to(dtype), cb, kernel, needs
     )
     if invalid is not None:
         loss = torch.where(invalid if reduction == "none" else invalid.any(), math.nan, loss)
@@ -198,7 +188,7 @@ def linear_balanced_softmax_loss(
         target: Class indices in ``[0, C)``, or ``ignore_index``.
         class_counts: Training samples per class :math:`n_c`, all ``> 0``.
         bias: Its bias :math:`b`, or None.
-        **options: The keyword options below (:class:`LinearOptions`).
+        **options: The keyword options below (:class:`~longtail_losses.losses.linear.LinearOptions`).
 
     Keyword Args:
         weight_decay: :math:`\lambda \ge 0` of the penalty :math:`\frac{\lambda}{2}\lVert W\rVert^2`. Default: ``0``.
@@ -219,7 +209,8 @@ def linear_balanced_softmax_loss(
         >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], chunk_size=1)
         tensor(0.7380)
     """
-    return linear_loss(features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), call_options(**options))
+    name = "linear_balanced_softmax_loss"
+    return linear_loss(features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), options, function=name)
 
 
 @fill
@@ -277,4 +268,5 @@ def linear_bfs_loss(
         >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, weight_decay=0.1)
         tensor(0.9564)
     """
-    return linear_loss(features, weight, target, class_counts, bias, (alpha, beta, gamma), call_options(**options))
+    name = "linear_bfs_loss"
+    return linear_loss(features, weight, target, class_counts, bias, (alpha, beta, gamma), options, function=name)

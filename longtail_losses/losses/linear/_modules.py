@@ -17,7 +17,7 @@ from longtail_losses._validation import (
     check_int,
 )
 from longtail_losses.losses._engine import Unpack
-from longtail_losses.losses.linear._functions import Call, LinearOptions, call_options, check_call, linear_loss
+from longtail_losses.losses.linear._functions import OPTION_NAMES, LinearOptions, check_options, linear_loss
 from longtail_losses.losses.linear._kernel import default_chunk
 
 __all__ = ["LinearBFS", "LinearBalancedSoftmax", "shard_range"]
@@ -88,9 +88,10 @@ class LinearBalancedSoftmax(nn.Module):
         super().__init__()
         self.register_buffer("class_counts", as_class_counts(class_counts))
         self.in_features = check_int("in_features", in_features, 1)
-        call = check_call(call_options(**options))
-        self.weight_decay, self.reduction, self.ignore_index, self.validate_args, self.chunk_size = call[:5]
-        self.process_group = process_group = call.process_group
+        checked = check_options(options, type(self).__name__)
+        self.weight_decay, self.reduction, self.ignore_index = (checked[k] for k in OPTION_NAMES[:3])
+        self.validate_args, self.chunk_size, self.process_group = (checked[k] for k in OPTION_NAMES[3:])
+        process_group = self.process_group
         num_classes = self.class_counts.shape[0]
         if process_group is None:
             start, stop = 0, num_classes
@@ -131,26 +132,9 @@ class LinearBalancedSoftmax(nn.Module):
 
     def forward(self, features: Tensor, target: Tensor) -> Tensor:
         """Compute the loss of the classifier's logits on ``features``; see :func:`linear_bfs_loss`."""
-        call = Call(
-            self.weight_decay,
-            self.reduction,
-            self.ignore_index,
-            self.validate_args,
-            self.chunk_size,
-            self.process_group,
-        )
-        hyper = self._hyper()
-        return linear_loss(
-            features,
-            self.weight,
-            target,
-            self.class_counts,
-            self.bias,
-            hyper,
-            call,
-            check_counts=False,
-            class_start=self.class_start,
-        )
+        options = {name: getattr(self, name) for name in OPTION_NAMES}
+        args = (features, self.weight, target, self.class_counts, self.bias, self._hyper(), options)
+        return linear_loss(*args, function=type(self).__name__, check_counts=False, class_start=self.class_start)
 
     def logits(self, features: Tensor) -> Tensor:
         """The plain logits ``features @ weight.T + bias`` (this rank's classes when sharded), shape (N, C)."""
