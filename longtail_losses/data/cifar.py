@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from longtail_losses._validation import check_imbalance_factor
-from longtail_losses.data.datasets import InMemoryImageDataset, longtail_subset, subset
+from longtail_losses.data.datasets import InMemoryImageDataset, longtail_pick, subset
 from longtail_losses.data.readers import PathLike, Transform, _import, _unpickle
 
 __all__ = ["cifar10_lt", "cifar100_lt"]
@@ -91,8 +91,8 @@ def _cifar_lt(
     transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
         return subset(data, y, classes, f"{spec_name} test", **transforms)
-    options: dict[str, Any] = {"imbalance_factor": factor, "max_count": max_count, "seed": seed}
-    return longtail_subset(data, y, classes, spec_name, **options, **transforms)
+    indices = longtail_pick(y, len(classes), factor, max_count, seed)
+    return subset(data, y, classes, f"{spec_name}-LT IF={factor:g}", indices, **transforms)
 
 
 def cifar100_lt(

@@ -123,20 +123,15 @@ def subset(
     )
 
 
-def longtail_subset(
-    images: Any,
+def longtail_pick(
     labels: Tensor,
-    classes: Sequence[str],
-    name: str,
-    *,
+    num_classes: int,
     imbalance_factor: float,
     max_count: Optional[int],
     seed: int,
     pool: Optional[Tensor] = None,
-    transform: Transform = None,
-    target_transform: Transform = None,
-) -> InMemoryImageDataset:
-    """The long-tailed subset ``<name>-LT IF=<imbalance_factor>`` of the samples ``pool`` (all if None).
+) -> Tensor:
+    """Indices of the long-tailed subset of the samples ``pool`` (all if None), for :func:`subset`.
 
     The head class keeps ``max_count`` samples (default: the smallest class of the pool), the others follow
     :func:`~longtail_losses.data.longtail_counts`, chosen by :func:`~longtail_losses.data.longtail_indices`.
@@ -144,13 +139,9 @@ def longtail_subset(
     """
     candidates = labels if pool is None else labels[pool]
     if max_count is None:
-        max_count = int(torch.bincount(candidates, minlength=len(classes)).min())
-    counts = longtail_counts(len(classes), max_count, imbalance_factor)
-    indices = longtail_indices(candidates, counts, seed=seed)
-    if pool is not None:
-        indices = pool[indices]
-    name = f"{name}-LT IF={imbalance_factor:g}"
-    return subset(images, labels, classes, name, indices, transform=transform, target_transform=target_transform)
+        max_count = int(torch.bincount(candidates, minlength=num_classes).min())
+    indices = longtail_indices(candidates, longtail_counts(num_classes, max_count, imbalance_factor), seed=seed)
+    return indices if pool is None else pool[indices]
 
 
 class ImageListDataset(Dataset):

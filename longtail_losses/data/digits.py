@@ -7,7 +7,7 @@ from typing import Any, Optional
 import torch
 
 from longtail_losses._validation import check_imbalance_factor, check_int
-from longtail_losses.data.datasets import InMemoryImageDataset, longtail_subset, subset
+from longtail_losses.data.datasets import InMemoryImageDataset, longtail_pick, subset
 from longtail_losses.data.readers import Transform, _import
 
 __all__ = ["digits_lt"]
@@ -73,10 +73,5 @@ def digits_lt(
     transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
         return subset(images, labels, classes, "Digits test", torch.cat(test_idx), **transforms)
-    options: dict[str, Any] = {
-        "imbalance_factor": factor,
-        "max_count": max_count,
-        "seed": seed,
-        "pool": torch.cat(pool_idx),
-    }
-    return longtail_subset(images, labels, classes, "Digits", **options, **transforms)
+    indices = longtail_pick(labels, num_classes, factor, max_count, seed, pool=torch.cat(pool_idx))
+    return subset(images, labels, classes, f"Digits-LT IF={factor:g}", indices, **transforms)

@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from longtail_losses._validation import check_imbalance_factor
-from longtail_losses.data.datasets import InMemoryImageDataset, longtail_subset, subset
+from longtail_losses.data.datasets import InMemoryImageDataset, longtail_pick, subset
 from longtail_losses.data.readers import PathLike, Transform, read_idx
 
 __all__ = ["fashion_mnist_lt"]
@@ -95,8 +95,8 @@ def fashion_mnist_lt(
     transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
         return subset(images, labels, classes, "Fashion-MNIST test", **transforms)
-    options: dict[str, Any] = {"imbalance_factor": factor, "max_count": max_count, "seed": seed}
-    return longtail_subset(images, labels, classes, "Fashion-MNIST", **options, **transforms)
+    indices = longtail_pick(labels, len(classes), factor, max_count, seed)
+    return subset(images, labels, classes, f"Fashion-MNIST-LT IF={factor:g}", indices, **transforms)
 
 
 # --------------------------------------------------------------------------------------------------------------------
