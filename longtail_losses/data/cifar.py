@@ -90,9 +90,9 @@ def _cifar_lt(
     y = torch.tensor(labels, dtype=torch.int64)
     transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
-        return subset(data, y, classes, f"{spec_name} test", **transforms)
+        return subset(data, y, classes, f"{spec_name} test", None, transforms)
     indices = longtail_pick(y, len(classes), factor, max_count, seed)
-    return subset(data, y, classes, f"{spec_name}-LT IF={factor:g}", indices, **transforms)
+    return subset(data, y, classes, f"{spec_name}-LT IF={factor:g}", indices, transforms)
 
 
 def cifar100_lt(

@@ -2,7 +2,7 @@ r"""The two Dataset classes every builder returns: images in memory, or a list o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -97,30 +97,21 @@ def subset(
     labels: Tensor,
     classes: Sequence[str],
     name: str,
-    indices: Optional[Tensor] = None,
-    *,
-    transform: Transform = None,
-    target_transform: Transform = None,
+    indices: Optional[Tensor],
+    transforms: Mapping[str, Any],
 ) -> InMemoryImageDataset:
-    """The samples ``indices`` (all if None) of ``images`` (a NumPy array or a tensor) and ``labels`` (int64)."""
+    """The samples ``indices`` (all if None) of ``images`` (a NumPy array or a tensor) and ``labels`` (int64).
+
+    ``transforms`` holds the data set's ``transform`` and ``target_transform``.
+    """
     if indices is None:
         data = images if isinstance(images, Tensor) else _import("numpy", name).ascontiguousarray(images)
-        return InMemoryImageDataset(
-            data, labels.tolist(), classes, name=name, transform=transform, target_transform=target_transform
-        )
+        return InMemoryImageDataset(data, labels.tolist(), classes, name=name, **transforms)
     if isinstance(images, Tensor):
         data = images[indices].contiguous()
     else:
         data = _import("numpy", name).ascontiguousarray(images[indices.numpy()])
-    return InMemoryImageDataset(
-        data,
-        labels[indices].tolist(),
-        classes,
-        name=name,
-        indices=indices,
-        transform=transform,
-        target_transform=target_transform,
-    )
+    return InMemoryImageDataset(data, labels[indices].tolist(), classes, name=name, indices=indices, **transforms)
 
 
 def longtail_pick(

@@ -72,6 +72,6 @@ def digits_lt(
     classes = [str(j) for j in range(num_classes)]
     transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
-        return subset(images, labels, classes, "Digits test", torch.cat(test_idx), **transforms)
+        return subset(images, labels, classes, "Digits test", torch.cat(test_idx), transforms)
     indices = longtail_pick(labels, num_classes, factor, max_count, seed, pool=torch.cat(pool_idx))
-    return subset(images, labels, classes, f"Digits-LT IF={factor:g}", indices, **transforms)
+    return subset(images, labels, classes, f"Digits-LT IF={factor:g}", indices, transforms)

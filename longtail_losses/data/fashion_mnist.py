@@ -94,9 +94,9 @@ def fashion_mnist_lt(
     classes = list(_FASHION_CLASSES)
     transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
-        return subset(images, labels, classes, "Fashion-MNIST test", **transforms)
+        return subset(images, labels, classes, "Fashion-MNIST test", None, transforms)
     indices = longtail_pick(labels, len(classes), factor, max_count, seed)
-    return subset(images, labels, classes, f"Fashion-MNIST-LT IF={factor:g}", indices, **transforms)
+    return subset(images, labels, classes, f"Fashion-MNIST-LT IF={factor:g}", indices, transforms)
 
 
 # --------------------------------------------------------------------------------------------------------------------
