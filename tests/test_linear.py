@@ -185,11 +185,16 @@ class TestMatchesPlain:
         assert torch.autograd.gradcheck(f, (x, w, b), fast_mode=True)
 
 
+def assert_shape(cls: type, reduction: str, shape: tuple[int, ...]) -> None:
+    """The module ``cls`` returns a loss of ``shape`` with ``reduction``."""
+    head = cls([5, 4, 3], in_features=2, reduction=reduction)
+    assert head(torch.randn(6, 2), torch.randint(0, 3, (6,))).shape == shape
+
+
 class TestLinearBalancedSoftmax:
     @pytest.mark.parametrize(("reduction", "shape"), [("none", (6,)), ("mean", ()), ("sum", ())])
     def test_shapes(self, reduction: str, shape: tuple[int, ...]) -> None:
-        head = ltl.LinearBalancedSoftmax([5, 4, 3], in_features=2, reduction=reduction)
-        assert head(torch.randn(6, 2), torch.randint(0, 3, (6,))).shape == shape
+        assert_shape(ltl.LinearBalancedSoftmax, reduction, shape)
 
     def test_known_values(self) -> None:
         head = ltl.LinearBalancedSoftmax([90, 10], in_features=2, bias=False)
@@ -262,8 +267,7 @@ class TestLinearBalancedSoftmax:
 class TestLinearBFS:
     @pytest.mark.parametrize(("reduction", "shape"), [("none", (6,)), ("mean", ()), ("sum", ())])
     def test_shapes(self, reduction: str, shape: tuple[int, ...]) -> None:
-        head = ltl.LinearBFS([5, 4, 3], in_features=2, reduction=reduction)
-        assert head(torch.randn(6, 2), torch.randint(0, 3, (6,))).shape == shape
+        assert_shape(ltl.LinearBFS, reduction, shape)
 
     def test_known_values(self) -> None:
         head = ltl.LinearBFS([90, 10], in_features=2, bias=False, beta=0.99, weight_decay=0.1)

@@ -6,6 +6,7 @@ Every reference below is a float64 re-derivation written from the papers' equati
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import pickle
@@ -155,6 +156,24 @@ def _reference_loss(
     return out.reshape(shape) if reduction == "none" else out
 
 
+def _assert_half_in_float32(loss: Callable[..., Tensor], dtype: torch.dtype, seed: int) -> None:
+    """Half or bfloat16 logits give a float32 loss equal to that of the logits cast to float32."""
+    logits, target = make_inputs("batched", "index", seed=seed, dtype=dtype)
+    out = loss(logits, target, COUNTS)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, loss(logits.float(), target, COUNTS))
+
+
+def _assert_module_equals_functional(
+    cls: Callable[..., nn.Module], function: Callable[..., Tensor], options: dict[str, Any], seed: int
+) -> nn.Module:
+    """``cls(COUNTS, **options)`` gives what ``function`` gives; returns the module (for its repr)."""
+    logits, target = make_inputs("spatial", "index_ignore", seed=seed)
+    module = cls(COUNTS, **options)
+    torch.testing.assert_close(module(logits, target), function(logits, target, COUNTS, **options))
+    return module
+
+
 def _roundtrip_checks(module: nn.Module, logits: Tensor, target: Tensor) -> None:
     expected = module(logits, target)
     clone = pickle.loads(pickle.dumps(module))
@@ -234,10 +253,7 @@ class TestLogitAdjustedLoss:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_computes_in_float32(self, dtype: torch.dtype) -> None:
-        logits, target = make_inputs("batched", "index", seed=6, dtype=dtype)
-        out = LF.logit_adjusted_loss(logits, target, COUNTS, tau=0.5)
-        assert out.dtype == torch.float32
-        torch.testing.assert_close(out, LF.logit_adjusted_loss(logits.float(), target, COUNTS, tau=0.5))
+        _assert_half_in_float32(functools.partial(LF.logit_adjusted_loss, tau=0.5), dtype, seed=6)
 
     def test_exceptions(self) -> None:
         logits, target = make_inputs("batched", "index")
@@ -268,10 +284,8 @@ class TestLogitAdjustedLoss:
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        logits, target = make_inputs("spatial", "index_ignore", seed=8)
-        module = ltl.LogitAdjustedLoss(COUNTS, tau=0.3, reduction=reduction, label_smoothing=0.1)
-        expected = LF.logit_adjusted_loss(logits, target, COUNTS, tau=0.3, reduction=reduction, label_smoothing=0.1)
-        torch.testing.assert_close(module(logits, target), expected)
+        options = {"tau": 0.3, "reduction": reduction, "label_smoothing": 0.1}
+        module = _assert_module_equals_functional(ltl.LogitAdjustedLoss, LF.logit_adjusted_loss, options, seed=8)
         assert repr(module) == (
             f"LogitAdjustedLoss(num_classes={C}, tau=0.3, reduction={reduction!r}, ignore_index=-100, "
             "label_smoothing=0.1)"
@@ -505,10 +519,7 @@ class TestLDAMLoss:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_computes_in_float32(self, dtype: torch.dtype) -> None:
-        logits, target = make_inputs("batched", "index", seed=25, dtype=dtype)
-        out = LF.ldam_loss(logits, target, COUNTS, scale=5.0)
-        assert out.dtype == torch.float32
-        torch.testing.assert_close(out, LF.ldam_loss(logits.float(), target, COUNTS, scale=5.0))
+        _assert_half_in_float32(functools.partial(LF.ldam_loss, scale=5.0), dtype, seed=25)
 
     def test_exceptions(self) -> None:
         logits, target = make_inputs("batched", "index")
@@ -544,10 +555,8 @@ class TestLDAMLoss:
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        logits, target = make_inputs("spatial", "index_ignore", seed=27)
         options = {"max_margin": 0.3, "scale": 7.0, "weight": WEIGHT, "reduction": reduction, "label_smoothing": 0.1}
-        module = ltl.LDAMLoss(COUNTS, **options)
-        torch.testing.assert_close(module(logits, target), LF.ldam_loss(logits, target, COUNTS, **options))
+        module = _assert_module_equals_functional(ltl.LDAMLoss, LF.ldam_loss, options, seed=27)
         assert repr(module) == (
             f"LDAMLoss(num_classes={C}, max_margin=0.3, scale=7.0, weighted=True, reduction={reduction!r}, "
             "ignore_index=-100, label_smoothing=0.1)"
