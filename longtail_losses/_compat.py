@@ -15,6 +15,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import sys
 import types
 import warnings
@@ -95,9 +96,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def renamed_argument(old: str, new: str) -> Callable[[F], F]:
-    """Accept the keyword ``old`` as ``new``, with a :class:`FutureWarning`; both at once is a :class:`TypeError`."""
+    """Accept the keyword ``old`` as ``new``, with a :class:`FutureWarning`; both at once is a :class:`TypeError`.
+
+    The wrapper keeps the function's signature (through ``__wrapped__``, which :func:`inspect.signature` and Sphinx
+    autodoc follow) and its type (mypy sees only ``new``), and its docstring gains a note
+    naming the old keyword. Decorators stack, one per renamed argument.
+
+    Raises:
+        TypeError: At decoration, if ``new`` is not a parameter of the function or ``old`` still is one.
+    """
 
     def decorate(function: F) -> F:
+        parameters = inspect.signature(function).parameters
+        if new not in parameters or old in parameters:
+            raise TypeError(f"Expected {function.__qualname__}() to have a parameter `{new}` and none `{old}`")
+
         @functools.wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if old in kwargs:
@@ -114,6 +127,17 @@ def renamed_argument(old: str, new: str) -> Callable[[F], F]:
                 kwargs[new] = kwargs.pop(old)
             return function(*args, **kwargs)
 
+        wrapper.__doc__ = _note_rename(function.__doc__, old, new)
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _note_rename(doc: Optional[str], old: str, new: str) -> Optional[str]:
+    """``doc`` with a note on the rename at its end, indented as its body is (what autodoc dedents)."""
+    if doc is None:
+        return None
+    body = [line for line in doc.splitlines()[1:] if line.strip()]
+    indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
+    note = f"``{new}`` was called ``{old}``: the old keyword still works, with a FutureWarning, until {REMOVAL}."
+    return f"{doc.rstrip()}\n\n{indent}.. note::\n{indent}   {note}\n"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
@@ -21,20 +21,30 @@ from torch import Tensor
 __all__ = [
     "CountsLike",
     "as_class_counts",
+    "as_counts",
+    "as_per_class",
+    "as_real_tensor",
     "check_alpha",
     "check_beta",
+    "check_bfs",
     "check_bool",
+    "check_features_labels",
     "check_finite",
     "check_gamma",
     "check_ignore_index",
     "check_int",
     "check_label_smoothing",
+    "check_labels",
+    "check_linear_inputs",
     "check_logits_target",
     "check_lr",
     "check_max_norm",
+    "check_number",
     "check_probabilities",
+    "check_real",
     "check_reduction",
     "check_target_values",
+    "check_tensor",
     "check_weight_decay",
     "check_weight_matrix",
 ]
@@ -45,7 +55,8 @@ CountsLike = Union[Sequence[int], Sequence[float], Tensor, Any]
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _check_real(name: str, value: object) -> float:
+def check_real(name: str, value: object) -> float:
+    """Return ``value`` as a float if it is a real number (a one-element tensor too), not nan; inf passes."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex and value.dtype != torch.bool:
         value = value.item()
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
@@ -56,22 +67,59 @@ def _check_real(name: str, value: object) -> float:
     return result
 
 
-def check_finite(name: str, value: object, *, low: float = -math.inf, strict: bool = False) -> float:
-    """Return ``value`` as a float if it is a finite real number ``>= low`` (``> low`` if ``strict``)."""
-    result = _check_real(name, value)
-    if not math.isfinite(result):
-        raise ValueError(f"Expected `{name}` to be a finite real number, but got {value}")
-    if result < low or (strict and result == low):
-        raise ValueError(f"Expected `{name}` to be a finite number {'>' if strict else '>='} {low:g}, but got {value}")
+def check_number(
+    name: str,
+    value: object,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    strict_low: bool = False,
+    strict_high: bool = False,
+    interval: bool = False,
+    optional: bool = False,
+) -> Any:
+    """Return ``value`` as a float if it is a finite real number between ``low`` and ``high``.
+
+    The bounds are inclusive unless ``strict_*``. The rule reads "a finite number >= low and <= high", or with
+    ``interval`` "in [low, high)"; with ``optional``, None is returned as is.
+    """
+    if optional and value is None:
+        return None
+    result = check_real(name, value)
+    above = result > low if strict_low else result >= low
+    below = result < high if strict_high else result <= high
+    if not (math.isfinite(result) and above and below):
+        if interval:
+            rule = f"in {'(' if strict_low else '['}{low:g}, {high:g}{')' if strict_high else ']'}"
+        else:
+            rule = "a finite number"
+            rule += "" if low == -math.inf else f" {'>' if strict_low else '>='} {low:g}"
+            rule += (
+                ""
+                if high == math.inf
+                else f"{' and' if low > -math.inf else ''} {'<' if strict_high else '<='} {high:g}"
+            )
+        raise ValueError(f"Expected `{name}` to be {'None or ' if optional else ''}{rule}, but got {value}")
     return result
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``."""
+def check_finite(name: str, value: object, *, low: float = -math.inf, strict: bool = False) -> float:
+    """Return ``value`` as a float if it is a finite real number ``>= low`` (``> low`` if ``strict``)."""
+    return check_number(name, value, low=low, strict_low=strict)
+
+
+def check_int(name: str, value: object, minimum: int, *, optional: bool = False) -> Any:
+    """Return ``value`` as an ``int`` if it is an integer (not a bool) ``>= minimum``; with ``optional``, or None."""
+    if optional and value is None:
+        return None
+    rule = "None or an int" if optional else "an int"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Expected `{name}` to be an int, but got {value!r} of type {type(value).__name__}")
+        raise TypeError(f"Expected `{name}` to be {rule}, but got {value!r} of type {type(value).__name__}")
     if value < minimum:
-        raise ValueError(f"Expected `{name}` to be >= {minimum}, but got {value}")
+        # The value is an int by now: the rule says only what it broke.
+        raise ValueError(
+            f"Expected `{name}` to be {'None or an int ' if optional else ''}>= {minimum}, but got {value}"
+        )
     return int(value)
 
 
@@ -116,60 +164,123 @@ def check_bool(name: str, value: object) -> bool:
 
 def check_label_smoothing(label_smoothing: object) -> float:
     """Return ``label_smoothing`` if it lies in ``[0, 1]``."""
-    value = _check_real("label_smoothing", label_smoothing)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected `label_smoothing` to be in [0, 1], but got {label_smoothing}")
-    return value
+    return check_number("label_smoothing", label_smoothing, low=0.0, high=1.0, interval=True)
 
 
 def check_lr(lr: object) -> float:
     """Return the learning rate ``lr`` if it is finite and ``>= 0``."""
-    value = _check_real("lr", lr)
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise ValueError(f"Expected `lr` to be a finite number >= 0, but got {lr}")
-    return value
+    return check_number("lr", lr, low=0.0)
 
 
 def check_beta(beta: object) -> float:
     """Return ``beta`` if it lies in ``[0, 1)``."""
-    value = _check_real("beta", beta)
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"Expected `beta` to be in [0, 1), but got {beta}")
-    return value
+    return check_number("beta", beta, low=0.0, high=1.0, strict_high=True, interval=True)
 
 
 def check_gamma(gamma: object) -> float:
     """Return ``gamma`` if it is finite and ``>= 0``."""
-    value = _check_real("gamma", gamma)
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise ValueError(f"Expected `gamma` to be a finite number >= 0, but got {gamma}")
-    return value
+    return check_number("gamma", gamma, low=0.0)
 
 
 def check_alpha(alpha: object) -> float:
     """Return ``alpha`` if it lies in ``[0, 1]``."""
-    value = _check_real("alpha", alpha)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"Expected `alpha` to be in [0, 1], but got {alpha}")
-    return value
+    return check_number("alpha", alpha, low=0.0, high=1.0, interval=True)
+
+
+def check_bfs(alpha: object, beta: object, gamma: object) -> tuple[float, float, float]:
+    """Return BFS's ``(alpha, beta, gamma)`` if ``alpha`` is in [0, 1], ``beta`` in [0, 1) and ``gamma >= 0``."""
+    return check_alpha(alpha), check_beta(beta), check_gamma(gamma)
 
 
 def check_weight_decay(weight_decay: object) -> float:
     """Return ``weight_decay`` if it is finite and ``>= 0``."""
-    value = _check_real("weight_decay", weight_decay)
-    if not (value >= 0.0 and math.isfinite(value)):
-        raise ValueError(f"Expected `weight_decay` to be a finite number >= 0, but got {weight_decay}")
-    return value
+    return check_number("weight_decay", weight_decay, low=0.0)
 
 
-def check_max_norm(max_norm: object) -> float | None:
+def check_max_norm(max_norm: object) -> Optional[float]:
     """Return ``max_norm`` if it is ``None`` or finite and ``> 0``."""
-    if max_norm is None:
-        return None
-    value = _check_real("max_norm", max_norm)
-    if not (value > 0.0 and math.isfinite(value)):
-        raise ValueError(f"Expected `max_norm` to be None or a finite number > 0, but got {max_norm}")
-    return value
+    return check_number("max_norm", max_norm, low=0.0, strict_low=True, optional=True)
+
+
+def as_real_tensor(name: str, value: object, rule: str) -> Tensor:
+    """``value`` as a detached tensor of real numbers; ``rule`` says what an array-like ``value`` must be.
+
+    Raises:
+        TypeError: If ``value`` is not array-like (``"Expected `name` to be <rule>, ..."``), or holds booleans or
+            complex numbers.
+    """
+    if isinstance(value, Tensor):
+        tensor = value.detach()
+    else:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise TypeError(f"Expected `{name}` to be {rule}, but got {value!r}")
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(f"Expected `{name}` to be {rule}, but got {type(value).__name__}: {err}") from None
+    if tensor.dtype == torch.bool or tensor.dtype.is_complex:
+        raise TypeError(f"Expected `{name}` to hold real numbers, but got dtype {tensor.dtype}")
+    return tensor
+
+
+def as_per_class(
+    name: str, value: object, num_classes: int, *, dtype: torch.dtype, check_values: bool = True
+) -> Tensor:
+    """A ``(C,)`` tensor of finite values ``>= 0`` (whole numbers for an integer ``dtype``), returned in ``dtype``.
+
+    ``check_values`` (a device sync) checks the values; the type and shape are always checked.
+    """
+    tensor = as_real_tensor(name, value, "a sequence, NumPy array or tensor of real numbers")
+    if tuple(tensor.shape) != (num_classes,):
+        raise ValueError(f"Expected `{name}` to have shape ({num_classes},), but got {tuple(tensor.shape)}")
+    if check_values and tensor.numel() > 0:
+        bad = tensor < 0
+        if tensor.dtype.is_floating_point:
+            bad = bad | ~torch.isfinite(tensor)
+            if not dtype.is_floating_point:
+                bad = bad | (tensor != torch.round(tensor))
+        if bool(bad.any()):
+            j = int(bad.nonzero()[0, 0])
+            kind = "finite numbers >= 0" if dtype.is_floating_point else "whole numbers >= 0"
+            raise ValueError(f"Expected `{name}` to hold {kind}, but got {tensor[j].item()} for class {j}")
+    return tensor.to(dtype)
+
+
+def as_counts(name: str, value: object) -> Tensor:
+    """Per-class counts that may be zero: a non-empty 1-D sequence or tensor of ints ``>= 0``, as CPU ``int64``."""
+    counts = as_real_tensor(name, value, "a sequence or tensor of ints").cpu()
+    if counts.ndim != 1 or counts.numel() == 0:
+        raise ValueError(f"Expected `{name}` to be 1-D with one count per class, but got shape {tuple(counts.shape)}")
+    if counts.dtype.is_floating_point:
+        raise TypeError(f"Expected `{name}` to hold ints, but got dtype {counts.dtype}")
+    bad = counts < 0
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        raise ValueError(f"Expected every entry of `{name}` to be >= 0, but got {int(counts[j])} for class {j}")
+    return counts.to(torch.int64)
+
+
+def check_labels(name: str, labels: object, *, one_dim: bool = True) -> Tensor:
+    """Return ``labels`` if it is a tensor of integer class indices, 1-D unless ``one_dim=False`` (metadata only)."""
+    tensor: Tensor = check_tensor(name, labels)
+    if tensor.dtype.is_floating_point or tensor.dtype.is_complex or tensor.dtype == torch.bool:
+        raise TypeError(f"Expected `{name}` to hold integer class indices, but got dtype {tensor.dtype}")
+    if one_dim and tensor.ndim != 1:
+        raise ValueError(f"Expected `{name}` to be 1-D, but got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def check_features_labels(features: object, labels: object) -> tuple[Tensor, Tensor]:
+    """Return ``features`` :math:`(N, D)` (floating point) and ``labels`` :math:`(N)` (class indices), checked."""
+    x: Tensor = check_tensor("features", features)
+    y = check_labels("labels", labels, one_dim=False)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"Expected `features` to be a floating-point tensor, but got dtype {x.dtype}")
+    if x.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (N, D), but got {tuple(x.shape)}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"Expected `labels` to have shape ({x.shape[0]},) to match features, but got {tuple(y.shape)}")
+    return x, y
 
 
 def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Tensor:
@@ -183,23 +294,7 @@ def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Ten
         TypeError: If ``class_counts`` is not array-like, or holds booleans or complex numbers.
         ValueError: If it is not 1-D, is empty, or holds a value that is not a finite positive whole number.
     """
-    if isinstance(class_counts, Tensor):
-        counts = class_counts.detach()
-    else:
-        if isinstance(class_counts, (str, bytes)) or class_counts is None:
-            raise TypeError(
-                f"Expected `{name}` to be a sequence, NumPy array or tensor of positive whole numbers, "
-                f"but got {class_counts!r}"
-            )
-        try:
-            counts = torch.as_tensor(class_counts)
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"Expected `{name}` to be a sequence, NumPy array or tensor of positive whole numbers, "
-                f"but got {type(class_counts).__name__}: {err}"
-            ) from None
-    if counts.dtype == torch.bool or counts.dtype.is_complex:
-        raise TypeError(f"Expected `{name}` to hold real numbers, but got dtype {counts.dtype}")
+    counts = as_real_tensor(name, class_counts, "a sequence, NumPy array or tensor of positive whole numbers")
     if counts.ndim != 1:
         raise ValueError(f"Expected `{name}` to be 1-D (one count per class), but got shape {tuple(counts.shape)}")
     if counts.numel() == 0:
@@ -301,10 +396,11 @@ def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> 
         )
 
 
-def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
+def check_weight_matrix(weight: object, name: str = "classifier", num_classes: Optional[int] = None) -> Tensor:
     """Return the weight of a classifier module, or the tensor itself: one row per class on dimension 0.
 
-    A linear layer's ``(C, D)`` weight and a 1x1 convolution's ``(C, D, 1, 1)`` weight both qualify.
+    A linear layer's ``(C, D)`` weight and a 1x1 convolution's ``(C, D, 1, 1)`` weight both qualify. With
+    ``num_classes``, it must have that many rows.
     """
     if isinstance(weight, torch.nn.Module):
         w = getattr(weight, "weight", None)
@@ -326,4 +422,54 @@ def check_weight_matrix(weight: object, name: str = "classifier") -> Tensor:
         )
     if not weight.dtype.is_floating_point:
         raise TypeError(f"Expected `{name}` weight to be floating point, but got dtype {weight.dtype}")
+    if num_classes is not None and weight.shape[0] != num_classes:
+        raise ValueError(
+            f"Expected `{name}` weight to have one row per class ({num_classes}), but got shape {tuple(weight.shape)}"
+        )
     return weight
+
+
+def check_tensor(name: str, value: object, *, optional: bool = False) -> Any:
+    """Return ``value`` if it is a tensor (or, with ``optional``, None)."""
+    if not isinstance(value, Tensor) and not (optional and value is None):
+        rule = "None or a torch.Tensor" if optional else "a torch.Tensor"
+        raise TypeError(f"Expected `{name}` to be {rule}, but got {type(value).__name__}")
+    return value
+
+
+def check_linear_inputs(features: Any, weight: Any, bias: Any, target: Any) -> None:
+    """Types, dtypes, shapes and devices of ``features`` (N, D), ``weight`` (C, D), ``bias`` (C) and ``target`` (N)."""
+    for name, value in (("features", features), ("weight", weight), ("target", target)):
+        check_tensor(name, value)
+    check_tensor("bias", bias, optional=True)
+    if not features.dtype.is_floating_point:
+        raise TypeError(f"Expected `features` to be a floating-point tensor, but got dtype {features.dtype}")
+    if features.ndim != 2:
+        raise ValueError(f"Expected `features` to have shape (N, D), but got shape {tuple(features.shape)}")
+    if weight.ndim != 2 or weight.shape[1] != features.shape[1]:
+        raise ValueError(
+            f"Expected `weight` to have shape (C, D) with D = {features.shape[1]} to match `features` "
+            f"{tuple(features.shape)}, but got shape {tuple(weight.shape)}"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(
+            f"Expected `bias` to have shape (C,) = ({weight.shape[0]},) to match `weight`, "
+            f"but got shape {tuple(bias.shape)}"
+        )
+    for name, value in (("weight", weight), ("bias", bias)):
+        if isinstance(value, Tensor) and (value.dtype != features.dtype or value.device != features.device):
+            raise TypeError(
+                f"Expected `{name}` to have the dtype and device of `features` ({features.dtype}, {features.device}), "
+                f"but got ({value.dtype}, {value.device})"
+            )
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise TypeError(
+            f"Expected `target` to hold integer class indices (e.g. torch.int64), but got dtype {target.dtype}"
+        )
+    if target.shape != (features.shape[0],):
+        raise ValueError(
+            f"Expected `target` to have shape (N,) = ({features.shape[0]},) to match `features` "
+            f"{tuple(features.shape)}, but got {tuple(target.shape)}"
+        )
+    if target.device != features.device:
+        raise ValueError(f"Expected `target` on the device of `features` ({features.device}), but got {target.device}")

@@ -7,7 +7,6 @@ training-time correction inside the loss only; it is never added at test time.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Mapping
 from typing import Any, Union
@@ -15,7 +14,15 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-from longtail_losses._validation import check_weight_matrix
+from longtail_losses._compat import renamed_argument
+from longtail_losses._validation import (
+    as_counts,
+    check_int,
+    check_labels,
+    check_real,
+    check_tensor,
+    check_weight_matrix,
+)
 
 __all__ = [
     "classifier_weight_norms",
@@ -29,15 +36,8 @@ SHOT_KEYS = ("many", "medium", "few", "all")
 
 
 def _predictions(logits_or_preds: object, targets: object, num_classes: int) -> tuple[Tensor, Tensor]:
-    if not isinstance(logits_or_preds, Tensor):
-        raise TypeError(f"Expected `logits_or_preds` to be a torch.Tensor, but got {type(logits_or_preds).__name__}")
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"Expected `targets` to be a torch.Tensor, but got {type(targets).__name__}")
-    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-        raise TypeError(f"Expected `targets` to hold integer class indices, but got dtype {targets.dtype}")
-    if targets.ndim != 1:
-        raise ValueError(f"Expected `targets` to have shape (N,), but got shape {tuple(targets.shape)}")
-    x = logits_or_preds.detach()
+    x = check_tensor("logits_or_preds", logits_or_preds).detach()
+    targets = check_labels("targets", targets)
     if x.dtype.is_floating_point:
         if x.ndim != 2 or x.shape[1] != num_classes:
             raise ValueError(
@@ -69,35 +69,6 @@ def _predictions(logits_or_preds: object, targets: object, num_classes: int) -> 
     return preds, y
 
 
-def _train_counts(train_counts: object) -> Tensor:
-    if isinstance(train_counts, (str, bytes)) or train_counts is None:
-        raise TypeError(f"Expected `train_counts` to be a sequence or tensor of ints, but got {train_counts!r}")
-    try:
-        counts = torch.as_tensor(train_counts).detach().cpu()
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
-            f"Expected `train_counts` to be a sequence or tensor of ints, but got {type(train_counts).__name__}: {err}"
-        ) from None
-    if counts.ndim != 1 or counts.numel() == 0:
-        raise ValueError(
-            f"Expected `train_counts` to be 1-D with one count per class, but got shape {tuple(counts.shape)}"
-        )
-    if counts.dtype.is_floating_point or counts.dtype.is_complex or counts.dtype == torch.bool:
-        raise TypeError(f"Expected `train_counts` to hold ints, but got dtype {counts.dtype}")
-    if bool((counts < 0).any()):
-        j = int((counts < 0).nonzero()[0, 0])
-        raise ValueError(f"Expected every entry of `train_counts` to be >= 0, but got {int(counts[j])} for class {j}")
-    return counts.to(torch.int64)
-
-
-def _check_threshold(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Expected `{name}` to be a real number, but got {value!r}")
-    if math.isnan(value):
-        raise ValueError(f"Expected `{name}` to be a real number, but got nan")
-    return float(value)
-
-
 def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """Accuracy of every class: the fraction of its test samples that are predicted as that class.
 
@@ -120,11 +91,7 @@ def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: in
         >>> per_class_accuracy(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 0, 1, 1]), num_classes=3)
         tensor([0.5000, 0.5000,    nan])
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral):
-        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"Expected `num_classes` to be >= 1, but got {num_classes}")
-    num_classes = int(num_classes)
+    num_classes = check_int("num_classes", num_classes, 1)
     preds, y = _predictions(logits_or_preds, targets, num_classes)
     total = torch.bincount(y, minlength=num_classes).to(torch.float32)
     correct = torch.bincount(y[preds == y], minlength=num_classes).to(torch.float32)
@@ -162,9 +129,9 @@ def shot_groups(
         >>> shot_groups([50, 11, 10, 2, 1], many_threshold=0.2, few_threshold=0.04, relative=True)
         {'many': tensor([0, 1]), 'medium': tensor([2, 3]), 'few': tensor([4])}
     """
-    counts = _train_counts(train_counts)
-    many_t = _check_threshold("many_threshold", many_threshold)
-    few_t = _check_threshold("few_threshold", few_threshold)
+    counts = as_counts("train_counts", train_counts)
+    many_t = check_real("many_threshold", many_threshold)
+    few_t = check_real("few_threshold", few_threshold)
     if few_t > many_t:
         raise ValueError(
             f"Expected `few_threshold` <= `many_threshold`, but got few_threshold={few_threshold} "
@@ -233,7 +200,7 @@ def shot_accuracy(
         >>> shot_accuracy(logits, torch.tensor([0, 1, 2, 2]), train_counts=[500, 50, 5])
         {'many': 1.0, 'medium': 1.0, 'few': 0.5, 'all': 0.8333333333333334}
     """
-    counts = _train_counts(train_counts)
+    counts = as_counts("train_counts", train_counts)
     groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold, relative=relative)
     acc = per_class_accuracy(logits_or_preds, targets, counts.numel()).cpu().double()
     empty = [k for k in ("many", "medium", "few") if groups[k].numel() == 0]
@@ -258,17 +225,19 @@ def shot_accuracy(
     return out
 
 
-def classifier_weight_norms(classifier_or_weight: Union[nn.Module, Tensor]) -> Tensor:
+@renamed_argument("classifier_or_weight", "classifier")
+def classifier_weight_norms(classifier: Union[nn.Module, Tensor]) -> Tensor:
     """L2 norm of every class's row of a linear classifier's weight (the paper's Fig. 5a).
 
     Under long-tailed training the head classes' rows grow longer than the tail classes'; balanced weight
     decay (:class:`~longtail_losses.ClassNormDecay`) evens them out.
 
     Args:
-        classifier_or_weight: A module with a 2-D ``.weight`` (e.g. :class:`torch.nn.Linear`) or the weight.
+        classifier: The classifier module (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`)
+            or its weight itself, one row per class.
 
     Shape:
-        classifier_or_weight: weight :math:`(C, D)`.
+        classifier: weight :math:`(C, D)`.
         output: :math:`(C)`, detached, on the weight's device and of its dtype.
 
     Raises:
@@ -279,7 +248,7 @@ def classifier_weight_norms(classifier_or_weight: Union[nn.Module, Tensor]) -> T
         >>> classifier_weight_norms(torch.tensor([[3.0, 4.0], [0.0, 1.0]]))
         tensor([5., 1.])
     """
-    weight = check_weight_matrix(classifier_or_weight, name="classifier_or_weight")
+    weight = check_weight_matrix(classifier)
     return torch.linalg.vector_norm(weight.detach(), dim=1)
 
 

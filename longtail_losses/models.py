@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from longtail_losses._validation import check_int
+
 __all__ = ["BasicBlock", "CifarResNet", "DigitsCNN", "resnet32"]
 
 
@@ -84,10 +86,8 @@ class CifarResNet(nn.Module):
 
     def __init__(self, num_blocks: int = 5, num_classes: int = 100, in_channels: int = 3) -> None:
         super().__init__()
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
-            raise ValueError(f"Expected `num_blocks` to be an int >= 1, but got {num_blocks!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"Expected `num_classes` to be an int >= 1, but got {num_classes!r}")
+        check_int("num_blocks", num_blocks, 1)
+        check_int("num_classes", num_classes, 1)
         self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         layers = []

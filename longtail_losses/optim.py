@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.hooks import RemovableHandle
 
-from longtail_losses._validation import check_lr, check_max_norm, check_weight_decay, check_weight_matrix
+from longtail_losses._validation import as_per_class, check_lr, check_max_norm, check_weight_decay, check_weight_matrix
 
 __all__ = ["ClassNormDecay"]
 
@@ -67,32 +67,15 @@ class ClassNormDecay:
         max_norm: Optional[float] = None,
         per_class: Optional[Union[Tensor, Any]] = None,
     ) -> None:
-        self.weight = check_weight_matrix(classifier, "classifier")
+        self.weight = check_weight_matrix(classifier)
+        num_classes = self.weight.shape[0]
         self.weight_decay = check_weight_decay(weight_decay)
         self.max_norm = check_max_norm(max_norm)
-        self.per_class = None if per_class is None else self._check_per_class(per_class)
+        self.per_class = (
+            None if per_class is None else as_per_class("per_class", per_class, num_classes, dtype=torch.float32)
+        )
         # The largest decay factor, a Python float, so that the sign check in apply() needs no device sync.
         self._max_factor = 1.0 if self.per_class is None else float(self.per_class.max())
-
-    def _check_per_class(self, per_class: Any) -> Tensor:
-        try:
-            factors = torch.as_tensor(per_class).detach()
-        except (TypeError, ValueError, RuntimeError) as err:
-            raise TypeError(
-                f"Expected `per_class` to be a sequence, array or tensor of real numbers, but got "
-                f"{type(per_class).__name__}: {err}"
-            ) from None
-        if factors.dtype == torch.bool or factors.dtype.is_complex:
-            raise TypeError(f"Expected `per_class` to hold real numbers, but got dtype {factors.dtype}")
-        factors = factors.to(torch.float32)
-        if factors.shape != (self.weight.shape[0],):
-            raise ValueError(
-                f"Expected `per_class` to have shape ({self.weight.shape[0]},), one factor per class, "
-                f"but got {tuple(factors.shape)}"
-            )
-        if not bool(torch.isfinite(factors).all()) or bool((factors < 0).any()):
-            raise ValueError(f"Expected `per_class` to be finite and >= 0, but got {factors.tolist()}")
-        return factors
 
     def __repr__(self) -> str:
         return (

@@ -44,7 +44,7 @@ class TestClassCounts:
             ltl.class_counts([0, 2], num_classes=2)
         with pytest.raises(ValueError, match=r"`labels` to be 1-D, but got shape \(1, 2\)"):
             ltl.class_counts([[0, 1]])
-        with pytest.raises(TypeError, match=r"`num_classes` to be an int"):
+        with pytest.raises(TypeError, match=r"`num_classes` to be None or an int"):
             ltl.class_counts([0], num_classes=2.0)  # type: ignore[arg-type]
         with pytest.raises(TypeError, match=r"`labels`"):
             ltl.class_counts(TensorDataset(torch.zeros(2)))

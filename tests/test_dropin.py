@@ -14,9 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 import longtail_losses as ltl
+from longtail_losses import functional as LF
 from longtail_losses import twostage
 from longtail_losses.losses import _engine
-from longtail_losses import functional as LF
 
 COUNTS = [500, 120, 40, 9, 2]
 FC = nn.Linear(3, len(COUNTS))
@@ -132,7 +132,7 @@ class TestBWLMFollowsTheLiveClassifier:
     def test_replace_classifier_then_rebind(self, by_tensor: bool) -> None:
         model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
         criterion = ltl.BWLM(COUNTS, classifier=model[1].weight if by_tensor else model[1])
-        new = twostage.replace_classifier(model, 5, attr="1")
+        new = twostage.replace_classifier(model, 5, classifier_attr="1")
         x, y = torch.randn(2, 4), torch.tensor([0, 1])
         with pytest.raises(RuntimeError, match=r"was replaced by Linear in twostage.replace_classifier.*rebind"):
             criterion(model(x), y)
@@ -221,7 +221,7 @@ class TestClassNormDecay:
 
     def test_type_checks(self) -> None:
         fc = nn.Linear(3, 5)
-        with pytest.raises(TypeError, match=r"`per_class` to be a sequence, array or tensor of real numbers"):
+        with pytest.raises(TypeError, match=r"`per_class` to be a sequence, NumPy array or tensor of real numbers"):
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=object())
         with pytest.raises(TypeError, match=r"`per_class` to hold real numbers, but got dtype torch.bool"):
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[True] * 5)

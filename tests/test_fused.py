@@ -1,4 +1,4 @@
-"""The fused fast paths (longtail_losses.losses._fused) equal the straightforward reference paths: values and gradients."""
+"""The fused fast paths (losses._fused) equal the straightforward reference paths: values and gradients."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from longtail_losses.losses import _engine, _fused
 from longtail_losses import functional as LF
+from longtail_losses.losses import _engine, _fused
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "balanced_softmax": lambda z, y, n, **kw: LF.balanced_softmax_loss(

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from longtail_losses.losses import _engine, _fused
 from longtail_losses import functional as LF
+from longtail_losses.losses import _engine, _fused
 from tests import reference as ref
 
 COUNTS = torch.tensor([500, 120, 40, 9, 2])

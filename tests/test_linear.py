@@ -185,11 +185,16 @@ class TestMatchesPlain:
         assert torch.autograd.gradcheck(f, (x, w, b), fast_mode=True)
 
 
+def assert_shape(cls: type, reduction: str, shape: tuple[int, ...]) -> None:
+    """The module ``cls`` returns a loss of ``shape`` with ``reduction``."""
+    head = cls([5, 4, 3], in_features=2, reduction=reduction)
+    assert head(torch.randn(6, 2), torch.randint(0, 3, (6,))).shape == shape
+
+
 class TestLinearBalancedSoftmax:
     @pytest.mark.parametrize(("reduction", "shape"), [("none", (6,)), ("mean", ()), ("sum", ())])
     def test_shapes(self, reduction: str, shape: tuple[int, ...]) -> None:
-        head = ltl.LinearBalancedSoftmax([5, 4, 3], in_features=2, reduction=reduction)
-        assert head(torch.randn(6, 2), torch.randint(0, 3, (6,))).shape == shape
+        assert_shape(ltl.LinearBalancedSoftmax, reduction, shape)
 
     def test_known_values(self) -> None:
         head = ltl.LinearBalancedSoftmax([90, 10], in_features=2, bias=False)
@@ -219,7 +224,7 @@ class TestLinearBalancedSoftmax:
         assert torch.equal(indices, want.indices)
 
     def test_exceptions(self) -> None:
-        with pytest.raises(ValueError, match="Expected `in_features` to be an int >= 1, but got 0"):
+        with pytest.raises(ValueError, match="Expected `in_features` to be >= 1, but got 0"):
             ltl.LinearBalancedSoftmax([1, 2], in_features=0)
         with pytest.raises(ValueError, match="Expected `chunk_size` to be None or an int >= 1, but got 0"):
             ltl.LinearBalancedSoftmax([1, 2], in_features=2, chunk_size=0)
@@ -262,8 +267,7 @@ class TestLinearBalancedSoftmax:
 class TestLinearBFS:
     @pytest.mark.parametrize(("reduction", "shape"), [("none", (6,)), ("mean", ()), ("sum", ())])
     def test_shapes(self, reduction: str, shape: tuple[int, ...]) -> None:
-        head = ltl.LinearBFS([5, 4, 3], in_features=2, reduction=reduction)
-        assert head(torch.randn(6, 2), torch.randint(0, 3, (6,))).shape == shape
+        assert_shape(ltl.LinearBFS, reduction, shape)
 
     def test_known_values(self) -> None:
         head = ltl.LinearBFS([90, 10], in_features=2, bias=False, beta=0.99, weight_decay=0.1)
@@ -327,6 +331,17 @@ class TestLinearBFS:
 class TestFunctionalExceptions:
     def _args(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
         return torch.randn(3, 2), torch.randn(4, 2), torch.tensor([0, 1, 3]), [1, 2, 3, 4]
+
+    def test_unknown_option_is_a_type_error(self) -> None:
+        x, w, y, counts = self._args()
+        with pytest.raises(
+            TypeError, match=r"linear_balanced_softmax_loss\(\) got an unexpected keyword argument 'alpha'"
+        ):
+            LF.linear_balanced_softmax_loss(x, w, y, counts, alpha=0.5)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"linear_bfs_loss\(\) got an unexpected keyword argument 'chunk'"):
+            LF.linear_bfs_loss(x, w, y, counts, chunk=2)  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match=r"LinearBalancedSoftmax\(\) got an unexpected keyword argument 'gamma'"):
+            ltl.LinearBalancedSoftmax(counts, 2, gamma=1.0)  # type: ignore[call-arg]
 
     def test_types_and_shapes(self) -> None:
         x, w, y, counts = self._args()

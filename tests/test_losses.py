@@ -467,7 +467,7 @@ class TestBWLM:
             ltl.BWLM(COUNTS, classifier=torch.ones(5))
         with pytest.raises(ValueError, match=r"`weight_decay` to be a finite number >= 0, but got -1"):
             ltl.BWLM(COUNTS, classifier=fc, weight_decay=-1)
-        with pytest.raises(ValueError, match=r"`weight` to have one row per class \(5\)"):
+        with pytest.raises(ValueError, match=r"`classifier` weight to have one row per class \(5\)"):
             LF.bwlm_loss(fc(x), target, COUNTS, torch.ones(3, 4, dtype=torch.float64))
         with pytest.raises(TypeError, match=r"'classifier'"):
             ltl.BWLM(COUNTS)  # type: ignore[call-arg]  # classifier is required

@@ -54,7 +54,7 @@ class TestPerClassAccuracy:
             M.per_class_accuracy(torch.tensor([True]), torch.tensor([0]), 2)
         with pytest.raises(ValueError, match=r"one label per prediction \(3\), but got 2"):
             M.per_class_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1]), 2)
-        with pytest.raises(ValueError, match=r"`targets` to have shape \(N,\)"):
+        with pytest.raises(ValueError, match=r"`targets` to be 1-D"):
             M.per_class_accuracy(torch.tensor([0, 1]), torch.tensor([[0, 1]]), 2)
         with pytest.raises(ValueError, match=r"label to be in \[0, 2\), but got 2 at position 1"):
             M.per_class_accuracy(torch.tensor([0, 1]), torch.tensor([0, 2]), 2)

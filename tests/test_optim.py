@@ -116,7 +116,7 @@ class TestClassNormDecay:
             ltl.ClassNormDecay(fc, weight_decay=0.1, max_norm=0)
         with pytest.raises(ValueError, match=r"`per_class` to have shape \(3,\).*got \(2,\)"):
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[1.0, 2.0])
-        with pytest.raises(ValueError, match=r"`per_class` to be finite and >= 0"):
+        with pytest.raises(ValueError, match=r"`per_class` to hold finite numbers >= 0"):
             ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[1.0, -2.0, 0.0])
         with pytest.raises(TypeError, match=r"`classifier` to have a `.weight`"):
             ltl.ClassNormDecay(nn.ReLU(), weight_decay=0.1)

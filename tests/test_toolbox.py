@@ -6,11 +6,13 @@ Every reference below is a float64 re-derivation written from the papers' equati
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
 import pickle
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -138,6 +140,40 @@ def _grad(fn, logits: Tensor) -> tuple[Tensor, Tensor]:
     return out.detach(), grad
 
 
+def _assert_matches(library: Callable[[Tensor], Tensor], reference: Callable[[Tensor], Tensor], logits: Tensor) -> None:
+    """``library`` and ``reference`` agree at ``logits``, in value and gradient."""
+    for got, want in zip(_grad(library, logits), _grad(reference, logits)):
+        torch.testing.assert_close(got, want)
+
+
+def _reference_loss(
+    x: Tensor, target: Tensor, smoothing: float, reduction: str, per_rows: Callable[..., Any]
+) -> Tensor:
+    """Reduce the reference ``per_rows(z, dist, labels) -> (per-row losses, per-row weights or None)``."""
+    z, dist, keep, labels, shape = rows_of(x, target, smoothing)
+    per_row, row_weight = per_rows(z, dist, labels)
+    out = ref_reduce(per_row, keep, reduction, row_weight)
+    return out.reshape(shape) if reduction == "none" else out
+
+
+def _assert_half_in_float32(loss: Callable[..., Tensor], dtype: torch.dtype, seed: int) -> None:
+    """Half or bfloat16 logits give a float32 loss equal to that of the logits cast to float32."""
+    logits, target = make_inputs("batched", "index", seed=seed, dtype=dtype)
+    out = loss(logits, target, COUNTS)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, loss(logits.float(), target, COUNTS))
+
+
+def _assert_module_equals_functional(
+    cls: Callable[..., nn.Module], function: Callable[..., Tensor], options: dict[str, Any], seed: int
+) -> nn.Module:
+    """``cls(COUNTS, **options)`` gives what ``function`` gives; returns the module (for its repr)."""
+    logits, target = make_inputs("spatial", "index_ignore", seed=seed)
+    module = cls(COUNTS, **options)
+    torch.testing.assert_close(module(logits, target), function(logits, target, COUNTS, **options))
+    return module
+
+
 def _roundtrip_checks(module: nn.Module, logits: Tensor, target: Tensor) -> None:
     expected = module(logits, target)
     clone = pickle.loads(pickle.dumps(module))
@@ -171,15 +207,10 @@ class TestLogitAdjustedLoss:
         def library(x: Tensor) -> Tensor:
             return LF.logit_adjusted_loss(x, target, counts, tau=tau, reduction=reduction, label_smoothing=smoothing)
 
-        def reference(x: Tensor) -> Tensor:
-            z, dist, keep, _, shape = rows_of(x, target, smoothing)
-            out = ref_reduce(ref_la_rows(z, dist, counts, tau), keep, reduction)
-            return out.reshape(shape) if reduction == "none" else out
+        def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None) -> tuple[Tensor, None]:
+            return ref_la_rows(z, dist, counts, tau), None
 
-        value, grad = _grad(library, logits)
-        ref_value, ref_grad = _grad(reference, logits)
-        torch.testing.assert_close(value, ref_value)
-        torch.testing.assert_close(grad, ref_grad)
+        _assert_matches(library, lambda x: _reference_loss(x, target, smoothing, reduction, per_rows), logits)
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -222,14 +253,11 @@ class TestLogitAdjustedLoss:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_computes_in_float32(self, dtype: torch.dtype) -> None:
-        logits, target = make_inputs("batched", "index", seed=6, dtype=dtype)
-        out = LF.logit_adjusted_loss(logits, target, COUNTS, tau=0.5)
-        assert out.dtype == torch.float32
-        torch.testing.assert_close(out, LF.logit_adjusted_loss(logits.float(), target, COUNTS, tau=0.5))
+        _assert_half_in_float32(functools.partial(LF.logit_adjusted_loss, tau=0.5), dtype, seed=6)
 
     def test_exceptions(self) -> None:
         logits, target = make_inputs("batched", "index")
-        with pytest.raises(ValueError, match="Expected `tau` to be a finite real number, but got inf"):
+        with pytest.raises(ValueError, match="Expected `tau` to be a finite number, but got inf"):
             LF.logit_adjusted_loss(logits, target, COUNTS, tau=math.inf)
         with pytest.raises(ValueError, match="Expected `tau` to be a real number, but got nan"):
             ltl.LogitAdjustedLoss(COUNTS, tau=math.nan)
@@ -256,10 +284,8 @@ class TestLogitAdjustedLoss:
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        logits, target = make_inputs("spatial", "index_ignore", seed=8)
-        module = ltl.LogitAdjustedLoss(COUNTS, tau=0.3, reduction=reduction, label_smoothing=0.1)
-        expected = LF.logit_adjusted_loss(logits, target, COUNTS, tau=0.3, reduction=reduction, label_smoothing=0.1)
-        torch.testing.assert_close(module(logits, target), expected)
+        options = {"tau": 0.3, "reduction": reduction, "label_smoothing": 0.1}
+        module = _assert_module_equals_functional(ltl.LogitAdjustedLoss, LF.logit_adjusted_loss, options, seed=8)
         assert repr(module) == (
             f"LogitAdjustedLoss(num_classes={C}, tau=0.3, reduction={reduction!r}, ignore_index=-100, "
             "label_smoothing=0.1)"
@@ -296,10 +322,7 @@ class TestPosthocAdjust:
         n = torch.tensor(COUNTS, dtype=torch.float64)
         log_pi = torch.log(n / n.sum())
         view = log_pi if logits.ndim <= 2 else log_pi.view(-1, 1, 1)
-        value, grad = _grad(lambda x: ltl.posthoc_adjust(x, COUNTS, tau=tau), logits)
-        ref_value, ref_grad = _grad(lambda x: x - tau * view, logits)
-        torch.testing.assert_close(value, ref_value)
-        torch.testing.assert_close(grad, ref_grad)
+        _assert_matches(lambda x: ltl.posthoc_adjust(x, COUNTS, tau=tau), lambda x: x - tau * view, logits)
 
     def test_known_values_and_argmax(self) -> None:
         logits = torch.tensor([[2.0, 1.5]])
@@ -321,7 +344,7 @@ class TestPosthocAdjust:
             ltl.posthoc_adjust(torch.zeros(2, C, dtype=torch.int64), COUNTS)
         with pytest.raises(TypeError, match=r"Expected `logits` to be a torch\.Tensor, but got list"):
             ltl.posthoc_adjust([0.0] * C, COUNTS)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="Expected `tau` to be a finite real number"):
+        with pytest.raises(ValueError, match="Expected `tau` to be a finite number"):
             ltl.posthoc_adjust(torch.zeros(2, C), COUNTS, tau=-math.inf)
 
     def test_gradcheck(self) -> None:
@@ -405,17 +428,11 @@ class TestLDAMLoss:
         def library(x: Tensor) -> Tensor:
             return LF.ldam_loss(x, target, counts, reduction=reduction, label_smoothing=smoothing, **options)
 
-        def reference(x: Tensor) -> Tensor:
-            z, dist, keep, labels, shape = rows_of(x, target, smoothing)
-            per_row = ref_ldam_rows(z, dist, counts, 0.4, 10.0, weight)
+        def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor | None]:
             row_weight = None if weight is None or labels is None else weight[labels]
-            out = ref_reduce(per_row, keep, reduction, row_weight)
-            return out.reshape(shape) if reduction == "none" else out
+            return ref_ldam_rows(z, dist, counts, 0.4, 10.0, weight), row_weight
 
-        value, grad = _grad(library, logits)
-        ref_value, ref_grad = _grad(reference, logits)
-        torch.testing.assert_close(value, ref_value)
-        torch.testing.assert_close(grad, ref_grad)
+        _assert_matches(library, lambda x: _reference_loss(x, target, smoothing, reduction, per_rows), logits)
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -502,10 +519,7 @@ class TestLDAMLoss:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_computes_in_float32(self, dtype: torch.dtype) -> None:
-        logits, target = make_inputs("batched", "index", seed=25, dtype=dtype)
-        out = LF.ldam_loss(logits, target, COUNTS, scale=5.0)
-        assert out.dtype == torch.float32
-        torch.testing.assert_close(out, LF.ldam_loss(logits.float(), target, COUNTS, scale=5.0))
+        _assert_half_in_float32(functools.partial(LF.ldam_loss, scale=5.0), dtype, seed=25)
 
     def test_exceptions(self) -> None:
         logits, target = make_inputs("batched", "index")
@@ -541,10 +555,8 @@ class TestLDAMLoss:
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        logits, target = make_inputs("spatial", "index_ignore", seed=27)
         options = {"max_margin": 0.3, "scale": 7.0, "weight": WEIGHT, "reduction": reduction, "label_smoothing": 0.1}
-        module = ltl.LDAMLoss(COUNTS, **options)
-        torch.testing.assert_close(module(logits, target), LF.ldam_loss(logits, target, COUNTS, **options))
+        module = _assert_module_equals_functional(ltl.LDAMLoss, LF.ldam_loss, options, seed=27)
         assert repr(module) == (
             f"LDAMLoss(num_classes={C}, max_margin=0.3, scale=7.0, weighted=True, reduction={reduction!r}, "
             "ignore_index=-100, label_smoothing=0.1)"
@@ -812,7 +824,7 @@ class TestTauNormalize:
     def test_exceptions(self) -> None:
         with pytest.raises(TypeError, match=r"Expected `classifier` to be an nn\.Module"):
             twostage.tau_normalize(torch.ones(3, 2), 1.0)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="Expected `tau` to be a finite real number, but got inf"):
+        with pytest.raises(ValueError, match="Expected `tau` to be a finite number, but got inf"):
             twostage.tau_normalize(_classifier(), math.inf)
         with pytest.raises(ValueError, match=r"Expected `classifier` weight to have shape \(num_classes, features\)"):
             twostage.tau_normalize(nn.Conv2d(3, 4, 1), 1.0)
@@ -891,7 +903,7 @@ class TestNearestClassMean:
             twostage.nearest_class_mean(torch.zeros(3, 2), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"Expected every label to be in \[0, 2\), but got labels in \[0, 2\]"):
             twostage.nearest_class_mean(torch.zeros(3, 2), torch.tensor([0, 1, 2]), num_classes=2)
-        with pytest.raises(TypeError, match="Expected `labels` to be an integer tensor"):
+        with pytest.raises(TypeError, match="Expected `labels` to hold integer class indices"):
             twostage.nearest_class_mean(torch.zeros(3, 2), torch.zeros(3))
         with pytest.raises(ValueError, match="Expected `features` to have shape"):
             twostage.nearest_class_mean(torch.zeros(3), torch.tensor([0, 1, 2]))

@@ -11,9 +11,19 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, Subset, TensorDataset
 
 import longtail_losses as ltl
-from longtail_losses.twostage import BackboneFreeze, data_balanced_review, extract_features, freeze_backbone, get_classifier, head_tail_classes, replace_classifier, train_classifier, train_classifier_epoch
-from longtail_losses.training import predict, train_one_epoch, warn_double_decay
 from longtail_losses.data import SeededBatchSampler
+from longtail_losses.training import predict, train_one_epoch, warn_double_decay
+from longtail_losses.twostage import (
+    BackboneFreeze,
+    data_balanced_review,
+    extract_features,
+    freeze_backbone,
+    get_classifier,
+    head_tail_classes,
+    replace_classifier,
+    train_classifier,
+    train_classifier_epoch,
+)
 
 
 def cifar100_lt_counts(imbalance_factor: float) -> list[int]:
@@ -215,7 +225,7 @@ class TestReplaceClassifier:
 
     def test_custom_nested_attribute(self):
         net = stage1_model()
-        fc = replace_classifier(net, 5, attr="head.1", bias=False)
+        fc = replace_classifier(net, 5, classifier_attr="head.1", bias=False)
         assert net.head[1] is fc
         assert fc.bias is None
         assert fc.out_features == 5
@@ -224,37 +234,37 @@ class TestReplaceClassifier:
 
     def test_same_device_and_dtype(self):
         net = stage1_model().double()
-        fc = replace_classifier(net, 4, attr="head.1")
+        fc = replace_classifier(net, 4, classifier_attr="head.1")
         assert fc.weight.dtype == torch.float64
         assert fc.weight.device == net.head[1].weight.device
 
     def test_no_freeze(self):
         net = stage1_model()
-        replace_classifier(net, 4, attr="head.1", freeze=False)
+        replace_classifier(net, 4, classifier_attr="head.1", freeze=False)
         assert all(p.requires_grad for p in net.parameters())
 
     def test_exceptions(self):
         net = stage1_model()
         with pytest.raises(ValueError, match="name a submodule"):
-            replace_classifier(net, 3, attr="fc")
+            replace_classifier(net, 3, classifier_attr="fc")
         with pytest.raises(ValueError, match="'nope' is not a submodule"):
-            replace_classifier(net, 3, attr="nope.fc")
+            replace_classifier(net, 3, classifier_attr="nope.fc")
         with pytest.raises(TypeError, match=r"`model.head.0` to be an nn.Linear, but got Flatten"):
-            replace_classifier(net, 3, attr="head.0")
+            replace_classifier(net, 3, classifier_attr="head.0")
         with pytest.raises(ValueError, match="`num_classes` to be >= 1"):
-            replace_classifier(net, 0, attr="head.1")
+            replace_classifier(net, 0, classifier_attr="head.1")
         with pytest.raises(TypeError, match="`num_classes` to be an int"):
-            replace_classifier(net, 2.0, attr="head.1")
+            replace_classifier(net, 2.0, classifier_attr="head.1")
         with pytest.raises(TypeError, match=r"`model` to be an nn\.Module"):
             get_classifier("net", "fc")
-        with pytest.raises(TypeError, match="`attr` to be a non-empty str"):
+        with pytest.raises(TypeError, match="`classifier_attr` to be a non-empty str"):
             get_classifier(net, "")
 
 
 class TestFreezeBackbone:
     def test_params_and_bn_buffers_unchanged_in_stage2(self):
         net = stage1_model()
-        fc = replace_classifier(net, 3, attr="head.1")
+        fc = replace_classifier(net, 3, classifier_attr="head.1")
         backbone_before = snapshot(net.features)
         fc_before = snapshot(fc)
         opt = torch.optim.SGD(net.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-2)  # even over all params
@@ -304,7 +314,7 @@ class TestFreezeBackbone:
 
     def test_deepcopy_and_state_dict(self):
         net = stage1_model()
-        replace_classifier(net, 3, attr="head.1")
+        replace_classifier(net, 3, classifier_attr="head.1")
         clone = copy.deepcopy(net)
         clone.train()
         before = snapshot(clone.features)
@@ -377,8 +387,8 @@ class TestFeatureCache:
         base = stage1_model().double()
         data = make_data()
         live_net, cache_net = copy.deepcopy(base), copy.deepcopy(base)
-        live_fc = replace_classifier(live_net, 3, attr="head.1")
-        cache_fc = replace_classifier(cache_net, 3, attr="head.1")
+        live_fc = replace_classifier(live_net, 3, classifier_attr="head.1")
+        cache_fc = replace_classifier(cache_net, 3, classifier_attr="head.1")
         cache_fc.load_state_dict(live_fc.state_dict())
         counts = ltl.class_counts(data.tensors[1], num_classes=3)
         epochs, batch_size, lr = 3, 8, 0.05
@@ -498,7 +508,7 @@ class TestFeatureCache:
             train_classifier(fc, torch.randn(4), torch.zeros(4, dtype=torch.int64), crit, epochs=1)
         with pytest.raises(ValueError, match=r"`labels` to have shape \(4,\)"):
             train_classifier(fc, torch.randn(4, 2), torch.zeros(3, dtype=torch.int64), crit, epochs=1)
-        with pytest.raises(TypeError, match="to be tensors"):
+        with pytest.raises(TypeError, match=r"`features` to be a torch\.Tensor"):
             train_classifier(fc, [[0.0]], torch.zeros(1, dtype=torch.int64), crit, epochs=1)
         with pytest.raises(ValueError, match="`epochs` to be >= 1"):
             train_classifier(fc, torch.randn(4, 2), torch.zeros(4, dtype=torch.int64), crit, epochs=0)
@@ -569,7 +579,7 @@ class TestLoopBlocks:
 
     def test_autocast_bfloat16_cpu(self):
         net = stage1_model()
-        fc = replace_classifier(net, 3, attr="head.1")
+        fc = replace_classifier(net, 3, classifier_attr="head.1")
         opt = torch.optim.SGD(fc.parameters(), lr=0.1)
         data = [(torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))]
         loss = train_one_epoch(
@@ -584,7 +594,7 @@ class TestLoopBlocks:
     @pytest.mark.gpu
     def test_cuda_autocast_and_scaler(self):
         net = stage1_model().cuda()
-        fc = replace_classifier(net, 3, attr="head.1")
+        fc = replace_classifier(net, 3, classifier_attr="head.1")
         opt = torch.optim.SGD(fc.parameters(), lr=0.1)
         scaler = torch.amp.GradScaler("cuda")
         data = [(torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 2, 0]))]

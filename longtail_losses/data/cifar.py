@@ -8,8 +8,7 @@ from typing import Any, Optional
 import torch
 
 from longtail_losses._validation import check_imbalance_factor
-from longtail_losses.data.datasets import InMemoryImageDataset
-from longtail_losses.data.profile import longtail_counts, longtail_indices
+from longtail_losses.data.datasets import InMemoryImageDataset, longtail_pick, subset
 from longtail_losses.data.readers import PathLike, Transform, _import, _unpickle
 
 __all__ = ["cifar10_lt", "cifar100_lt"]
@@ -89,30 +88,11 @@ def _cifar_lt(
     meta = _unpickle(base / spec["meta"])
     classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta[spec["names_key"]]]
     y = torch.tensor(labels, dtype=torch.int64)
+    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
-        return InMemoryImageDataset(
-            np.ascontiguousarray(data),
-            labels,
-            classes,
-            name=f"{spec_name} test",
-            transform=transform,
-            target_transform=target_transform,
-        )
-    per_class = torch.bincount(y, minlength=len(classes))
-    if max_count is None:
-        max_count = int(per_class.min())
-    counts = longtail_counts(len(classes), max_count, factor)
-    idx = longtail_indices(y, counts, seed=seed)
-    idx_np = idx.numpy()
-    return InMemoryImageDataset(
-        np.ascontiguousarray(data[idx_np]),
-        y[idx].tolist(),
-        classes,
-        name=f"{spec_name}-LT IF={imbalance_factor:g}",
-        indices=idx,
-        transform=transform,
-        target_transform=target_transform,
-    )
+        return subset(data, y, classes, f"{spec_name} test", None, transforms)
+    indices = longtail_pick(y, len(classes), factor, max_count, seed)
+    return subset(data, y, classes, f"{spec_name}-LT IF={factor:g}", indices, transforms)
 
 
 def cifar100_lt(

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from longtail_losses._validation import check_int, check_labels
+
 __all__ = ["class_counts"]
 
 
@@ -97,15 +99,8 @@ def class_counts(
         tensor([1, 3])
     """
     values = _labels_of(labels, label_fn)
-    if values.dtype.is_floating_point or values.dtype.is_complex or values.dtype == torch.bool:
-        raise TypeError(f"Expected `labels` to hold integer class indices, but got dtype {values.dtype}")
-    if values.ndim != 1:
-        raise ValueError(f"Expected `labels` to be 1-D, but got shape {tuple(values.shape)}")
-    values = values.to(device="cpu", dtype=torch.int64)
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)):
-        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
-    if num_classes is not None and num_classes <= 0:
-        raise ValueError(f"Expected `num_classes` to be > 0, but got {num_classes}")
+    values = check_labels("labels", values).to(device="cpu", dtype=torch.int64)
+    num_classes = check_int("num_classes", num_classes, 1, optional=True)
     if values.numel() and int(values.min()) < 0:
         raise ValueError(f"Expected `labels` to be >= 0, but got {int(values.min())}")
     if num_classes is not None and values.numel() and int(values.max()) >= num_classes:

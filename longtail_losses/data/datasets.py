@@ -2,7 +2,7 @@ r"""The two Dataset classes every builder returns: images in memory, or a list o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from longtail_losses.data.profile import longtail_counts, longtail_indices
 from longtail_losses.data.readers import Transform, _import, _pil_rgb_loader
 
 __all__ = ["ImageListDataset", "InMemoryImageDataset"]
@@ -89,6 +90,49 @@ class InMemoryImageDataset(Dataset):
             f"{type(self).__name__}({self.name}, samples={len(self)}, classes={len(self.classes)}, "
             f"max={int(self.class_counts.max())}, min={int(self.class_counts.min())})"
         )
+
+
+def subset(
+    images: Any,
+    labels: Tensor,
+    classes: Sequence[str],
+    name: str,
+    indices: Optional[Tensor],
+    transforms: Mapping[str, Any],
+) -> InMemoryImageDataset:
+    """The samples ``indices`` (all if None) of ``images`` (a NumPy array or a tensor) and ``labels`` (int64).
+
+    ``transforms`` holds the data set's ``transform`` and ``target_transform``.
+    """
+    if indices is None:
+        data = images if isinstance(images, Tensor) else _import("numpy", name).ascontiguousarray(images)
+        return InMemoryImageDataset(data, labels.tolist(), classes, name=name, **transforms)
+    if isinstance(images, Tensor):
+        data = images[indices].contiguous()
+    else:
+        data = _import("numpy", name).ascontiguousarray(images[indices.numpy()])
+    return InMemoryImageDataset(data, labels[indices].tolist(), classes, name=name, indices=indices, **transforms)
+
+
+def longtail_pick(
+    labels: Tensor,
+    num_classes: int,
+    imbalance_factor: float,
+    max_count: Optional[int],
+    seed: int,
+    pool: Optional[Tensor] = None,
+) -> Tensor:
+    """Indices of the long-tailed subset of the samples ``pool`` (all if None), for :func:`subset`.
+
+    The head class keeps ``max_count`` samples (default: the smallest class of the pool), the others follow
+    :func:`~longtail_losses.data.longtail_counts`, chosen by :func:`~longtail_losses.data.longtail_indices`.
+    ``imbalance_factor`` must be checked already.
+    """
+    candidates = labels if pool is None else labels[pool]
+    if max_count is None:
+        max_count = int(torch.bincount(candidates, minlength=num_classes).min())
+    indices = longtail_indices(candidates, longtail_counts(num_classes, max_count, imbalance_factor), seed=seed)
+    return indices if pool is None else pool[indices]
 
 
 class ImageListDataset(Dataset):

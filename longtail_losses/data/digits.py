@@ -2,13 +2,12 @@ r"""Digits-LT: scikit-learn's bundled 8x8 digits, made long-tailed; the offline 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from longtail_losses._validation import check_imbalance_factor, check_int
-from longtail_losses.data.datasets import InMemoryImageDataset
-from longtail_losses.data.profile import longtail_counts, longtail_indices
+from longtail_losses.data.datasets import InMemoryImageDataset, longtail_pick, subset
 from longtail_losses.data.readers import Transform, _import
 
 __all__ = ["digits_lt"]
@@ -71,28 +70,8 @@ def digits_lt(
         test_idx.append(idx[:test_per_class])
         pool_idx.append(idx[test_per_class:])
     classes = [str(j) for j in range(num_classes)]
+    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
-        idx = torch.cat(test_idx)
-        return InMemoryImageDataset(
-            images[idx].contiguous(),
-            labels[idx].tolist(),
-            classes,
-            name="Digits test",
-            indices=idx,
-            transform=transform,
-            target_transform=target_transform,
-        )
-    pool = torch.cat(pool_idx)
-    if max_count is None:
-        max_count = min(p.numel() for p in pool_idx)
-    counts = longtail_counts(num_classes, max_count, factor)
-    idx = pool[longtail_indices(labels[pool], counts, seed=seed)]
-    return InMemoryImageDataset(
-        images[idx].contiguous(),
-        labels[idx].tolist(),
-        classes,
-        name=f"Digits-LT IF={imbalance_factor:g}",
-        indices=idx,
-        transform=transform,
-        target_transform=target_transform,
-    )
+        return subset(images, labels, classes, "Digits test", torch.cat(test_idx), transforms)
+    indices = longtail_pick(labels, num_classes, factor, max_count, seed, pool=torch.cat(pool_idx))
+    return subset(images, labels, classes, f"Digits-LT IF={factor:g}", indices, transforms)

@@ -3,13 +3,12 @@ r"""Fashion-MNIST-LT, from the IDX files (gzipped or not)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
 from longtail_losses._validation import check_imbalance_factor
-from longtail_losses.data.datasets import InMemoryImageDataset
-from longtail_losses.data.profile import longtail_counts, longtail_indices
+from longtail_losses.data.datasets import InMemoryImageDataset, longtail_pick, subset
 from longtail_losses.data.readers import PathLike, Transform, read_idx
 
 __all__ = ["fashion_mnist_lt"]
@@ -93,28 +92,11 @@ def fashion_mnist_lt(
             f"{images.dtype} and labels {tuple(labels.shape)}"
         )
     classes = list(_FASHION_CLASSES)
+    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
     if not train:
-        return InMemoryImageDataset(
-            images,
-            labels.tolist(),
-            classes,
-            name="Fashion-MNIST test",
-            transform=transform,
-            target_transform=target_transform,
-        )
-    if max_count is None:
-        max_count = int(torch.bincount(labels, minlength=len(classes)).min())
-    counts = longtail_counts(len(classes), max_count, factor)
-    idx = longtail_indices(labels, counts, seed=seed)
-    return InMemoryImageDataset(
-        images[idx].contiguous(),
-        labels[idx].tolist(),
-        classes,
-        name=f"Fashion-MNIST-LT IF={imbalance_factor:g}",
-        indices=idx,
-        transform=transform,
-        target_transform=target_transform,
-    )
+        return subset(images, labels, classes, "Fashion-MNIST test", None, transforms)
+    indices = longtail_pick(labels, len(classes), factor, max_count, seed)
+    return subset(images, labels, classes, f"Fashion-MNIST-LT IF={factor:g}", indices, transforms)
 
 
 # --------------------------------------------------------------------------------------------------------------------

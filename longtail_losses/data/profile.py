@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from longtail_losses._validation import check_imbalance_factor, check_int
+from longtail_losses._validation import as_counts, check_imbalance_factor, check_int, check_labels
 from longtail_losses.data.readers import _import
 
 __all__ = ["longtail_counts", "longtail_indices"]
@@ -92,20 +92,9 @@ def longtail_indices(labels: Any, counts: Sequence[int] | Tensor, seed: int = 0)
     """
     np = _import("numpy", "longtail_indices")
     seed = check_int("seed", seed, 0)
-    y = torch.as_tensor(labels.targets if hasattr(labels, "targets") else labels)
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise TypeError(f"Expected `labels` to hold integer class indices, but got dtype {y.dtype}")
-    if y.ndim != 1:
-        raise ValueError(f"Expected `labels` to be 1-D, but got shape {tuple(y.shape)}")
-    c = torch.as_tensor(counts)
-    if c.dtype.is_floating_point or c.dtype.is_complex or c.dtype == torch.bool:
-        raise TypeError(f"Expected `counts` to hold ints, but got dtype {c.dtype}")
-    if c.ndim != 1 or c.numel() == 0:
-        raise ValueError(f"Expected `counts` to be 1-D with one entry per class, but got shape {tuple(c.shape)}")
+    y = check_labels("labels", torch.as_tensor(labels.targets if hasattr(labels, "targets") else labels))
+    c = as_counts("counts", counts)
     num_classes = c.numel()
-    if bool((c < 0).any()):
-        j = int((c < 0).nonzero()[0, 0])
-        raise ValueError(f"Expected every entry of `counts` to be >= 0, but got {int(c[j])} for class {j}")
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from longtail_losses._validation import check_finite, check_int
+from longtail_losses._validation import check_finite, check_int, check_labels
 from longtail_losses.data.counts import _labels_of
 
 __all__ = ["ClassAwareSampler", "SeededBatchSampler"]
@@ -104,9 +104,7 @@ class ClassAwareSampler(Sampler[int]):
         progressive_epochs: Optional[int] = None,
     ) -> None:
         raw = _labels_of(labels, None)
-        if raw.dtype.is_floating_point or raw.dtype.is_complex or raw.dtype == torch.bool:
-            raise TypeError(f"Expected `labels` to hold integer class indices, but got dtype {raw.dtype}")
-        values = raw.to(device="cpu", dtype=torch.int64).reshape(-1)
+        values = check_labels("labels", raw, one_dim=False).to(device="cpu", dtype=torch.int64).reshape(-1)
         if values.numel() == 0:
             raise ValueError("Expected `labels` to hold at least one label, but got none")
         if int(values.min()) < 0:
@@ -209,13 +207,8 @@ class SeededBatchSampler(Sampler[list[int]]):
     def __init__(
         self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = False
     ) -> None:
-        for name, value in (("num_samples", num_samples), ("batch_size", batch_size), ("seed", seed)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"Expected `{name}` to be an int, but got {value!r}")
-        if num_samples < 0:
-            raise ValueError(f"Expected `num_samples` to be >= 0, but got {num_samples}")
-        if batch_size < 1:
-            raise ValueError(f"Expected `batch_size` to be >= 1, but got {batch_size}")
+        num_samples, batch_size = check_int("num_samples", num_samples, 0), check_int("batch_size", batch_size, 1)
+        check_int("seed", seed, -(2**63))
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed

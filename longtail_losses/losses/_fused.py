@@ -228,28 +228,18 @@ class _FusedLoss(torch.autograd.Function):
     """Per-sample loss whose forward also computes the gradient; backward is one in-place row scaling."""
 
     @staticmethod
-    def forward(
-        ctx: Any,
-        logits: Tensor,
-        target: Tensor,
-        log_counts: Optional[Tensor],
-        weights: Optional[Tensor],
-        alpha: float,
-        gamma: float,
-        reference: ReferenceFn,
-    ) -> Tensor:
+    def forward(ctx: Any, logits: Tensor, target: Tensor, kwargs: dict[str, Any], reference: ReferenceFn) -> Tensor:
+        """``kwargs``: ``log_counts``, ``weights``, ``alpha`` and ``gamma``, as for :func:`fused_loss`."""
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        loss, scale = _forward(
-            logits, target, log_counts=log_counts, weights=weights, alpha=alpha, gamma=gamma, grad=grad
-        )
+        loss, scale = _forward(logits, target, **kwargs, grad=grad)
         ctx.save_for_backward(logits)
         ctx.grad, ctx.scale, ctx.reference = grad, scale, reference
-        ctx.args = (target, log_counts, weights, alpha, gamma)
+        ctx.args = (target, kwargs)
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Optional[Tensor], ...]:
-        nones = (None,) * 6
+        nones = (None, None, None)
         if not ctx.needs_input_grad[0]:
             return (None, *nones)
         if torch.is_grad_enabled():
@@ -264,8 +254,8 @@ class _FusedLoss(torch.autograd.Function):
             # A second backward through a retained graph: the buffer was handed over; recompute it exactly.
             (logits,) = ctx.saved_tensors
             grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
-            target, log_counts, weights, alpha, gamma = ctx.args
-            _forward(logits, target, log_counts=log_counts, weights=weights, alpha=alpha, gamma=gamma, grad=grad)
+            target, kwargs = ctx.args
+            _forward(logits, target, **kwargs, grad=grad)
         ctx.grad = None  # hand the buffer over: autograd can keep it as .grad without a copy
         grad.mul_((grad_output * ctx.scale).unsqueeze(1))
         return (grad, *nones)
@@ -298,7 +288,8 @@ def fused_loss(
         logits: :math:`(N, C)`.
         output: :math:`(N)`, not masked (the caller zeroes ignored samples).
     """
+    kwargs: dict[str, Any] = {"log_counts": log_counts, "weights": weights, "alpha": alpha, "gamma": gamma}
     if torch.is_grad_enabled() and logits.requires_grad:
-        out: Tensor = _FusedLoss.apply(logits, target, log_counts, weights, alpha, gamma, reference)
+        out: Tensor = _FusedLoss.apply(logits, target, kwargs, reference)
         return out
-    return _forward(logits, target, log_counts=log_counts, weights=weights, alpha=alpha, gamma=gamma, grad=None)[0]
+    return _forward(logits, target, **kwargs, grad=None)[0]

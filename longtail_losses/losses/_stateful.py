@@ -13,39 +13,14 @@ therefore call ``forward`` of the module the same number of times (the update is
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from longtail_losses._validation import as_per_class, check_tensor
 from longtail_losses.losses import _engine
-
-# ----------------------------------------------------------------------------------------------------------------
-# Checks (same wording as longtail_losses._validation, which holds none of these rules).
-
-
-def _check_number(name: str, value: object, *, low: float, low_inclusive: bool = True, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Expected `{name}` to be a real number, but got {value!r} of type {type(value).__name__}")
-    result = float(value)
-    above = result >= low if low_inclusive else result > low
-    if not (above and result <= high and math.isfinite(result)):
-        bound = "" if low == -math.inf else f" {'>=' if low_inclusive else '>'} {low:g}"
-        bound += "" if high == math.inf else f" and <= {high:g}"
-        raise ValueError(f"Expected `{name}` to be a finite number{bound}, but got {value}")
-    return result
-
-
-def _check_num_classes(num_classes: object) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"Expected `num_classes` to be >= 1, but got {num_classes}")
-    return num_classes
-
 
 _NO_PROBABILITIES = {
     "Seesaw": "Seesaw's factors compare every class with the one target class",
@@ -53,12 +28,10 @@ _NO_PROBABILITIES = {
 }
 
 
-def _check_inputs(logits: object, target: object, num_columns: int, loss: str) -> None:
+def check_inputs(logits: Any, target: Any, num_columns: int, loss: str) -> None:
     """The checks whose engine wording speaks of class counts: the number of columns; class indices only."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
-    if not isinstance(target, Tensor):
-        raise TypeError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}")
+    check_tensor("logits", logits)
+    check_tensor("target", target)
     class_dim = 0 if logits.ndim == 1 else 1
     if logits.ndim >= 1 and logits.shape[class_dim] != num_columns:
         raise ValueError(
@@ -72,46 +45,17 @@ def _check_inputs(logits: object, target: object, num_columns: int, loss: str) -
         )
 
 
-def _check_statistic(value: object, name: str, num_classes: int, *, dtype: torch.dtype, check_values: bool) -> Tensor:
-    """A (C,) tensor of finite values >= 0 (whole numbers for integer ``dtype``), returned in ``dtype``."""
-    if not isinstance(value, Tensor):
-        try:
-            value = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(
-                f"Expected `{name}` to be a sequence or tensor of numbers, but got {type(value).__name__}"
-            ) from None
-    tensor = value.detach()
-    if tensor.dtype == torch.bool or tensor.dtype.is_complex:
-        raise TypeError(f"Expected `{name}` to hold real numbers, but got dtype {tensor.dtype}")
-    if tuple(tensor.shape) != (num_classes,):
-        raise ValueError(f"Expected `{name}` to have shape ({num_classes},), but got {tuple(tensor.shape)}")
-    if check_values and tensor.numel() > 0:
-        bad = tensor < 0
-        if tensor.dtype.is_floating_point:
-            bad = bad | ~torch.isfinite(tensor)
-            if not dtype.is_floating_point:
-                bad = bad | (tensor != torch.round(tensor))
-        if bool(bad.any()):
-            j = int(bad.nonzero()[0, 0])
-            kind = "finite numbers >= 0" if dtype.is_floating_point else "whole numbers >= 0"
-            raise ValueError(f"Expected `{name}` to hold {kind}, but got {tensor[j].item()} for class {j}")
-    return tensor.to(dtype)
-
-
-def _check_loaded(
+def check_loaded(
     state_dict: dict[str, Any], prefix: str, names: tuple[str, ...], num_classes: int, dtype: torch.dtype
 ) -> None:
     """Check (and cast to ``dtype``) the statistics a ``state_dict`` brings, as ``__init__`` checks its arguments."""
     for name in names:
         key = prefix + name
         if key in state_dict:
-            state_dict[key] = _check_statistic(
-                state_dict[key], f"state_dict[{key!r}]", num_classes, dtype=dtype, check_values=True
-            )
+            state_dict[key] = as_per_class(f"state_dict[{key!r}]", state_dict[key], num_classes, dtype=dtype)
 
 
-def _class_indices(
+def class_indices(
     logits: Tensor,
     target: Tensor,
     num_columns: int,
@@ -122,7 +66,7 @@ def _class_indices(
     loss: str,
 ) -> _engine.Rows:
     """Rows of the engine for class-index targets (``label_smoothing`` has no meaning here)."""
-    _check_inputs(logits, target, num_columns, loss)
+    check_inputs(logits, target, num_columns, loss)
     rows = _engine.prepare(
         logits,
         target,
@@ -137,13 +81,13 @@ def _class_indices(
     return rows
 
 
-def _valid(rows: _engine.Rows) -> Tensor:
+def valid(rows: _engine.Rows) -> Tensor:
     """(M,) bool: rows whose label is a class (not ``ignore_index``, not an unchecked invalid label)."""
     assert rows.keep is not None
     return rows.keep if rows.invalid is None else rows.keep & ~rows.invalid
 
 
-def _all_reduce(tensor: Tensor, group: Optional[Any]) -> Tensor:
+def all_reduce(tensor: Tensor, group: Optional[Any]) -> Tensor:
     """Sum ``tensor`` over the ranks of ``group`` in place when :mod:`torch.distributed` runs with several."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)

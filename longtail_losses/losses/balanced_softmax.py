@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import CountsLike
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
@@ -71,6 +72,7 @@ def balanced_softmax_loss(
     return _engine.mixture_loss(logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, **options)
 
 
+@fill
 class BalancedSoftmax(CountsLoss):
     r"""Module form of :func:`balanced_softmax_loss`: cross-entropy of :math:`z + \log n`.
 
@@ -81,12 +83,10 @@ class BalancedSoftmax(CountsLoss):
 
     Args:
         class_counts: Training samples per class, all ``> 0`` (a sequence, NumPy array or tensor).
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> criterion = BalancedSoftmax([90, 10])

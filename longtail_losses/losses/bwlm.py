@@ -7,11 +7,11 @@ from typing import Any, Callable, Union
 
 from torch import Tensor, nn
 
+from longtail_losses._compat import renamed_argument
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
-    check_alpha,
-    check_beta,
-    check_gamma,
+    check_bfs,
     check_weight_decay,
     check_weight_matrix,
 )
@@ -25,6 +25,7 @@ __all__ = ["BFS", "BWLM", "bfs_loss", "bwlm_loss"]
 ClassifierLike = Union[nn.Module, Tensor]
 
 
+@fill
 def bfs_loss(
     logits: Tensor,
     target: Tensor,
@@ -63,9 +64,7 @@ def bfs_loss(
         **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Raises:
         TypeError: If ``logits`` is not floating point or ``target`` is not an integer tensor.
@@ -77,15 +76,16 @@ def bfs_loss(
         >>> bfs_loss(logits, target, [90, 10], alpha=0.1, beta=0.99)
         tensor(0.7064)
     """
-    hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
-    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, **options)
+    alpha, beta, gamma = check_bfs(alpha, beta, gamma)
+    return _engine.mixture_loss(logits, target, class_counts, alpha=alpha, beta=beta, gamma=gamma, tau=1.0, **options)
 
 
+@renamed_argument("weight", "classifier")
 def bwlm_loss(
     logits: Tensor,
     target: Tensor,
     class_counts: CountsLike,
-    weight: ClassifierLike,
+    classifier: ClassifierLike,
     *,
     alpha: float = 0.1,
     beta: float = 0.9999,
@@ -110,11 +110,11 @@ def bwlm_loss(
     result summed always equals ``reduction='sum'``.
 
     Args:
-        logits: Unnormalised class scores :math:`z`, produced by ``weight``.
+        logits: Unnormalised class scores :math:`z`, produced by ``classifier``.
         target: Class indices in ``[0, C)`` or ``ignore_index``, or class probabilities.
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
-        weight: The classifier's weight :math:`\theta` (one row per class) or the classifier module itself
-            (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`).
+        classifier: The classifier module (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`)
+            or its weight :math:`\theta` itself, one row per class.
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)`.
         gamma: Focusing parameter :math:`\gamma \ge 0`.
@@ -124,12 +124,12 @@ def bwlm_loss(
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
         target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        weight: :math:`(C, D)`.
+        classifier: weight :math:`(C, D)`.
         output: a scalar, or the shape of the class-index target if ``reduction='none'``.
 
     Raises:
         TypeError: If an argument has the wrong type or dtype.
-        ValueError: If the shapes disagree (including ``weight`` rows vs. ``C``), a count or label is invalid,
+        ValueError: If the shapes disagree (including the classifier's rows vs. ``C``), a count or label is invalid,
             or a hyperparameter is out of range.
 
     Example:
@@ -141,25 +141,23 @@ def bwlm_loss(
         >>> round(loss.item(), 4)  # bfs_loss 0.7064 plus 0.1 / 2 * (1 + 4)
         0.9564
     """
-    hyper: dict[str, Any] = {"alpha": check_alpha(alpha), "beta": check_beta(beta), "gamma": check_gamma(gamma)}
-    penalty = _penalty(check_weight_matrix(weight, "weight"), check_weight_decay(weight_decay), logits)
-    return _engine.mixture_loss(logits, target, class_counts, **hyper, tau=1.0, penalty=penalty, **options)
+    alpha, beta, gamma = check_bfs(alpha, beta, gamma)
+    penalty = _penalty(check_weight_matrix(classifier), check_weight_decay(weight_decay), logits)
+    hyper: dict[str, Any] = {"alpha": alpha, "beta": beta, "gamma": gamma, "tau": 1.0}
+    return _engine.mixture_loss(logits, target, class_counts, **hyper, penalty=penalty, **options)
 
 
 def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
     """The penalty of :func:`longtail_losses.losses._engine.mixture_loss`, called once the logits are checked."""
 
     def penalty() -> Tensor:
-        num_classes = logits.shape[0 if logits.ndim == 1 else 1]
-        if weight.shape[0] != num_classes:
-            raise ValueError(
-                f"Expected `weight` to have one row per class ({num_classes}), but got shape {tuple(weight.shape)}"
-            )
+        check_weight_matrix(weight, num_classes=logits.shape[0 if logits.ndim == 1 else 1])
         return classifier_norm_penalty(weight, weight_decay=weight_decay)
 
     return penalty
 
 
+@fill
 class BFS(CountsLoss):
     r"""Module form of :func:`bfs_loss`: :math:`\alpha\,\ell_{CB} + (1-\alpha)\,\ell_{BS}` (paper eq. 11).
 
@@ -169,12 +167,10 @@ class BFS(CountsLoss):
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999`` (Cui et al., CIFAR).
         gamma: Focusing parameter ``>= 0``. Default: ``1.0`` (Cui et al., CIFAR; they used ``beta=0.999``,
             ``gamma=0.5`` on ImageNet).
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> criterion = BFS([90, 10], alpha=0.1, beta=0.99)
@@ -194,9 +190,7 @@ class BFS(CountsLoss):
         **options: Unpack[LossOptions],
     ) -> None:
         super().__init__(class_counts, **options)
-        self.alpha = check_alpha(alpha)
-        self.beta = check_beta(beta)
-        self.gamma = check_gamma(gamma)
+        self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
     def _hyper(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": 1.0}
@@ -206,6 +200,7 @@ class BFS(CountsLoss):
         return _engine.mixture_loss(logits, target, self.class_counts, **self._hyper(), **self._options())
 
 
+@fill
 class BWLM(BFS):
     r"""Module form of :func:`bwlm_loss`: :class:`BFS` plus :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2`.
 
@@ -230,12 +225,10 @@ class BWLM(BFS):
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
         weight_decay: :math:`\lambda \ge 0`. Default: ``5e-3``.
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> fc = torch.nn.Linear(3, 2)
@@ -274,12 +267,7 @@ class BWLM(BFS):
             TypeError: If ``classifier`` has no floating-point weight.
             ValueError: If its weight does not have one row per class.
         """
-        weight = check_weight_matrix(classifier, "classifier")
-        if weight.shape[0] != self.num_classes:
-            raise ValueError(
-                f"Expected `classifier` weight to have one row per class ({self.num_classes}), "
-                f"but got shape {tuple(weight.shape)}"
-            )
+        check_weight_matrix(classifier, num_classes=self.num_classes)
         # A plain tuple keeps the classifier out of this module's parameters, state_dict and .to().
         self._classifier: tuple[ClassifierLike] = (classifier,)
         return self
@@ -295,7 +283,7 @@ class BWLM(BFS):
                 f"{type(replaced_by).__name__} in twostage.replace_classifier; call `criterion.rebind(new_layer)` "
                 "or build a new BWLM on the new layer"
             )
-        return check_weight_matrix(classifier, "classifier")
+        return check_weight_matrix(classifier)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BWLM:
         # Copy everything but the classifier, which stays the live one unless the same deepcopy copies it too.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_gamma
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
@@ -117,6 +118,7 @@ def class_balanced_focal_loss(
     return _engine.mixture_loss(logits, target, class_counts, alpha=1.0, beta=beta, gamma=gamma, tau=0.0, **options)
 
 
+@fill
 class ClassBalancedFocal(CountsLoss):
     r"""Module form of :func:`class_balanced_focal_loss`: :math:`-w_y \sum_j (1-p^t_j)^\gamma \log p^t_j`.
 
@@ -128,12 +130,10 @@ class ClassBalancedFocal(CountsLoss):
         class_counts: Training samples per class, all ``> 0``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> criterion = ClassBalancedFocal([90, 10], beta=0.99)

@@ -9,17 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses._validation import check_bool, check_gamma, check_ignore_index, check_reduction
-from longtail_losses.losses import _engine
-from longtail_losses.losses._stateful import (
-    _all_reduce,
-    _check_loaded,
-    _check_num_classes,
-    _check_number,
-    _check_statistic,
-    _class_indices,
-    _valid,
+from longtail_losses._validation import (
+    as_per_class,
+    check_bool,
+    check_gamma,
+    check_ignore_index,
+    check_int,
+    check_number,
+    check_reduction,
 )
+from longtail_losses.losses import _engine, _stateful
 
 __all__ = ["EQLv2Loss", "eqlv2_loss"]
 
@@ -70,7 +69,7 @@ def _eqlv2_batch_grads(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor, num_cla
     z, labels = rows.logits.detach(), rows.labels
     assert labels is not None
     y = labels.unsqueeze(1)
-    valid = _valid(rows).to(z.dtype)
+    valid = _stateful.valid(rows).to(z.dtype)
     negatives = torch.sigmoid(z).scatter_(1, y, 0.0).mul_(valid.unsqueeze(1)).sum(dim=0, dtype=torch.float64)
     positives = torch.sigmoid(-z.gather(1, y).squeeze(1)) * valid
     positives = negatives.new_zeros(z.shape[1]).index_add_(0, labels, positives.to(torch.float64))
@@ -81,8 +80,8 @@ def _eqlv2_batch_grads(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor, num_cla
 def _check_eqlv2(gamma: object, mu: object, alpha: object, background: object) -> tuple[float, float, float, bool]:
     return (
         check_gamma(gamma),
-        _check_number("mu", mu, low=-math.inf),
-        _check_number("alpha", alpha, low=0.0),
+        check_number("mu", mu, low=-math.inf),
+        check_number("alpha", alpha, low=0.0),
         check_bool("background", background),
     )
 
@@ -164,7 +163,7 @@ def eqlv2_loss(
     check_values = check_bool("validate_args", validate_args)
     num_columns = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
     num_classes = num_columns - 1 if background else num_columns
-    rows = _class_indices(
+    rows = _stateful.class_indices(
         logits,
         target,
         num_columns,
@@ -182,8 +181,8 @@ def eqlv2_loss(
         ones = rows.logits.new_ones(num_columns)
         pos_w, neg_w = ones, ones
     else:
-        pos = _check_statistic(pos_grad, "pos_grad", num_classes, dtype=torch.float64, check_values=check_values)
-        neg = _check_statistic(neg_grad, "neg_grad", num_classes, dtype=torch.float64, check_values=check_values)
+        pos = as_per_class("pos_grad", pos_grad, num_classes, dtype=torch.float64, check_values=check_values)
+        neg = as_per_class("neg_grad", neg_grad, num_classes, dtype=torch.float64, check_values=check_values)
         pos_w, neg_w = _eqlv2_weights(
             pos.to(rows.logits.device),
             neg.to(rows.logits.device),
@@ -260,7 +259,7 @@ class EQLv2Loss(nn.Module):
         process_group: Optional[Any] = None,
     ) -> None:
         super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_int("num_classes", num_classes, 1)
         self.gamma, self.mu, self.alpha, self.background = _check_eqlv2(gamma, mu, alpha, background)
         self.register_buffer("pos_grad", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("neg_grad", torch.zeros(num_classes, dtype=torch.float64))
@@ -284,7 +283,7 @@ class EQLv2Loss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss, then update the statistics (training mode); see :func:`eqlv2_loss`."""
-        rows = _class_indices(
+        rows = _stateful.class_indices(
             logits,
             target,
             self.num_classes + int(self.background),
@@ -299,8 +298,8 @@ class EQLv2Loss(nn.Module):
         if self.training:
             with torch.no_grad():
                 grads = _eqlv2_batch_grads(rows, pos_w, neg_w, self.num_classes)
-                labelled = _valid(rows).sum(dtype=torch.float64).reshape(1)
-                batch = _all_reduce(
+                labelled = _stateful.valid(rows).sum(dtype=torch.float64).reshape(1)
+                batch = _stateful.all_reduce(
                     torch.cat([grads.reshape(-1), labelled]).to(self.pos_grad.device), self.process_group
                 )
                 c = self.num_classes
@@ -317,7 +316,7 @@ class EQLv2Loss(nn.Module):
             self.num_updates.zero_()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        _check_loaded(state_dict, prefix, self._statistics, self.num_classes, torch.float64)
+        _stateful.check_loaded(state_dict, prefix, self._statistics, self.num_classes, torch.float64)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> EQLv2Loss:

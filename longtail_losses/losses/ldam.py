@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_finite
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
@@ -252,6 +253,7 @@ def ldam_loss(
     )
 
 
+@fill
 class LDAMLoss(CountsLoss):
     r"""Module form of :func:`ldam_loss`: :math:`w_y\,\mathrm{CE}(s\,(z - m_y e_y), y)`, :math:`m_j \propto n_j^{-1/4}`.
 
@@ -270,12 +272,10 @@ class LDAMLoss(CountsLoss):
         max_margin: Margin of the rarest class, ``>= 0``. Default: ``0.5``.
         scale: Scale of the logits, ``> 0``. Default: ``30.0``.
         weight: Per-class weights, a floating-point tensor of shape :math:`(C)`, or ``None``. Default: ``None``.
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> criterion = LDAMLoss([90, 10])

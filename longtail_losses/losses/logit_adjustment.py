@@ -14,6 +14,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
+from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
     as_class_counts,
@@ -91,6 +92,7 @@ def logit_adjusted_loss(
     )
 
 
+@fill
 class LogitAdjustedLoss(CountsLoss):
     r"""Module form of :func:`logit_adjusted_loss`: cross-entropy of :math:`z + \tau \log \pi`.
 
@@ -100,12 +102,10 @@ class LogitAdjustedLoss(CountsLoss):
     Args:
         class_counts: Training samples per class, all ``> 0``.
         tau: Strength of the adjustment, a finite real number. Default: ``1.0``.
-        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function.
+        {module_options}
 
     Shape:
-        logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
-        target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        output: a scalar, or the shape of the class-index target if ``reduction='none'``.
+        {logits_shape}
 
     Example:
         >>> criterion = LogitAdjustedLoss([90, 10], tau=0.5)

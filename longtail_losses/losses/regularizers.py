@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import Union
 
+from torch import Tensor, nn
+
+from longtail_losses._compat import renamed_argument
 from longtail_losses._validation import check_weight_decay, check_weight_matrix
 from longtail_losses.losses._engine import compute_dtype
 
 __all__ = ["classifier_norm_penalty"]
 
 
-def classifier_norm_penalty(weight: Tensor, *, weight_decay: float = 5e-3) -> Tensor:
+@renamed_argument("weight", "classifier")
+def classifier_norm_penalty(classifier: Union[nn.Module, Tensor], *, weight_decay: float = 5e-3) -> Tensor:
     r"""Half the squared L2 norm of the classifier's class rows, times ``weight_decay``.
 
     .. math::
@@ -25,16 +29,16 @@ def classifier_norm_penalty(weight: Tensor, *, weight_decay: float = 5e-3) -> Te
     :math:`\lambda` as the optimizer's weight decay of that reference, which is the convention used here.)
 
     Args:
-        weight: The classifier weight :math:`\theta` (one row per class), or an ``nn.Module`` with a 2-D
-            ``.weight`` such as :class:`~torch.nn.Linear`.
+        classifier: The classifier module (anything with a 2-D ``.weight``, such as :class:`~torch.nn.Linear`)
+            or its weight :math:`\theta` itself, one row per class.
         weight_decay: :math:`\lambda \ge 0`.
 
     Shape:
-        weight: :math:`(C, D)`.
+        classifier: weight :math:`(C, D)`.
         output: a scalar (float32 for half/bfloat16 weights).
 
     Raises:
-        TypeError: If ``weight`` is neither a 2-D floating-point tensor nor a module that has one.
+        TypeError: If ``classifier`` is neither a 2-D floating-point tensor nor a module that has one.
         ValueError: If ``weight_decay < 0``.
 
     Example:
@@ -42,6 +46,6 @@ def classifier_norm_penalty(weight: Tensor, *, weight_decay: float = 5e-3) -> Te
         tensor(1.3000)
     """
     weight_decay = check_weight_decay(weight_decay)
-    w = check_weight_matrix(weight, "weight")
+    w = check_weight_matrix(classifier)
     w = w.to(compute_dtype(w.dtype))
     return (0.5 * weight_decay) * w.pow(2).sum()

@@ -9,17 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses._validation import check_bool, check_ignore_index, check_reduction
-from longtail_losses.losses import _engine
-from longtail_losses.losses._stateful import (
-    _all_reduce,
-    _check_loaded,
-    _check_num_classes,
-    _check_number,
-    _check_statistic,
-    _class_indices,
-    _valid,
+from longtail_losses._validation import (
+    as_per_class,
+    check_bool,
+    check_ignore_index,
+    check_int,
+    check_number,
+    check_reduction,
 )
+from longtail_losses.losses import _engine, _stateful
 
 __all__ = ["SeesawLoss", "seesaw_loss"]
 
@@ -55,7 +53,7 @@ def _batch_counts(rows: _engine.Rows, num_classes: int) -> Tensor:
     """(C,) int64: the valid labels of the batch counted per class (``index_add_``, no data-dependent shape)."""
     assert rows.labels is not None
     counts = torch.zeros(num_classes, dtype=torch.int64, device=rows.logits.device)
-    return counts.index_add_(0, rows.labels, _valid(rows).to(torch.int64))
+    return counts.index_add_(0, rows.labels, _stateful.valid(rows).to(torch.int64))
 
 
 def seesaw_loss(
@@ -123,7 +121,7 @@ def seesaw_loss(
     check_reduction(reduction)
     check_values = check_bool("validate_args", validate_args)
     num_classes = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
-    rows = _class_indices(
+    rows = _stateful.class_indices(
         logits,
         target,
         num_classes,
@@ -132,16 +130,16 @@ def seesaw_loss(
         validate_args=validate_args,
         loss="Seesaw",
     )
-    counts = _check_statistic(class_counts, "class_counts", num_classes, dtype=torch.int64, check_values=check_values)
+    counts = as_per_class("class_counts", class_counts, num_classes, dtype=torch.int64, check_values=check_values)
     per_row = _seesaw_per_row(rows, counts.to(rows.logits.device), p=p, q=q, eps=eps)
     return _engine.finish(per_row, rows, reduction)
 
 
 def _check_seesaw(p: object, q: object, eps: object) -> tuple[float, float, float]:
     return (
-        _check_number("p", p, low=0.0),
-        _check_number("q", q, low=0.0),
-        _check_number("eps", eps, low=0.0, low_inclusive=False, high=1.0),
+        check_number("p", p, low=0.0),
+        check_number("q", q, low=0.0),
+        check_number("eps", eps, low=0.0, strict_low=True, high=1.0),
     )
 
 
@@ -197,12 +195,12 @@ class SeesawLoss(nn.Module):
         process_group: Optional[Any] = None,
     ) -> None:
         super().__init__()
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = check_int("num_classes", num_classes, 1)
         self.p, self.q, self.eps = _check_seesaw(p, q, eps)
         initial = (
             torch.zeros(num_classes, dtype=torch.int64)
             if class_counts is None
-            else _check_statistic(class_counts, "class_counts", num_classes, dtype=torch.int64, check_values=True)
+            else as_per_class("class_counts", class_counts, num_classes, dtype=torch.int64, check_values=True)
         )
         self.register_buffer("class_counts", initial.clone())
         self.register_buffer("initial_counts", initial.clone())
@@ -213,7 +211,7 @@ class SeesawLoss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Update the counts (training mode), then compute the loss; see :func:`seesaw_loss`."""
-        rows = _class_indices(
+        rows = _stateful.class_indices(
             logits,
             target,
             self.num_classes,
@@ -224,13 +222,13 @@ class SeesawLoss(nn.Module):
         )
         if self.training:
             with torch.no_grad():
-                batch = _all_reduce(_batch_counts(rows, self.num_classes), self.process_group)
+                batch = _stateful.all_reduce(_batch_counts(rows, self.num_classes), self.process_group)
                 self.class_counts.add_(batch.to(self.class_counts.device))
         counts = self.class_counts.to(rows.logits.device)
         return _engine.finish(_seesaw_per_row(rows, counts, p=self.p, q=self.q, eps=self.eps), rows, self.reduction)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        _check_loaded(state_dict, prefix, ("class_counts", "initial_counts"), self.num_classes, torch.int64)
+        _stateful.check_loaded(state_dict, prefix, ("class_counts", "initial_counts"), self.num_classes, torch.int64)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset_statistics(self) -> None:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses._validation import check_finite, check_weight_matrix
+from longtail_losses._validation import check_features_labels, check_finite, check_int, check_weight_matrix
 
 __all__ = ["LearnableWeightScaling", "NearestClassMean", "nearest_class_mean", "tau_normalize"]
 
@@ -237,24 +237,14 @@ def nearest_class_mean(features: Tensor, labels: Tensor, num_classes: Optional[i
         >>> ncm(torch.tensor([[1.0, 0.5]])).argmax(1)
         tensor([0])
     """
-    if not isinstance(features, Tensor) or not features.dtype.is_floating_point:
-        raise TypeError(f"Expected `features` to be a floating-point tensor, but got {type(features).__name__}")
-    if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"Expected `labels` to be an integer tensor, but got {labels!r}")
-    if features.ndim != 2:
-        raise ValueError(f"Expected `features` to have shape (N, D), but got {tuple(features.shape)}")
-    if labels.shape != (features.shape[0],):
-        raise ValueError(
-            f"Expected `labels` to have shape ({features.shape[0]},) to match features, but got {tuple(labels.shape)}"
-        )
+    features, labels = check_features_labels(features, labels)
     if labels.numel() == 0:
         raise ValueError("Expected `features` to hold at least one sample, but got none")
     y = labels.long().to(features.device)
     low, high = int(y.min()), int(y.max())
     if num_classes is None:
         num_classes = high + 1
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
+    check_int("num_classes", num_classes, 1)
     if low < 0 or high >= num_classes:
         raise ValueError(f"Expected every label to be in [0, {num_classes}), but got labels in [{low}, {high}]")
     x = features.to(torch.float64)

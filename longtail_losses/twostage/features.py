@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from longtail_losses._validation import check_features_labels, check_int
 from longtail_losses.data.samplers import SeededBatchSampler
 from longtail_losses.training import _autocast, _model_device, _modes, _prepare, _restore, _upcast, warn_double_decay
 from longtail_losses.twostage.surgery import _resolve
@@ -112,20 +113,6 @@ def extract_features(
     return torch.cat(features), targets
 
 
-def _check_features(features: Tensor, labels: Tensor) -> None:
-    if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
-        raise TypeError(
-            f"Expected `features` and `labels` to be tensors, but got {type(features).__name__} and "
-            f"{type(labels).__name__}"
-        )
-    if features.ndim != 2:
-        raise ValueError(f"Expected `features` to have shape (N, D), but got {tuple(features.shape)}")
-    if labels.shape != (features.shape[0],):
-        raise ValueError(
-            f"Expected `labels` to have shape ({features.shape[0]},) to match features, but got {tuple(labels.shape)}"
-        )
-
-
 def train_classifier_epoch(
     classifier: nn.Module,
     features: Tensor,
@@ -168,7 +155,7 @@ def train_classifier_epoch(
         TypeError: If ``features`` or ``labels`` is not a tensor.
         ValueError: If their shapes disagree.
     """
-    _check_features(features, labels)
+    check_features_labels(features, labels)
     sampler = SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last)
     sampler.set_epoch(epoch)
     order = sampler.permutation().to(features.device)
@@ -259,11 +246,8 @@ def train_classifier(
         >>> history[-1] < history[0]
         True
     """
-    _check_features(features, labels)
-    if isinstance(epochs, bool) or not isinstance(epochs, int):
-        raise TypeError(f"Expected `epochs` to be an int, but got {epochs!r}")
-    if epochs < 1:
-        raise ValueError(f"Expected `epochs` to be >= 1, but got {epochs}")
+    check_features_labels(features, labels)
+    check_int("epochs", epochs, 1)
     if scheduler not in ("cosine", None):
         raise ValueError(f"Expected `scheduler` to be one of ('cosine', None), but got {scheduler!r}")
     params = [p for p in classifier.parameters() if p.requires_grad]

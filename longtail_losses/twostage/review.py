@@ -7,6 +7,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor
 
+from longtail_losses._validation import check_int
 from longtail_losses.data.counts import _labels_of, class_counts
 
 __all__ = ["data_balanced_review", "head_tail_classes"]
@@ -98,8 +99,7 @@ def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
         >>> class_counts(torch.tensor(labels)[stage2])
         tensor([2, 2, 2, 1])
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"Expected `seed` to be an int, but got {seed!r}")
+    check_int("seed", seed, -(2**63))
     values, counts, order = _review_labels(labels)
     m = counts.numel() // 2
     head, tail = order[:m], order[m:]

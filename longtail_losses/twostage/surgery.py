@@ -7,6 +7,9 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor, nn
 
+from longtail_losses._compat import renamed_argument
+from longtail_losses._validation import check_int
+
 __all__ = ["BackboneFreeze", "freeze_backbone", "get_classifier", "replace_classifier"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]
@@ -17,18 +20,19 @@ DeviceLike = Union[torch.device, str, None]
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _resolve(model: nn.Module, attr: str) -> tuple[nn.Module, str, nn.Module]:
+def _resolve(model: nn.Module, classifier_attr: str) -> tuple[nn.Module, str, nn.Module]:
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}")
-    if not isinstance(attr, str) or not attr:
-        raise TypeError(f"Expected `attr` to be a non-empty str, but got {attr!r}")
-    *path, name = attr.split(".")
+    if not isinstance(classifier_attr, str) or not classifier_attr:
+        raise TypeError(f"Expected `classifier_attr` to be a non-empty str, but got {classifier_attr!r}")
+    *path, name = classifier_attr.split(".")
     parent = model
     for i, part in enumerate(path):
         child = getattr(parent, part, None)
         if not isinstance(child, nn.Module):
             raise ValueError(
-                f"Expected `attr` to name a submodule of {type(model).__name__}, but got {attr!r}: "
+                f"Expected `classifier_attr` to name a submodule of {type(model).__name__}, "
+                f"but got {classifier_attr!r}: "
                 f"{'.'.join(path[: i + 1])!r} is not a submodule"
             )
         parent = child
@@ -36,31 +40,35 @@ def _resolve(model: nn.Module, attr: str) -> tuple[nn.Module, str, nn.Module]:
     if not isinstance(module, nn.Module):
         names = [n for n, _ in model.named_modules() if n]
         hint = f" (its submodules end with {names[-3:]})" if names else ""
-        raise ValueError(f"Expected `attr` to name a submodule of {type(model).__name__}{hint}, but got {attr!r}")
+        raise ValueError(
+            f"Expected `classifier_attr` to name a submodule of {type(model).__name__}{hint}, "
+            f"but got {classifier_attr!r}"
+        )
     return parent, name, module
 
 
-def get_classifier(model: nn.Module, attr: str = "fc") -> nn.Module:
-    """Return the submodule of ``model`` named by ``attr``.
+@renamed_argument("attr", "classifier_attr")
+def get_classifier(model: nn.Module, classifier_attr: str = "fc") -> nn.Module:
+    """Return the submodule of ``model`` named by ``classifier_attr``.
 
     Args:
         model: The network.
-        attr: Attribute name of the classifier; dotted names such as ``"head.fc"`` or ``"classifier.1"`` reach
-            into submodules. torchvision's ResNet and ResNeXt use ``"fc"``.
+        classifier_attr: Attribute name of the classifier; dotted names such as ``"head.fc"`` or
+            ``"classifier.1"`` reach into submodules. torchvision's ResNet and ResNeXt use ``"fc"``.
 
     Returns:
         The submodule itself (not a copy).
 
     Raises:
-        TypeError: If ``model`` is not a module or ``attr`` not a string.
-        ValueError: If ``model`` has no submodule ``attr``.
+        TypeError: If ``model`` is not a module or ``classifier_attr`` not a string.
+        ValueError: If ``model`` has no submodule ``classifier_attr``.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
         >>> get_classifier(net, "1")
         Linear(in_features=4, out_features=3, bias=True)
     """
-    return _resolve(model, attr)[2]
+    return _resolve(model, classifier_attr)[2]
 
 
 def _force_eval(module: nn.Module, args: Any) -> None:
@@ -143,20 +151,21 @@ def freeze_backbone(model: nn.Module, classifier_attr: str = "fc") -> BackboneFr
     return BackboneFreeze(model, handles, frozen)
 
 
+@renamed_argument("attr", "classifier_attr")
 def replace_classifier(
-    model: nn.Module, num_classes: int, *, attr: str = "fc", bias: bool = True, freeze: bool = True
+    model: nn.Module, num_classes: int, *, classifier_attr: str = "fc", bias: bool = True, freeze: bool = True
 ) -> nn.Linear:
     r"""Start stage 2: put a new trainable :class:`~torch.nn.Linear` classifier on a frozen stage-1 model.
 
-    ``model.<attr>`` must be an :class:`~torch.nn.Linear` (as the ``fc`` of torchvision's ResNet and ResNeXt);
-    it is replaced, in place, by a freshly initialised ``nn.Linear(in_features, num_classes)`` on the same
+    ``model.<classifier_attr>`` must be an :class:`~torch.nn.Linear` (as the ``fc`` of torchvision's ResNet and
+    ResNeXt); it is replaced, in place, by a freshly initialised ``nn.Linear(in_features, num_classes)`` on the same
     device and dtype. With ``freeze=True`` the rest of the model is then frozen by :func:`freeze_backbone`
     (parameters and BatchNorm statistics, eval mode even under ``model.train()``), for the model's lifetime.
 
     Args:
         model: The stage-1 network; modified in place.
         num_classes: Outputs of the new classifier (all :math:`C` classes).
-        attr: Attribute name of the classifier, see :func:`get_classifier`.
+        classifier_attr: Attribute name of the classifier, see :func:`get_classifier`.
         bias: Whether the new classifier has a bias.
         freeze: Freeze everything but the new classifier with :func:`freeze_backbone`.
 
@@ -167,22 +176,19 @@ def replace_classifier(
         call its :meth:`~longtail_losses.BWLM.rebind`.
 
     Raises:
-        TypeError: If ``model.<attr>`` is not an ``nn.Linear`` or ``num_classes`` is not an int.
-        ValueError: If ``model`` has no submodule ``attr`` or ``num_classes < 1``.
+        TypeError: If ``model.<classifier_attr>`` is not an ``nn.Linear`` or ``num_classes`` is not an int.
+        ValueError: If ``model`` has no submodule ``classifier_attr`` or ``num_classes < 1``.
 
     Example:
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> fc = replace_classifier(net, 5, attr="1")
+        >>> fc = replace_classifier(net, 5, classifier_attr="1")
         >>> fc is net[1], fc.out_features, fc.weight.requires_grad
         (True, 5, True)
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise TypeError(f"Expected `num_classes` to be an int, but got {num_classes!r}")
-    if num_classes < 1:
-        raise ValueError(f"Expected `num_classes` to be >= 1, but got {num_classes}")
-    parent, name, old = _resolve(model, attr)
+    check_int("num_classes", num_classes, 1)
+    parent, name, old = _resolve(model, classifier_attr)
     if not isinstance(old, nn.Linear):
-        raise TypeError(f"Expected `model.{attr}` to be an nn.Linear, but got {type(old).__name__}")
+        raise TypeError(f"Expected `model.{classifier_attr}` to be an nn.Linear, but got {type(old).__name__}")
     new = nn.Linear(
         old.in_features, num_classes, bias=bias, device=old.weight.device, dtype=old.weight.dtype
     ).requires_grad_(True)
@@ -193,7 +199,7 @@ def replace_classifier(
     old._ltl_replaced_by = new
     old.weight._ltl_replaced_by = new  # type: ignore[attr-defined]
     if freeze:
-        freeze_backbone(model, attr)
+        freeze_backbone(model, classifier_attr)
     return new
 
 

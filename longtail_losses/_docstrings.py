@@ -1,0 +1,63 @@
+"""Docstring fragments that many losses share, written once and put in place at import.
+
+A docstring line that holds only ``{name}`` is replaced by the fragment ``name``, each of its lines indented as the
+placeholder was. :func:`fill` does it at import, so ``help()``, Sphinx autodoc and the doctests all read the
+complete text.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+__all__ = ["FRAGMENTS", "fill"]
+
+T = TypeVar("T")
+
+#: The shared fragments, by name.
+FRAGMENTS: dict[str, str] = {
+    # Shape of every loss on logits, for class-index or probability targets.
+    "logits_shape": (
+        "logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.\n"
+        "target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).\n"
+        "output: a scalar, or the shape of the class-index target if ``reduction='none'``."
+    ),
+    # The call options of a module form, after its Args.
+    "module_options": (
+        "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."
+    ),
+    # Shape and Raises of the two linear losses (sections: put the placeholder at the docstring's indentation).
+    "linear_sections": (
+        "Shape:\n"
+        "    features: :math:`(N, D)`.\n"
+        "    weight: :math:`(C, D)` (this rank's :math:`(C_r, D)` when sharded).\n"
+        "    target: :math:`(N)`.\n"
+        "    class_counts: :math:`(C)`.\n"
+        "    bias: :math:`(C)` (:math:`(C_r)` when sharded).\n"
+        "    output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples).\n"
+        "\n"
+        "Raises:\n"
+        "    TypeError: If an argument has the wrong type or dtype.\n"
+        "    ValueError: If the shapes disagree, a count or label is invalid, or a hyperparameter is out of range."
+    ),
+}
+
+
+def fill(obj: T) -> T:
+    """Put the :data:`FRAGMENTS` named by the placeholder lines of ``obj``'s docstring in place; return ``obj``.
+
+    Raises:
+        KeyError: If a placeholder names no fragment.
+    """
+    doc = obj.__doc__
+    if doc is None:
+        return obj
+    lines = []
+    for line in doc.splitlines():
+        name = line.strip()
+        if name.startswith("{") and name.endswith("}") and name[1:-1].isidentifier():
+            indent = line[: len(line) - len(line.lstrip())]
+            lines += [indent + part if part else part for part in FRAGMENTS[name[1:-1]].splitlines()]
+        else:
+            lines.append(line)
+    obj.__doc__ = "\n".join(lines) + ("\n" if doc.endswith("\n") else "")
+    return obj

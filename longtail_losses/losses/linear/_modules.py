@@ -1,0 +1,238 @@
+"""The module forms: :class:`LinearBalancedSoftmax` and :class:`LinearBFS` own the classifier and its loss."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from longtail_losses._validation import (
+    CountsLike,
+    as_class_counts,
+    check_bfs,
+    check_int,
+)
+from longtail_losses.losses._engine import Unpack
+from longtail_losses.losses.linear._functions import OPTION_NAMES, LinearOptions, check_options, linear_loss
+from longtail_losses.losses.linear._kernel import default_chunk
+
+__all__ = ["LinearBFS", "LinearBalancedSoftmax", "shard_range"]
+
+
+def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
+    """The contiguous class range ``[start, stop)`` that rank ``rank`` of ``world_size`` holds (near-equal slices).
+
+    Example:
+        >>> from longtail_losses.losses.linear import shard_range
+        >>> [shard_range(10, r, 3) for r in range(3)]
+        [(0, 3), (3, 6), (6, 10)]
+    """
+    return num_classes * rank // world_size, num_classes * (rank + 1) // world_size
+
+
+class LinearBalancedSoftmax(nn.Module):
+    r"""Module form of :func:`~longtail_losses.functional.linear_balanced_softmax_loss`: classifier and loss.
+
+    It owns the classifier's ``weight`` :math:`(C, D)` and ``bias`` :math:`(C)` (initialised as
+    :class:`~torch.nn.Linear` does) and ``forward(features, target)`` returns the loss without materialising the
+    :math:`(N, C)` logits. For evaluation, :meth:`logits` returns them plainly, :meth:`iter_logits` block by block
+    and :meth:`topk` the best classes without holding them. The class counts are an ``int64`` buffer.
+
+    With ``process_group`` the module holds only this rank's contiguous slice of the classes,
+    :func:`~longtail_losses.losses.linear.shard_range` of the group's rank (``class_start``, ``num_local_classes``); see
+    :func:`~longtail_losses.functional.linear_balanced_softmax_loss` for what each rank must pass and receives.
+
+    Args:
+        class_counts: Training samples per class, all ``> 0``.
+        in_features: Size :math:`D` of each feature vector.
+        bias: Whether the classifier has a bias. Default: ``True``.
+        device: Device of the parameters.
+        dtype: Floating-point dtype of the parameters.
+        **options: ``weight_decay``, ``reduction``, ``ignore_index``, ``validate_args`` (checked on every call: the
+            label range, a device sync), ``chunk_size``, ``process_group``: as for
+            :func:`~longtail_losses.functional.linear_balanced_softmax_loss`, with the same defaults.
+
+    Shape:
+        features: :math:`(N, D)`.
+        target: :math:`(N)`.
+        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+
+    Example:
+        >>> head = LinearBalancedSoftmax([90, 10, 5], in_features=4)
+        >>> head
+        LinearBalancedSoftmax(num_classes=3, in_features=4, bias=True, weight_decay=0.0,
+          reduction='mean', ignore_index=-100)
+        >>> loss = head(torch.randn(8, 4), torch.randint(0, 3, (8,)))
+        >>> loss.backward()
+        >>> head.weight.grad.shape, head.logits(torch.randn(8, 4)).shape
+        (torch.Size([3, 4]), torch.Size([8, 3]))
+    """
+
+    class_counts: Tensor
+    _hyperparameters: tuple[str, ...] = ("weight_decay",)
+
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        in_features: int,
+        *,
+        bias: bool = True,
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+        **options: Unpack[LinearOptions],
+    ) -> None:
+        super().__init__()
+        self.register_buffer("class_counts", as_class_counts(class_counts))
+        self.in_features = check_int("in_features", in_features, 1)
+        checked = check_options(options, type(self).__name__)
+        self.weight_decay, self.reduction, self.ignore_index = (checked[k] for k in OPTION_NAMES[:3])
+        self.validate_args, self.chunk_size, self.process_group = (checked[k] for k in OPTION_NAMES[3:])
+        process_group = self.process_group
+        num_classes = self.class_counts.shape[0]
+        if process_group is None:
+            start, stop = 0, num_classes
+        else:
+            import torch.distributed as dist
+
+            start, stop = shard_range(num_classes, dist.get_rank(process_group), dist.get_world_size(process_group))
+        self.class_start = start
+        self.num_local_classes = stop - start
+        factory = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.empty(stop - start, in_features, **factory))  # type: ignore[arg-type]
+        self.bias = nn.Parameter(torch.empty(stop - start, **factory)) if bias else None  # type: ignore[arg-type]
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise ``weight`` and ``bias`` as :class:`~torch.nn.Linear` does (uniform, bound ``1/sqrt(D)``)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes C (over all ranks)."""
+        return self.class_counts.shape[0]
+
+    def extra_repr(self) -> str:
+        """Show the sizes and the hyperparameters in ``repr``."""
+        fields = [f"num_classes={self.num_classes}", f"in_features={self.in_features}", f"bias={self.bias is not None}"]
+        if self.process_group is not None:
+            fields.append(f"class_start={self.class_start}, num_local_classes={self.num_local_classes}")
+        fields += [f"{name}={getattr(self, name)}" for name in self._hyperparameters]
+        fields += [f"reduction={self.reduction!r}", f"ignore_index={self.ignore_index}"]
+        return ", ".join(fields)
+
+    def _hyper(self) -> tuple[float, float, float]:
+        return (0.0, 0.0, 0.0)
+
+    def forward(self, features: Tensor, target: Tensor) -> Tensor:
+        """Compute the loss of the classifier's logits on ``features``; see :func:`linear_bfs_loss`."""
+        options = {name: getattr(self, name) for name in OPTION_NAMES}
+        args = (features, self.weight, target, self.class_counts, self.bias, self._hyper(), options)
+        return linear_loss(*args, function=type(self).__name__, check_counts=False, class_start=self.class_start)
+
+    def logits(self, features: Tensor) -> Tensor:
+        """The plain logits ``features @ weight.T + bias`` (this rank's classes when sharded), shape (N, C)."""
+        return F.linear(features, self.weight, self.bias)
+
+    def iter_logits(self, features: Tensor, chunk_size: Optional[int] = None) -> Iterator[tuple[int, Tensor]]:
+        """Yield ``(first_class, logits)`` block by block: the logits of classes ``first_class, ...`` (global ids).
+
+        Example:
+            >>> head = LinearBalancedSoftmax([5, 4, 3, 2, 1], in_features=2)
+            >>> [(start, tuple(z.shape)) for start, z in head.iter_logits(torch.randn(3, 2), chunk_size=2)]
+            [(0, (3, 2)), (2, (3, 2)), (4, (3, 1))]
+        """
+        chunk = check_int("chunk_size", chunk_size, 1, optional=True) or self.chunk_size or default_chunk(len(features))
+        for start in range(0, self.num_local_classes, chunk):
+            stop = min(start + chunk, self.num_local_classes)
+            bias = None if self.bias is None else self.bias[start:stop]
+            yield self.class_start + start, F.linear(features, self.weight[start:stop], bias)
+
+    @torch.no_grad()
+    def topk(self, features: Tensor, k: int = 1, chunk_size: Optional[int] = None) -> tuple[Tensor, Tensor]:
+        """The ``k`` largest logits of each sample and their (global) classes, without holding all the logits.
+
+        When sharded, the result covers this rank's classes only.
+
+        Example:
+            >>> head = LinearBalancedSoftmax([5, 4, 3, 2, 1], in_features=2, bias=False)
+            >>> _ = head.weight.data.copy_(torch.arange(10.0).view(5, 2))
+            >>> head.topk(torch.tensor([[1.0, 1.0], [-1.0, 0.0]]), k=2, chunk_size=2)
+            (tensor([[17., 13.],
+                    [ 0., -2.]]), tensor([[4, 3],
+                    [0, 1]]))
+        """
+        values: Optional[Tensor] = None
+        indices: Optional[Tensor] = None
+        for start, z in self.iter_logits(features, chunk_size):
+            top = z.topk(min(k, z.shape[1]), dim=1)
+            ids = top.indices + start
+            if values is None or indices is None:
+                values, indices = top.values, ids
+            else:
+                merged = torch.cat([values, top.values], dim=1).topk(min(k, values.shape[1] + z.shape[1]), dim=1)
+                values, indices = merged.values, torch.cat([indices, ids], dim=1).gather(1, merged.indices)
+        if values is None or indices is None:
+            empty = features.new_empty(features.shape[0], 0)
+            return empty, empty.long()
+        return values, indices
+
+
+class LinearBFS(LinearBalancedSoftmax):
+    r"""Module form of :func:`~longtail_losses.functional.linear_bfs_loss`: classifier and BFS (or BWLM) loss.
+
+    Like :class:`~longtail_losses.LinearBalancedSoftmax` (which see for
+    :meth:`~longtail_losses.LinearBalancedSoftmax.logits`, :meth:`~longtail_losses.LinearBalancedSoftmax.iter_logits`,
+    :meth:`~longtail_losses.LinearBalancedSoftmax.topk` and ``process_group``), with the focal term's
+    hyperparameters. With ``weight_decay > 0`` it is BWLM's loss, eq. (17) of the paper.
+
+    Args:
+        class_counts: Training samples per class, all ``> 0``.
+        in_features: Size :math:`D` of each feature vector.
+        alpha: Weight of the class-balanced focal term, in ``[0, 1]``. Default: ``0.1``.
+        beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
+        gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
+        **kwargs: ``bias``, ``device``, ``dtype`` and the options (``weight_decay``, ``reduction``, ...): as for
+            :class:`LinearBalancedSoftmax`.
+
+    Shape:
+        features: :math:`(N, D)`.
+        target: :math:`(N)`.
+        output: a scalar, or :math:`(N)` if ``reduction='none'``.
+
+    Example:
+        >>> head = LinearBFS([90, 10, 5], in_features=4, weight_decay=5e-3)
+        >>> head
+        LinearBFS(num_classes=3, in_features=4, bias=True, alpha=0.1, beta=0.9999, gamma=1.0, weight_decay=0.005,
+          reduction='mean', ignore_index=-100)
+        >>> features, target = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> loss = head(features, target)
+        >>> plain = torch.nn.functional.linear(features, head.weight, head.bias)
+        >>> from longtail_losses.functional import bwlm_loss
+        >>> torch.allclose(loss, bwlm_loss(plain, target, [90, 10, 5], head.weight, weight_decay=5e-3))
+        True
+    """
+
+    _hyperparameters = ("alpha", "beta", "gamma", "weight_decay")
+
+    def __init__(
+        self,
+        class_counts: CountsLike,
+        in_features: int,
+        *,
+        alpha: float = 0.1,
+        beta: float = 0.9999,
+        gamma: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(class_counts, in_features, **kwargs)  # bias, weight_decay, options: as LinearBalancedSoftmax
+        self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
+
+    def _hyper(self) -> tuple[float, float, float]:
+        return (self.alpha, self.beta, self.gamma)
