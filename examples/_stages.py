@@ -214,7 +214,7 @@ def run_stage2(run: Run, model: nn.Module, stage2_idx: Tensor, stage2_counts: Te
     """Train a new classifier on the frozen ``model`` with the row's loss, from ``state``; evaluate; save."""
     task, args, d, results = run.task, run.args, run.d, run.results
     t0 = time.time() - (state.get("phase_time", 0.0) if state["phase"] == "stage2" else 0.0)
-    fc = twostage.replace_classifier(model, task.num_classes, attr="fc")  # frozen backbone, BN in eval mode
+    fc = twostage.replace_classifier(model, task.num_classes, classifier_attr="fc")  # frozen backbone, BN in eval mode
     loss_counts = (stage2_counts if args.stage2_counts == "stage2" else run.counts).to(d.device)
     if int((loss_counts == 0).sum()):
         raise ValueError("Expected every class to have stage-2 samples, but some have none")

@@ -117,7 +117,7 @@ def frozen_features(
     features of ``test``.
     """
     torch.manual_seed(seed)
-    new_fc = replace_classifier(model, NUM_CLASSES, attr="fc")
+    new_fc = replace_classifier(model, NUM_CLASSES, classifier_attr="fc")
     init = {k: v.clone() for k, v in new_fc.state_dict().items()}
     feats, labels = extract_features(model, train, classifier_attr="fc", batch_size=1000)
     test_feats, _ = extract_features(model, test, classifier_attr="fc", batch_size=2000)

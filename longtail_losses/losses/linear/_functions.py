@@ -23,6 +23,7 @@ from longtail_losses._validation import (
 )
 from longtail_losses.losses import _engine
 from longtail_losses.losses._engine import Unpack
+from longtail_losses.losses.class_balanced import class_balanced_weights
 from longtail_losses.losses.linear._kernel import LinearLoss, Options, ProcessGroup
 
 __all__ = [
@@ -134,8 +135,6 @@ def linear_loss(
     log_counts = counts.to(dtype).log()
     cb = None
     if alpha > 0.0:
-        from longtail_losses.functional import class_balanced_weights  # here: functional imports this module
-
         cb = class_balanced_weights(counts, beta, dtype=dtype)
     needs = (features.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
     if not torch.is_grad_enabled():
