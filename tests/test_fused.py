@@ -89,6 +89,24 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("classes", [1, 3])
+def test_subnormal_alpha_gives_a_finite_gradient(dtype: torch.dtype, classes: int) -> None:
+    # alpha * w_y subnormal: the balanced-softmax part, stored divided by it, overflowed to inf - inf = nan
+    # (found by hypothesis: alpha = 2.2e-311, one class).
+    z = torch.linspace(-1, 1, 2 * classes, dtype=dtype).reshape(2, classes)
+    alpha = float(torch.finfo(dtype).tiny) / 16
+    fast_loss, fast_grad = run(
+        LF.bfs_loss, z, torch.zeros(2, dtype=torch.long), [345] * classes, reference=False, alpha=alpha
+    )
+    ref_loss, ref_grad = run(
+        LF.bfs_loss, z, torch.zeros(2, dtype=torch.long), [345] * classes, reference=True, alpha=alpha
+    )
+    assert torch.isfinite(fast_grad).all()
+    torch.testing.assert_close(fast_loss, ref_loss)
+    torch.testing.assert_close(fast_grad, ref_grad)
+
+
 @pytest.mark.parametrize("name", sorted(LOSSES))
 @given(case=cases())
 def test_fast_equals_reference_float64(name: str, case: dict[str, Any]) -> None:

@@ -154,6 +154,11 @@ def _forward(
             raise ValueError("Expected `weights` for alpha > 0, but got None")
         w_y = weights[target]
         scale = w_y if alpha == 1.0 else alpha * w_y
+        if use_bs:
+            # The balanced-softmax part is stored divided by the row scale: (1 - alpha) / scale must stay finite.
+            # A scale below 2 (1 - alpha) / max (a subnormal alpha * w_y) is raised to it; that overstates only a
+            # focal gradient term below 1e-307 (float64) or 1e-37 (float32), and changes no other row.
+            scale = scale.clamp(min=2.0 * (1.0 - alpha) / torch.finfo(dtype).max)
     else:
         scale = torch.ones(n, dtype=dtype, device=device)
     if use_bs and log_counts is None:
