@@ -9,19 +9,7 @@ from typing import Any
 
 from longtail_losses import _compat, data, functional, losses, metrics, models, optim, paper, training, twostage
 from longtail_losses.data.counts import class_counts
-from longtail_losses.losses import (
-    BFS,
-    BWLM,
-    BalancedSoftmax,
-    ClassBalancedFocal,
-    EQLv2Loss,
-    LDAMLoss,
-    LinearBalancedSoftmax,
-    LinearBFS,
-    LogitAdjustedLoss,
-    LossOptions,
-    SeesawLoss,
-)
+from longtail_losses.losses import *  # noqa: F403  (the loss modules, listed once: losses.__all__)
 from longtail_losses.losses.ldam import drw_weights
 from longtail_losses.losses.logit_adjustment import posthoc_adjust, tune_tau
 from longtail_losses.optim import ClassNormDecay
@@ -31,18 +19,7 @@ _compat.install()
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "BFS",
-    "BWLM",
-    "BalancedSoftmax",
-    "ClassBalancedFocal",
     "ClassNormDecay",
-    "EQLv2Loss",
-    "LDAMLoss",
-    "LinearBFS",
-    "LinearBalancedSoftmax",
-    "LogitAdjustedLoss",
-    "LossOptions",
-    "SeesawLoss",
     "__version__",
     "class_counts",
     "data",
@@ -58,6 +35,7 @@ __all__ = [
     "tune_tau",
     "twostage",
 ]
+__all__ += losses.__all__
 
 
 def __getattr__(name: str) -> Any:
