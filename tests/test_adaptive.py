@@ -505,6 +505,23 @@ class TestBoth:
             assert out.shape == (target.shape if reduction == "none" else ())
             assert out.dtype == torch.float32
 
+    def test_call_options_are_those_of_every_loss(self, name: str) -> None:
+        # LossOptions, checked by the engine; label_smoothing has no meaning for per-class statistics of hard labels.
+        function = {"seesaw": lambda *a, **k: LF.seesaw_loss(*a, torch.ones(C), **k), "eqlv2": LF.eqlv2_loss}[name]
+        logits, target = batch(0, ignore=False)
+        with pytest.raises(ValueError, match=r"Expected `label_smoothing` to be 0 for .*, but got 0.1"):
+            make(name, label_smoothing=0.1)
+        with pytest.raises(ValueError, match=r"Expected `label_smoothing` to be 0 for .*, but got 0.1"):
+            function(logits, target, label_smoothing=0.1)
+        with pytest.raises(ValueError, match="Expected `reduction` to be one of"):
+            make(name, reduction="avg")
+        with pytest.raises(TypeError, match="unexpected keyword argument 'smoothing'"):
+            function(logits, target, smoothing=0.1)
+        module = make(name, reduction="sum", ignore_index=1)
+        torch.testing.assert_close(
+            module.eval()(logits, target), function(logits, target, reduction="sum", ignore_index=1)
+        )
+
     def test_state_dict_round_trip_mid_training_continues_identically(self, name: str) -> None:
         module = make(name)
         for step in range(2):

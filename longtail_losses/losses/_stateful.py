@@ -13,6 +13,7 @@ therefore call ``forward`` of the module the same number of times (the update is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Optional
 
 import torch
@@ -55,26 +56,33 @@ def check_loaded(
             state_dict[key] = as_per_class(f"state_dict[{key!r}]", state_dict[key], num_classes, dtype=dtype)
 
 
+def call_options(options: Mapping[str, Any], loss: str) -> _engine.Options:
+    """The call options of every loss (:class:`~longtail_losses.LossOptions`), checked; ``label_smoothing`` must be 0.
+
+    Seesaw and EQLv2 accumulate statistics of one class per sample, so a smoothed target has no meaning for them.
+    """
+    checked = _engine.check_options(**options)
+    if checked.label_smoothing != 0.0:
+        raise ValueError(
+            f"Expected `label_smoothing` to be 0 for {loss}, whose statistics need one class per sample, "
+            f"but got {checked.label_smoothing}"
+        )
+    return checked
+
+
 def class_indices(
-    logits: Tensor,
-    target: Tensor,
-    num_columns: int,
-    *,
-    ignore_index: int,
-    reduction: str,
-    validate_args: bool,
-    loss: str,
+    logits: Tensor, target: Tensor, num_columns: int, options: _engine.Options, loss: str
 ) -> _engine.Rows:
-    """Rows of the engine for class-index targets (``label_smoothing`` has no meaning here)."""
+    """Rows of the engine for class-index targets."""
     check_inputs(logits, target, num_columns, loss)
     rows = _engine.prepare(
         logits,
         target,
         torch.ones(num_columns, dtype=torch.int64, device=logits.device),  # the engine's counts: unused here
-        reduction=reduction,
-        ignore_index=ignore_index,
+        reduction=options.reduction,
+        ignore_index=options.ignore_index,
         label_smoothing=0.0,
-        validate_args=validate_args,
+        validate_args=options.validate_args,
         check_counts=False,
     )
     assert rows.labels is not None

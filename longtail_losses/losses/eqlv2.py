@@ -13,12 +13,11 @@ from longtail_losses._validation import (
     as_per_class,
     check_bool,
     check_gamma,
-    check_ignore_index,
     check_int,
     check_number,
-    check_reduction,
 )
 from longtail_losses.losses import _engine, _stateful
+from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["EQLv2Loss", "eqlv2_loss"]
 
@@ -96,9 +95,7 @@ def eqlv2_loss(
     mu: float = 0.8,
     alpha: float = 4.0,
     background: bool = False,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Equalization loss v2 :cite:`tan2021eqlv2` for given accumulated gradient statistics.
 
@@ -133,9 +130,8 @@ def eqlv2_loss(
         mu: Centre :math:`\mu` of the weighting function.
         alpha: Extra weight :math:`\alpha \ge 0` of the positives of rare classes.
         background: Whether the logits end with a background column.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing.
-        validate_args: Check tensor values: statistics and labels (a device sync).
+        **options: ``reduction``, ``ignore_index``, ``validate_args`` (counts, labels and statistics: a device sync):
+            :ref:`call-options`; ``label_smoothing`` must be 0.
 
     Shape:
         logits: :math:`(K)`, :math:`(N, K)` or :math:`(N, K, d_1, ..., d_k)`, :math:`K = C` (:math:`C + 1` with
@@ -159,17 +155,15 @@ def eqlv2_loss(
         tensor(1.1468)
     """
     gamma, mu, alpha, background = _check_eqlv2(gamma, mu, alpha, background)
-    check_reduction(reduction)
-    check_values = check_bool("validate_args", validate_args)
+    opts = _stateful.call_options(options, "EQLv2")
+    check_values = opts.validate_args
     num_columns = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
     num_classes = num_columns - 1 if background else num_columns
     rows = _stateful.class_indices(
         logits,
         target,
         num_columns,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        validate_args=validate_args,
+        opts,
         loss="EQLv2",
     )
     if (pos_grad is None) != (neg_grad is None):
@@ -192,7 +186,7 @@ def eqlv2_loss(
             background=background,
         )
     per_row = _eqlv2_per_row(rows, pos_w, neg_w)
-    return _engine.finish(per_row, rows, reduction)
+    return _engine.finish(per_row, rows, opts.reduction)
 
 
 class EQLv2Loss(nn.Module):
@@ -218,10 +212,9 @@ class EQLv2Loss(nn.Module):
         alpha: Extra weight of the positives of rare classes. Default: ``4.0``.
         background: Whether the logits end with a background column (label C), weighted 1 and not accumulated.
             Default: ``False``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore (nor accumulated). Default: ``-100``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
         process_group: Group whose ranks share the statistics (``None``: the default group).
+        **options: ``reduction``, ``ignore_index`` (its samples are not accumulated either), ``validate_args``
+            (a device sync on every call): :ref:`call-options`; ``label_smoothing`` must be 0.
 
     Shape:
         logits: :math:`(K)`, :math:`(N, K)` or :math:`(N, K, d_1, ..., d_k)` with :math:`K = C` (:math:`C + 1`
@@ -253,10 +246,8 @@ class EQLv2Loss(nn.Module):
         mu: float = 0.8,
         alpha: float = 4.0,
         background: bool = False,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        validate_args: bool = True,
         process_group: Optional[Any] = None,
+        **options: Unpack[LossOptions],
     ) -> None:
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, 1)
@@ -264,9 +255,9 @@ class EQLv2Loss(nn.Module):
         self.register_buffer("pos_grad", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("neg_grad", torch.zeros(num_classes, dtype=torch.float64))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = check_bool("validate_args", validate_args)
+        self.reduction, self.ignore_index, self.label_smoothing, self.validate_args = _stateful.call_options(
+            options, "EQLv2"
+        )
         self.process_group = process_group
 
     def weights(self) -> tuple[Tensor, Tensor]:
@@ -287,9 +278,7 @@ class EQLv2Loss(nn.Module):
             logits,
             target,
             self.num_classes + int(self.background),
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            validate_args=self.validate_args,
+            _engine.Options(self.reduction, self.ignore_index, self.label_smoothing, self.validate_args),
             loss="EQLv2",
         )
         pos_w, neg_w = (w.to(rows.logits.device) for w in self.weights())

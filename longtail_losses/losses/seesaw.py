@@ -11,13 +11,11 @@ from torch import Tensor, nn
 
 from longtail_losses._validation import (
     as_per_class,
-    check_bool,
-    check_ignore_index,
     check_int,
     check_number,
-    check_reduction,
 )
 from longtail_losses.losses import _engine, _stateful
+from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["SeesawLoss", "seesaw_loss"]
 
@@ -64,9 +62,7 @@ def seesaw_loss(
     p: float = 0.8,
     q: float = 2.0,
     eps: float = 1e-2,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    validate_args: bool = True,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Seesaw loss :cite:`wang2021seesaw` for given accumulated class counts.
 
@@ -95,9 +91,8 @@ def seesaw_loss(
         p: Exponent of the mitigation factor, ``>= 0``.
         q: Exponent of the compensation factor, ``>= 0``.
         eps: Floor of :math:`\sigma_y` in the compensation factor, in ``(0, 1]``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``.
-        ignore_index: Label whose samples contribute nothing.
-        validate_args: Check tensor values: counts and labels (a device sync).
+        **options: ``reduction``, ``ignore_index``, ``validate_args`` (counts, labels and statistics: a device sync):
+            :ref:`call-options`; ``label_smoothing`` must be 0.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -118,21 +113,19 @@ def seesaw_loss(
         tensor(1.2887)
     """
     p, q, eps = _check_seesaw(p, q, eps)
-    check_reduction(reduction)
-    check_values = check_bool("validate_args", validate_args)
+    opts = _stateful.call_options(options, "Seesaw")
+    check_values = opts.validate_args
     num_classes = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
     rows = _stateful.class_indices(
         logits,
         target,
         num_classes,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        validate_args=validate_args,
+        opts,
         loss="Seesaw",
     )
     counts = as_per_class("class_counts", class_counts, num_classes, dtype=torch.int64, check_values=check_values)
     per_row = _seesaw_per_row(rows, counts.to(rows.logits.device), p=p, q=q, eps=eps)
-    return _engine.finish(per_row, rows, reduction)
+    return _engine.finish(per_row, rows, opts.reduction)
 
 
 def _check_seesaw(p: object, q: object, eps: object) -> tuple[float, float, float]:
@@ -158,10 +151,9 @@ class SeesawLoss(nn.Module):
         eps: Floor of :math:`\sigma_y` in the compensation factor. Default: ``1e-2``.
         class_counts: Counts to start from (e.g. known training counts), whole numbers ``>= 0``.
             Default: zeros.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label to ignore (not counted either). Default: ``-100``.
-        validate_args: Check the labels on every call (a device sync). Default: ``True``.
         process_group: Group whose ranks share the counts (``None``: the default group).
+        **options: ``reduction``, ``ignore_index`` (its samples are not counted either), ``validate_args``
+            (a device sync on every call): :ref:`call-options`; ``label_smoothing`` must be 0.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
@@ -189,10 +181,8 @@ class SeesawLoss(nn.Module):
         q: float = 2.0,
         eps: float = 1e-2,
         class_counts: Optional[Any] = None,
-        reduction: str = "mean",
-        ignore_index: int = -100,
-        validate_args: bool = True,
         process_group: Optional[Any] = None,
+        **options: Unpack[LossOptions],
     ) -> None:
         super().__init__()
         self.num_classes = check_int("num_classes", num_classes, 1)
@@ -204,9 +194,9 @@ class SeesawLoss(nn.Module):
         )
         self.register_buffer("class_counts", initial.clone())
         self.register_buffer("initial_counts", initial.clone())
-        self.reduction = check_reduction(reduction)
-        self.ignore_index = check_ignore_index(ignore_index)
-        self.validate_args = check_bool("validate_args", validate_args)
+        self.reduction, self.ignore_index, self.label_smoothing, self.validate_args = _stateful.call_options(
+            options, "Seesaw"
+        )
         self.process_group = process_group
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -215,9 +205,7 @@ class SeesawLoss(nn.Module):
             logits,
             target,
             self.num_classes,
-            ignore_index=self.ignore_index,
-            reduction=self.reduction,
-            validate_args=self.validate_args,
+            _engine.Options(self.reduction, self.ignore_index, self.label_smoothing, self.validate_args),
             loss="Seesaw",
         )
         if self.training:
