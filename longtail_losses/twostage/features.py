@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from longtail_losses._validation import check_features_labels, check_int
 from longtail_losses.data.samplers import SeededBatchSampler
-from longtail_losses.training import _autocast, _model_device, _modes, _prepare, _restore, _upcast, warn_double_decay
+from longtail_losses.training import _autocast, _model_device, _modes, _prepare, _restore, _upcast, train_one_epoch
 from longtail_losses.twostage.surgery import _resolve
 
 __all__ = ["extract_features", "train_classifier", "train_classifier_epoch"]
@@ -159,21 +159,9 @@ def train_classifier_epoch(
     sampler = SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last)
     sampler.set_epoch(epoch)
     order = sampler.permutation().to(features.device)
-    classifier.train()
-    total = torch.zeros((), dtype=torch.float64, device=features.device)
-    seen = 0
-    for start in range(0, len(sampler) * batch_size, batch_size):
-        index = order[start : start + batch_size]
-        logits = classifier(features[index])
-        loss = criterion(_upcast(logits), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.detach().double() * index.shape[0]
-        seen += int(index.shape[0])
-    return float(total) / max(seen, 1)
+    starts = range(0, len(sampler) * batch_size, batch_size)
+    batches = ((features[i], labels[i]) for i in (order[start : start + batch_size] for start in starts))
+    return train_one_epoch(classifier, batches, criterion, optimizer, scheduler=scheduler, device=features.device)
 
 
 def train_classifier(
@@ -252,7 +240,6 @@ def train_classifier(
         raise ValueError(f"Expected `scheduler` to be one of ('cosine', None), but got {scheduler!r}")
     params = [p for p in classifier.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    warn_double_decay(criterion, optimizer)
     steps = len(SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last))
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)
