@@ -25,6 +25,14 @@ FRAGMENTS: dict[str, str] = {
     "module_options": (
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."
     ),
+    # The Args the two linear losses share (put the placeholder at the indentation of the Args entries).
+    "linear_args": (
+        "features: Inputs :math:`x` of the linear classifier.\n"
+        "weight: Its weight :math:`W`, one row per class.\n"
+        "target: Class indices in ``[0, C)``, or ``ignore_index``.\n"
+        "class_counts: Training samples per class :math:`n_c`, all ``> 0``.\n"
+        "bias: Its bias :math:`b`, or None."
+    ),
     # Shape and Raises of the two linear losses (sections: put the placeholder at the docstring's indentation).
     "linear_sections": (
         "Shape:\n"

@@ -149,7 +149,7 @@ def linear_loss(
 
 
 @fill
-def linear_balanced_softmax_loss(
+def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linear_bfs_loss: {linear_args})
     features: Tensor,
     weight: Tensor,
     target: Tensor,
@@ -182,11 +182,7 @@ def linear_balanced_softmax_loss(
     the ranks). Every rank must call forward and backward.
 
     Args:
-        features: Inputs :math:`x` of the linear classifier.
-        weight: Its weight :math:`W`, one row per class.
-        target: Class indices in ``[0, C)``, or ``ignore_index``.
-        class_counts: Training samples per class :math:`n_c`, all ``> 0``.
-        bias: Its bias :math:`b`, or None.
+        {linear_args}
         **options: The keyword options below (:class:`~longtail_losses.losses.linear.LinearOptions`).
 
     Keyword Args:
@@ -213,7 +209,7 @@ def linear_balanced_softmax_loss(
 
 
 @fill
-def linear_bfs_loss(
+def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_softmax_loss: {linear_args})
     features: Tensor,
     weight: Tensor,
     target: Tensor,
@@ -246,11 +242,7 @@ def linear_bfs_loss(
     :func:`~longtail_losses.functional.linear_balanced_softmax_loss`.
 
     Args:
-        features: Inputs :math:`x` of the linear classifier.
-        weight: Its weight :math:`W`, one row per class.
-        target: Class indices in ``[0, C)``, or ``ignore_index``.
-        class_counts: Training samples per class :math:`n_c`, all ``> 0``.
-        bias: Its bias :math:`b`, or None.
+        {linear_args}
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
         gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
