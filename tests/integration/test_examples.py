@@ -246,6 +246,16 @@ def test_offline_demo_reduced(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     _check_png(tmp_path / "per_class_accuracy.png")
 
 
+@pytest.mark.slow
+def test_offline_toolbox_demo_reduced(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("sklearn")
+    demo = _import("offline_toolbox_demo")
+    assert demo.main(["--epochs", "2", "--stage2-epochs", "2", "--seeds", "1"]) == 0
+    text = capsys.readouterr().out
+    for row in ("naive", "+CE", "+BWLM", "LA", "LDAM-DRW", "naive+posthoc-LA", "s1+cRT", "s1+LWS", "s1+NCM"):
+        assert f"| {row} |" in text
+
+
 @pytest.mark.parametrize("name", ["reproduce_cifar_lt", "reproduce_imagenet_lt", "offline_demo"])
 def test_help_documents_every_flag(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     module = _import(name)
