@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from longtail_losses import data as ltd
+from longtail_losses.data import SeededBatchSampler
 
 SAMPLER_COUNTS = [300, 60, 12, 3]
 
@@ -145,3 +146,26 @@ class TestClassAwareSampler:
             ltd.ClassAwareSampler(SAMPLER_LABELS).set_epoch(-1)
         with pytest.raises(ValueError, match="Expected `progressive_epochs` to be >= 1, but got 0"):
             ltd.ClassAwareSampler(SAMPLER_LABELS, progressive_epochs=0)
+
+
+class TestSeededBatchSampler:
+    def test_batches_are_a_permutation_by_epoch(self):
+        sampler = SeededBatchSampler(10, 3, seed=4)
+        for epoch in range(3):
+            sampler.set_epoch(epoch)
+            batches = list(sampler)
+            assert [len(b) for b in batches] == [3, 3, 3, 1]
+            assert len(sampler) == 4
+            flat = [i for batch in batches for i in batch]
+            assert flat == torch.randperm(10, generator=torch.Generator().manual_seed(4 + epoch)).tolist()
+            assert list(sampler) == batches  # same epoch, same batches
+        sampler = SeededBatchSampler(10, 3, shuffle=False, drop_last=True)
+        assert list(sampler) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+
+    def test_exceptions(self):
+        with pytest.raises(ValueError, match="`batch_size` to be >= 1"):
+            SeededBatchSampler(4, 0)
+        with pytest.raises(ValueError, match="`num_samples` to be >= 0"):
+            SeededBatchSampler(-1, 2)
+        with pytest.raises(TypeError, match="`seed` to be an int"):
+            SeededBatchSampler(4, 2, seed=None)
