@@ -87,3 +87,18 @@ def expected_over_classes(per_sample, logits: Tensor, probs: Tensor, counts: Ten
         label = torch.full((z.shape[0],), k, dtype=torch.int64)
         total = total + t[:, k] * per_sample(z, label, counts)
     return total
+
+
+def ldam_subset(targets, img_num_per_cls, seed):
+    """LDAM's IMBALANCECIFAR.gen_imbalanced_data, as written there (global NumPy RNG seeded in __init__)."""
+    import numpy as np
+
+    np.random.seed(seed)
+    targets_np = np.array(targets, dtype=np.int64)
+    classes = np.unique(targets_np)
+    selected = []
+    for the_class, the_img_num in zip(classes, img_num_per_cls):
+        idx = np.where(targets_np == the_class)[0]
+        np.random.shuffle(idx)
+        selected.append(idx[:the_img_num])
+    return np.concatenate(selected)

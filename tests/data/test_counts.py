@@ -1,3 +1,5 @@
+"""`class_counts` of tensors, datasets with targets, subsets and loaders, without decoding an image."""
+
 from __future__ import annotations
 
 import pytest
@@ -5,6 +7,12 @@ import torch
 from torch.utils.data import Subset, TensorDataset
 
 import longtail_losses as ltl
+from longtail_losses import data as D
+from tests._fabricate import (
+    make_fake_cifar100,
+    make_fake_fashion_mnist,
+    make_fake_imagenet_lt,
+)
 
 
 class WithTargets(torch.utils.data.Dataset):
@@ -53,3 +61,20 @@ class TestClassCounts:
         counts = ltl.class_counts([0, 0, 0, 1], num_classes=3)
         with pytest.raises(ValueError, match=r"got 0 for class 2"):
             ltl.BalancedSoftmax(counts)
+
+
+def test_class_counts_never_decodes(tmp_path, monkeypatch):
+    def fail(self, index):
+        raise AssertionError("class_counts decoded an image")
+
+    monkeypatch.setattr(D.InMemoryImageDataset, "__getitem__", fail)
+    monkeypatch.setattr(D.ImageListDataset, "__getitem__", fail)
+    make_fake_fashion_mnist(tmp_path / "f", per_class_train=10)
+    splits = make_fake_imagenet_lt(tmp_path / "i", [3, 1])
+    cifar = make_fake_cifar100(tmp_path / "c", per_class_train=4, per_class_test=1, num_classes=3)
+    for ds, expected in [
+        (D.fashion_mnist_lt(tmp_path / "f", 10), D.longtail_counts(10, 10, 10)),
+        (D.imagenet_lt(tmp_path / "i", splits["train"]), [3, 1]),
+        (D.cifar100_lt(cifar, 4), D.longtail_counts(3, 4, 4)),
+    ]:
+        assert ltl.class_counts(ds).tolist() == expected
