@@ -9,16 +9,11 @@ from __future__ import annotations
 import copy
 import io
 import math
-import os
 import pickle
-import socket
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
@@ -623,88 +618,3 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(leaf, Tensor):
                 self.largest = max(self.largest, leaf.numel())
         return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Two gloo processes on half batches == one process on the whole batch.
-
-DDP_STEPS, DDP_HALF, DDP_FEATURES = 5, 6, 4
-
-
-def train(name: str, rank: int, world_size: int) -> list[dict[str, Tensor]]:
-    """Train a linear classifier with ``name``'s loss for DDP_STEPS steps; record losses, statistics, weights.
-
-    Every rank gets half of the same global batch of 2 * DDP_HALF samples. The loss is the mean over the rank's
-    samples and the ranks' gradients are averaged (as DDP does), so with equal halves and no ignored label the
-    averaged gradient is the gradient of the mean over the whole batch: the single process's. The recorded loss is
-    the mean of the ranks' losses, which is then the whole batch's mean.
-    """
-    torch.manual_seed(0)
-    model = nn.Linear(DDP_FEATURES, C).double()
-    criterion = make(name)
-    # SGD and DDP's gradient averaging by hand: building an optimizer or a DistributedDataParallel imports
-    # torch._dynamo, seconds per process on a busy machine.
-    params = list(model.parameters())
-    records = []
-    for step in range(DDP_STEPS):
-        g = torch.Generator().manual_seed(step)
-        x = torch.randn(2 * DDP_HALF, DDP_FEATURES, generator=g, dtype=torch.float64)
-        prior = 1.0 / torch.arange(1, C + 1, dtype=torch.float64) ** 2
-        y = torch.multinomial(prior, 2 * DDP_HALF, replacement=True, generator=g)
-        if world_size > 1:
-            x, y = x[rank * DDP_HALF : (rank + 1) * DDP_HALF], y[rank * DDP_HALF : (rank + 1) * DDP_HALF]
-        loss = criterion(model(x), y)
-        loss.backward()
-        with torch.no_grad():
-            for p in params:
-                if world_size > 1:  # what DDP does in backward: the mean of the ranks' gradients
-                    dist.all_reduce(p.grad)
-                    p.grad /= world_size
-                p -= 0.5 * p.grad
-                p.grad = None
-        mean_loss = loss.detach().clone()
-        if world_size > 1:
-            dist.all_reduce(mean_loss)
-            mean_loss /= world_size
-        records.append({"loss": mean_loss, "weight": model.weight.detach().clone(), **statistics(criterion)})
-    return records
-
-
-def ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        records = {name: train(name, rank, world_size) for name in ("seesaw", "eqlv2")}
-        torch.save(records, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
-def test_two_gloo_processes_follow_the_single_process(tmp_path: Path) -> None:
-    # fork, not spawn: the children need not import torch again (seconds each); they use one thread
-    mp.start_processes(ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
-    single = {name: train(name, 0, 1) for name in ("seesaw", "eqlv2")}
-    for rank in range(2):
-        ranked = torch.load(tmp_path / f"rank{rank}.pt")
-        for name, records in single.items():
-            assert len(ranked[name]) == DDP_STEPS
-            for step, (got, expected) in enumerate(zip(ranked[name], records)):
-                assert got.keys() == expected.keys()
-                for key in expected:
-                    msg = f"{name}, rank {rank}, step {step}, {key}"
-                    if expected[key].dtype == torch.int64:  # counts: exactly equal
-                        assert torch.equal(got[key], expected[key]), msg
-                    else:  # float64 sums in another order: equal up to rounding (default float64 tolerance)
-                        torch.testing.assert_close(got[key], expected[key], msg=msg)
-        # all-reduced: after the first step each rank's counts hold the whole first batch, not its half
-        assert int(ranked["seesaw"][0]["class_counts"].sum()) == 2 * DDP_HALF

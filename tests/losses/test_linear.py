@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import copy
-import functools
 import io
-import os
 import pickle
-import socket
-import tempfile
 from typing import Any, Callable, Optional
 
 import pytest
@@ -388,67 +384,6 @@ def test_shard_range_covers_the_classes() -> None:
             assert ranges[0][0] == 0
             assert ranges[-1][1] == c
             assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Class-sharded over two gloo processes == one process
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        results = {}
-        for reduction in REDUCTIONS:
-            for alpha, gamma in [(0.0, 1.0), (0.3, 1.5)]:
-                x, w, b, y, counts = _problem(c=11)
-                assert b is not None
-                start, stop = shard_range(w.shape[0], rank, world)
-                w_local = w.detach()[start:stop].clone().requires_grad_()
-                b_local = b.detach()[start:stop].clone().requires_grad_()
-                kwargs = {"alpha": alpha, "gamma": gamma, "reduction": reduction, "weight_decay": 0.05}
-                sharded = functools.partial(
-                    _chunked, x, w_local, b_local, y, counts, chunk_size=2, process_group=dist.group.WORLD, **kwargs
-                )
-                got = _value_and_grads(sharded, [x, w_local, b_local])
-                single = functools.partial(_chunked, x, w, b, y, counts, chunk_size=3, **kwargs)
-                want = _value_and_grads(single, [x, w, b])
-                want[2], want[3] = want[2][start:stop], want[3][start:stop]
-                results[f"{reduction}-{alpha}"] = max(float((g - e).abs().max()) for g, e in zip(got, want))
-        head = ltl.LinearBFS([5, 4, 3, 2, 1], in_features=3, process_group=dist.group.WORLD)
-        results["module_rows"] = float(head.weight.shape[0] == head.num_local_classes)
-        loss = head(torch.ones(2, 3, dtype=torch.float32), torch.tensor([0, 4]))
-        loss.backward()
-        results["module_finite"] = float(torch.isfinite(loss))
-        torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_class_sharded_two_gloo_processes_equal_one_process() -> None:
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-
-    if not dist.is_available():
-        pytest.skip("torch.distributed is not available")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with tempfile.TemporaryDirectory() as out_dir:
-        # fork: no re-import of torch in the children (spawn costs seconds more on a busy 2-core machine)
-        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-        mp.start_processes(_sharded_worker, args=(2, port, out_dir), nprocs=2, join=True, start_method=method)
-        for rank in range(2):
-            results = torch.load(os.path.join(out_dir, f"rank{rank}.pt"))
-            assert results.pop("module_rows") == 1.0
-            assert results.pop("module_finite") == 1.0
-            assert len(results) == 6
-            for case, diff in results.items():
-                assert diff < 1e-12, (rank, case, diff)  # float64: equal up to summation order
 
 
 @pytest.mark.parametrize("loss", [LF.linear_balanced_softmax_loss, LF.linear_bfs_loss])
