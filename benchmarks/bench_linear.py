@@ -41,23 +41,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import _harness as harness  # first: it puts this checkout on sys.path
 import torch
 import torch.nn.functional as F
-from _harness import (  # first: it puts this checkout on sys.path
-    ALPHA,
-    BETA,
-    GAMMA,
-    ROOT,
-    child_result,
-    class_counts,
-    interleaved,
-    machine_info,
-    machine_line,
-    peak_extra_bytes,
-    quartiles,
-    run_child,
-    threads_from_env,
-)
+from _harness import ALPHA, BETA, GAMMA, ROOT, class_counts
 
 from longtail_losses import functional as LF
 
@@ -120,8 +107,8 @@ def time_cases(num_classes: int, repeats: int) -> dict[str, dict[str, Any]]:
         print(f"  run {repeat + 1}/{repeats} C={num_classes:,} {name}: {seconds:.2f} s", flush=True)
 
     results = {}
-    for name, values in interleaved(steps, repeats, warmup=1, progress=progress).items():
-        median, iqr = quartiles(values)
+    for name, values in harness.interleaved(steps, repeats, warmup=1, progress=progress).items():
+        median, iqr = harness.quartiles(values)
         results[name] = {"median_s": median, "iqr_s": iqr, "runs": len(values), "all_s": values}
     return results
 
@@ -158,18 +145,18 @@ def check_equal(num_classes: int) -> dict[str, dict[str, dict[str, float]]]:
 
 def memory_child(name: str, num_classes: int) -> None:
     """Run in a fresh process: print the peak extra resident memory (bytes) of one forward + backward."""
-    threads_from_env()
+    harness.threads_from_env()
     small = make_inputs(1000, seed=1)
     run_once(make_cases(small[4])[name], small)  # warm-up: lazy initialisation, thread pools
     del small
     inputs = make_inputs(num_classes)
-    extra = peak_extra_bytes(partial(run_once, make_cases(inputs[4])[name], inputs))
-    child_result({"extra_bytes": extra, "gradient_bytes": gradient_bytes(inputs)})
+    extra = harness.peak_extra_bytes(partial(run_once, make_cases(inputs[4])[name], inputs))
+    harness.child_result({"extra_bytes": extra, "gradient_bytes": gradient_bytes(inputs)})
 
 
 def memory_cpu(name: str, num_classes: int, threads: int) -> dict[str, float] | None:
     args = ["--memory-child", name, "--time-classes", str(num_classes)]
-    result, stderr = run_child(__file__, args, threads=threads, timeout=1200, memory=True)
+    result, stderr = harness.run_child(__file__, args, threads=threads, timeout=1200, memory=True)
     if result is None:
         print(stderr[-2000:], file=sys.stderr)
         return None
@@ -188,7 +175,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Chunked linear losses: forward + backward, N = {BATCH}, D = {DIM}",
         "",
-        machine_line(meta) + f". alpha={ALPHA}, beta={BETA}, gamma={GAMMA}.",
+        harness.machine_line(meta) + f". alpha={ALPHA}, beta={BETA}, gamma={GAMMA}.",
         "",
     ]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
@@ -309,7 +296,7 @@ def main() -> None:
     report.setdefault("max_abs_difference", {})
     report.setdefault("memory", {})
     report.update({"batch": BATCH, "dim": DIM})
-    info = machine_info()
+    info = harness.machine_info()
     report.setdefault("machine", info)
     report.setdefault("machine_by_phase", {})
     phase = args.phase if args.phase == "memory" else f"{args.phase} ({torch.get_num_threads()} threads)"

@@ -49,23 +49,9 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import _harness as harness  # first: it puts this checkout on sys.path
 import torch
-from _harness import (  # first: it puts this checkout on sys.path
-    ALPHA,
-    BETA,
-    GAMMA,
-    ROOT,
-    child_result,
-    class_counts,
-    cuda_peak_extra_bytes,
-    interleaved,
-    machine_info,
-    machine_line,
-    peak_extra_bytes,
-    quartiles,
-    run_child,
-    threads_from_env,
-)
+from _harness import ALPHA, BETA, GAMMA, ROOT, class_counts
 from _peers import PEERS, Builder, Loss, cross_entropy
 
 import longtail_losses as ltl
@@ -151,19 +137,19 @@ def time_cases(
         name: partial(step, loss, z, y, classifier) for name, loss in losses.items()
     }
     sync = torch.cuda.synchronize if device.type == "cuda" else None
-    samples = interleaved(steps, repeats, warmup=warmup, sync=sync)
+    samples = harness.interleaved(steps, repeats, warmup=warmup, sync=sync)
     results: dict[str, dict[str, float | None]] = {}
     for name, values in samples.items():
-        median, iqr = quartiles(values)
+        median, iqr = harness.quartiles(values)
         results[name] = {"median_ms": median * 1e3, "iqr_ms": iqr * 1e3, "runs": len(values)}
     return results, skipped
 
 
 def pairwise_child(name: str, num_classes: int, repeats: int) -> None:
     """Run in a fresh process: time ``name`` interleaved with ``F.cross_entropy`` alone; print both as JSON."""
-    threads_from_env()
+    harness.threads_from_env()
     results, skipped = time_cases([BASELINE, name], num_classes, torch.device("cpu"), torch.float32, repeats, 3)
-    child_result({"cases": results, "skipped": skipped})
+    harness.child_result({"cases": results, "skipped": skipped})
 
 
 def pairwise(names: list[str], num_classes: int, repeats: int) -> dict[str, dict]:
@@ -171,7 +157,7 @@ def pairwise(names: list[str], num_classes: int, repeats: int) -> dict[str, dict
     out: dict[str, dict] = {}
     for name in names:
         args = ["--pairwise-child", name, "--classes", str(num_classes), "--repeats", str(repeats)]
-        result, stderr = run_child(__file__, args, threads=torch.get_num_threads(), timeout=1200)
+        result, stderr = harness.run_child(__file__, args, threads=torch.get_num_threads(), timeout=1200)
         if result is None:
             out[name] = {"error": stderr.strip().splitlines()[-1:]}
             continue
@@ -219,7 +205,7 @@ def pairwise_markdown(report: dict) -> list[str]:
 
 def memory_child(name: str, num_classes: int) -> None:
     """Run in a fresh process: print the peak extra resident memory (bytes) of one forward + backward."""
-    threads_from_env()
+    harness.threads_from_env()
     device = torch.device("cpu")
     counts = class_counts(num_classes)
     z, y, classifier = make_inputs(num_classes, device, torch.float32)
@@ -227,12 +213,12 @@ def memory_child(name: str, num_classes: int) -> None:
     step(loss, z, y, classifier)  # warm-up: lazy initialisation, thread pools
     z.grad = None
     classifier.grad = None
-    child_result({"extra_bytes": peak_extra_bytes(partial(step, loss, z, y, classifier))})
+    harness.child_result({"extra_bytes": harness.peak_extra_bytes(partial(step, loss, z, y, classifier))})
 
 
 def memory_cpu(name: str, num_classes: int) -> float | None:
     args = ["--memory-child", name, "--classes", str(num_classes)]
-    result, _ = run_child(__file__, args, threads=torch.get_num_threads(), timeout=600, memory=True)
+    result, _ = harness.run_child(__file__, args, threads=torch.get_num_threads(), timeout=600, memory=True)
     return None if result is None else float(result["extra_bytes"])
 
 
@@ -247,7 +233,7 @@ def memory_cuda(name: str, num_classes: int, dtype: torch.dtype) -> float | None
         return None
     z.grad = None
     classifier.grad = None
-    return cuda_peak_extra_bytes(partial(step, loss, z, y, classifier))
+    return harness.cuda_peak_extra_bytes(partial(step, loss, z, y, classifier))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -268,7 +254,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Loss benchmark: forward + backward, B = 256",
         "",
-        machine_line(meta, gpu=True) + f" ({meta['mode']} run).",
+        harness.machine_line(meta, gpu=True) + f" ({meta['mode']} run).",
         "",
         "Each cell: median time in ms (ratio to `F.cross_entropy`) / peak extra memory in MiB (ratio). "
         f"Interleaved runs ({report['repeats']} per case); memory of one forward + backward in a fresh process. "
@@ -339,7 +325,7 @@ def main() -> None:
     warmup = 2 if args.quick else 3
     names = [name for name, (group, _) in CASES.items() if not (args.no_peers and group == "peer")]
     torch.manual_seed(0)
-    report: dict = {"machine": machine_info(), "repeats": repeats, "batch": BATCH, "sections": []}
+    report: dict = {"machine": harness.machine_info(), "repeats": repeats, "batch": BATCH, "sections": []}
     report["machine"]["mode"] = "quick" if args.quick else "full"
     if args.regime in ("both", "pairwise"):
         ours = [name for name, (group, _) in CASES.items() if group == "ours"]
