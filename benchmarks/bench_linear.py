@@ -27,6 +27,8 @@ Method:
   ``VmHWM``. "Peak extra" is the difference; "net" subtracts the bytes of the gradients of features, weight and
   bias, which both computations must produce. Plain cases above ``--plain-max-classes`` are not run (they need
   several GiB of the shared machine's memory).
+
+The timing, memory and fresh-process machinery, shared with ``bench_losses.py``, is in ``_harness.py``.
 """
 
 from __future__ import annotations
@@ -34,40 +36,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import subprocess
 import sys
-import time
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import _harness as harness  # first: it puts this checkout on sys.path
 import torch
 import torch.nn.functional as F
+from _harness import ALPHA, BETA, GAMMA, ROOT, class_counts
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whatever copy is installed
-
-from longtail_losses import functional as LF  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_losses import machine_info, status_kib  # noqa: E402  (the same records as the loss benchmark)
+from longtail_losses import functional as LF
 
 BATCH, DIM = 256, 128
-ALPHA, BETA, GAMMA = 0.1, 0.9999, 1.0  # the library's defaults
 TARGET_MEMORY, TARGET_TIME = 0.25, 1.5  # chunked / plain, from issue #14
 PAIRS = {"BalancedSoftmax": ("plain BalancedSoftmax", "chunked BalancedSoftmax"), "BFS": ("plain BFS", "chunked BFS")}
 
 Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def class_counts(num_classes: int) -> torch.Tensor:
-    """A long-tailed profile (imbalance 100, CIFAR-LT's exponential decay) with at least one sample per class."""
-    decay = torch.arange(num_classes, dtype=torch.float64) / max(1, num_classes - 1)
-    return (1000.0 * 0.01**decay).round().clamp_min(1).long()
-
-
 def make_cases(counts: torch.Tensor) -> dict[str, Step]:
-    hyper = {"alpha": ALPHA, "beta": BETA, "gamma": GAMMA}
+    hyper: dict[str, Any] = {"alpha": ALPHA, "beta": BETA, "gamma": GAMMA}
     return {
         "plain F.cross_entropy (baseline)": lambda x, w, b, y, _: F.cross_entropy(F.linear(x, w, b), y),
         "plain BalancedSoftmax": lambda x, w, b, y, n: LF.balanced_softmax_loss(
@@ -108,22 +97,19 @@ def gradient_bytes(inputs: tuple[torch.Tensor, ...]) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def time_cases(num_classes: int, repeats: int) -> dict[str, dict[str, float]]:
+def time_cases(num_classes: int, repeats: int) -> dict[str, dict[str, Any]]:
     inputs = make_inputs(num_classes)
-    cases = make_cases(inputs[4])
-    for step in cases.values():
-        run_once(step, inputs)
-    samples: dict[str, list[float]] = {name: [] for name in cases}
-    for repeat in range(repeats):
-        for name, step in cases.items():
-            start = time.perf_counter()
-            run_once(step, inputs)
-            samples[name].append(time.perf_counter() - start)
-            print(f"  run {repeat + 1}/{repeats} C={num_classes:,} {name}: {samples[name][-1]:.2f} s", flush=True)
+    steps: dict[str, Callable[[], object]] = {
+        name: partial(run_once, step, inputs) for name, step in make_cases(inputs[4]).items()
+    }
+
+    def progress(repeat: int, name: str, seconds: float) -> None:
+        print(f"  run {repeat + 1}/{repeats} C={num_classes:,} {name}: {seconds:.2f} s", flush=True)
+
     results = {}
-    for name, values in samples.items():
-        q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
-        results[name] = {"median_s": median, "iqr_s": q3 - q1, "runs": len(values), "all_s": values}
+    for name, values in harness.interleaved(steps, repeats, warmup=1, progress=progress).items():
+        median, iqr = harness.quartiles(values)
+        results[name] = {"median_s": median, "iqr_s": iqr, "runs": len(values), "all_s": values}
     return results
 
 
@@ -142,7 +128,7 @@ def check_equal(num_classes: int) -> dict[str, dict[str, dict[str, float]]]:
             x.grad = w.grad = b.grad = None
             loss = cases[name](x, w, b, y, n)
             loss.backward()
-            results.append([loss.detach(), x.grad.clone(), w.grad.clone(), b.grad.clone()])
+            results.append([loss.detach(), *(t.grad.clone() for t in (x, w, b) if t.grad is not None)])
             del loss
         out[family] = {}
         for label, p, c in zip(("loss", "features", "weight", "bias"), *results):
@@ -159,29 +145,21 @@ def check_equal(num_classes: int) -> dict[str, dict[str, dict[str, float]]]:
 
 def memory_child(name: str, num_classes: int) -> None:
     """Run in a fresh process: print the peak extra resident memory (bytes) of one forward + backward."""
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    harness.threads_from_env()
     small = make_inputs(1000, seed=1)
     run_once(make_cases(small[4])[name], small)  # warm-up: lazy initialisation, thread pools
     del small
     inputs = make_inputs(num_classes)
-    step = make_cases(inputs[4])[name]
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # reset VmHWM to the current resident size (Linux >= 4.0)
-    before = status_kib("VmRSS")
-    run_once(step, inputs)
-    peak = status_kib("VmHWM")
-    extra = (peak - before) * 1024
-    print(json.dumps({"extra_bytes": extra, "gradient_bytes": gradient_bytes(inputs)}))
+    extra = harness.peak_extra_bytes(partial(run_once, make_cases(inputs[4])[name], inputs))
+    harness.child_result({"extra_bytes": extra, "gradient_bytes": gradient_bytes(inputs)})
 
 
 def memory_cpu(name: str, num_classes: int, threads: int) -> dict[str, float] | None:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", BENCH_THREADS=str(threads))
-    command = [sys.executable, __file__, "--memory-child", name, "--time-classes", str(num_classes)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200)
-    if done.returncode != 0:
-        print(done.stderr[-2000:], file=sys.stderr)
+    args = ["--memory-child", name, "--time-classes", str(num_classes)]
+    result, stderr = harness.run_child(__file__, args, threads=threads, timeout=1200, memory=True)
+    if result is None:
+        print(stderr[-2000:], file=sys.stderr)
         return None
-    result = json.loads(done.stdout.strip().splitlines()[-1])
     result["net_bytes"] = result["extra_bytes"] - result["gradient_bytes"]
     return result
 
@@ -197,9 +175,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Chunked linear losses: forward + backward, N = {BATCH}, D = {DIM}",
         "",
-        f"torch {meta['torch']}, {meta['cpu']} ({meta['cpu_count']} cores, {meta['torch_threads']} threads), "
-        f"commit {meta['commit']}, {meta['date']}, load average {meta['load_average_start'][0]:.1f} at the start "
-        f"and {meta['load_average_end'][0]:.1f} at the end. alpha={ALPHA}, beta={BETA}, gamma={GAMMA}.",
+        harness.machine_line(meta) + f". alpha={ALPHA}, beta={BETA}, gamma={GAMMA}.",
         "",
     ]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
@@ -320,7 +296,7 @@ def main() -> None:
     report.setdefault("max_abs_difference", {})
     report.setdefault("memory", {})
     report.update({"batch": BATCH, "dim": DIM})
-    info = machine_info()
+    info = harness.machine_info()
     report.setdefault("machine", info)
     report.setdefault("machine_by_phase", {})
     phase = args.phase if args.phase == "memory" else f"{args.phase} ({torch.get_num_threads()} threads)"

@@ -10,7 +10,8 @@ folder). Install the peers first, without their dependencies so that torch is no
 
     pip install --no-deps balanced-loss cbloss pytorch-focalloss focal-loss-torch imbalanced-losses
 
-A peer that fails to import is skipped and listed as such in the results.
+A peer that fails to import is skipped and listed as such in the results. The peers are in ``_peers.py``; the
+timing, memory and fresh-process machinery, shared with ``bench_linear.py``, in ``_harness.py``.
 
 Two regimes, both printed with the absolute time of ``F.cross_entropy``:
 
@@ -40,27 +41,22 @@ Method:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import _harness as harness  # first: it puts this checkout on sys.path
 import torch
-import torch.nn.functional as F
+from _harness import ALPHA, BETA, GAMMA, ROOT, class_counts
+from _peers import PEERS, Builder, Loss, cross_entropy
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmark this checkout, not whatever copy is installed
-
-import longtail_losses as ltl  # noqa: E402
+import longtail_losses as ltl
 
 BATCH = 256
-ALPHA, BETA, GAMMA = 0.1, 0.9999, 1.0  # the library's defaults (Cui et al.'s CIFAR setting, the paper's alpha)
 FEATURE_DIM = 64  # classifier width for BWLM's penalty: ResNet-32 on CIFAR-LT, the paper's backbone
 TARGETS = {  # (time, memory) ratios to F.cross_entropy, from the issue
     "BalancedSoftmax": (1.2, 1.1),
@@ -69,123 +65,37 @@ TARGETS = {  # (time, memory) ratios to F.cross_entropy, from the issue
     "BWLM": (2.0, 1.25),
 }
 
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def class_counts(num_classes: int) -> torch.Tensor:
-    """A long-tailed profile (imbalance 100, CIFAR-LT's exponential decay) with at least one sample per class."""
-    decay = torch.arange(num_classes, dtype=torch.float64) / max(1, num_classes - 1)
-    return (1000.0 * 0.01**decay).round().clamp_min(1).long()
-
-
-def effective_weights(counts: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return ltl.functional.class_balanced_weights(counts, BETA).to(device)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Cases: name -> (group, builder). A builder takes (counts, device, classifier) and returns loss(z, y) or raises.
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _ours(name: str) -> Callable[..., Loss]:
+def _ours(name: str) -> Builder:
     def build(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-        kwargs = {"validate_args": False}
         if name == "BalancedSoftmax":
-            module: torch.nn.Module = ltl.BalancedSoftmax(counts, **kwargs)
+            module: torch.nn.Module = ltl.BalancedSoftmax(counts, validate_args=False)
         elif name == "ClassBalancedFocal":
-            module = ltl.ClassBalancedFocal(counts, beta=BETA, gamma=GAMMA, **kwargs)
+            module = ltl.ClassBalancedFocal(counts, beta=BETA, gamma=GAMMA, validate_args=False)
         elif name == "BFS":
-            module = ltl.BFS(counts, alpha=ALPHA, beta=BETA, gamma=GAMMA, **kwargs)
+            module = ltl.BFS(counts, alpha=ALPHA, beta=BETA, gamma=GAMMA, validate_args=False)
         else:
-            module = ltl.BWLM(counts, classifier=classifier, alpha=ALPHA, beta=BETA, gamma=GAMMA, **kwargs)
+            module = ltl.BWLM(counts, classifier=classifier, alpha=ALPHA, beta=BETA, gamma=GAMMA, validate_args=False)
         return module.to(device)
 
     return build
 
 
-def _cross_entropy(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    return lambda z, y: F.cross_entropy(z, y)
-
-
-def _bs_one_liner(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    log_counts = counts.to(device).float().log()
-    return lambda z, y: F.cross_entropy(z + log_counts, y)
-
-
-def _balanced_loss(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    from balanced_loss import Loss as BalancedLoss  # balanced-loss 0.1.1: sigmoid CB focal (Cui et al.'s code)
-
-    peer = BalancedLoss(
-        loss_type="focal_loss", beta=BETA, fl_gamma=GAMMA, samples_per_class=counts.tolist(), class_balanced=True
-    )
-    return lambda z, y: peer(z, y)
-
-
-def _imbalanced_losses(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    from imbalanced_losses import SigmoidFocalLoss  # imbalanced-losses: sigmoid focal, per-sample weights
-
-    peer = SigmoidFocalLoss(alpha=-1, gamma=GAMMA, reduction="sum")
-    weights = effective_weights(counts, device)
-
-    def loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        onehot = F.one_hot(y, z.shape[1]).to(z.dtype)
-        return peer(z, onehot, sample_weight=weights[y].unsqueeze(1)) / z.shape[0]
-
-    return loss
-
-
-def _cbloss(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    from cbloss.loss import ClassBalancedLoss, FocalLoss  # cbloss: softmax focal times CB weights
-
-    num_classes = counts.shape[0]
-    peer = ClassBalancedLoss(counts.numpy(), BETA, num_classes, FocalLoss(num_classes, gamma=GAMMA, reduction="none"))
-    peer.weights = peer.weights.to(device)
-    return lambda z, y: peer(z, y)
-
-
-def _pytorch_focalloss(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    from torch_focalloss import MultiClassFocalLoss  # pytorch-focalloss: softmax focal with class alpha
-
-    peer = MultiClassFocalLoss(gamma=GAMMA, alpha=effective_weights(counts, device))
-    return lambda z, y: peer(z, y)
-
-
-def _focal_loss_torch(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-    from focal_loss.focal_loss import FocalLoss  # focal-loss-torch: focal on probabilities, class weights
-
-    peer = FocalLoss(gamma=GAMMA, weights=effective_weights(counts, device))
-    return lambda z, y: peer(torch.softmax(z, dim=-1), y)
-
-
-def _bfs_one_liner(focal: Callable[..., Loss]) -> Callable[..., Loss]:
-    """The BFS a user writes from two peers: alpha * (peer's CB focal) + (1 - alpha) * CE(z + log n)."""
-
-    def build(counts: torch.Tensor, device: torch.device, classifier: torch.Tensor) -> Loss:
-        focal_loss, balanced_softmax = focal(counts, device, classifier), _bs_one_liner(counts, device, classifier)
-        return lambda z, y: ALPHA * focal_loss(z, y) + (1 - ALPHA) * balanced_softmax(z, y)
-
-    return build
-
-
-CASES: dict[str, tuple[str, Callable[..., Loss]]] = {
-    "F.cross_entropy (the floor)": ("baseline", _cross_entropy),
-    "BalancedSoftmax": ("ours", _ours("BalancedSoftmax")),
-    "ClassBalancedFocal": ("ours", _ours("ClassBalancedFocal")),
-    "BFS": ("ours", _ours("BFS")),
-    "BWLM": ("ours", _ours("BWLM")),
-    "balanced softmax as F.cross_entropy(z + log n)": ("peer", _bs_one_liner),
-    "sigmoid CB focal (balanced-loss)": ("peer", _balanced_loss),
-    "sigmoid focal + CB weights (imbalanced-losses)": ("peer", _imbalanced_losses),
-    "softmax focal + CB weights (cbloss)": ("peer", _cbloss),
-    "softmax focal + CB alpha (pytorch-focalloss)": ("peer", _pytorch_focalloss),
-    "softmax focal + CB weights (focal-loss-torch)": ("peer", _focal_loss_torch),
-    "BFS one-liner: balanced-loss + CE(z + log n)": ("peer", _bfs_one_liner(_balanced_loss)),
-    "BFS one-liner: imbalanced-losses + CE(z + log n)": ("peer", _bfs_one_liner(_imbalanced_losses)),
-}
 BASELINE = "F.cross_entropy (the floor)"
+CASES: dict[str, tuple[str, Builder]] = {
+    BASELINE: ("baseline", cross_entropy),
+    **{name: ("ours", _ours(name)) for name in ("BalancedSoftmax", "ClassBalancedFocal", "BFS", "BWLM")},
+    **{name: ("peer", build) for name, build in PEERS.items()},
+}
 
 
-def make_inputs(num_classes: int, device: torch.device, dtype: torch.dtype, seed: int = 0):
+def make_inputs(
+    num_classes: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     z = (torch.randn(BATCH, num_classes, generator=gen) * 2).to(device=device, dtype=dtype).requires_grad_()
     y = torch.randint(0, num_classes, (BATCH,), generator=gen).to(device)
@@ -210,7 +120,7 @@ def step(loss: Loss, z: torch.Tensor, y: torch.Tensor, classifier: torch.Tensor)
 
 def time_cases(
     names: list[str], num_classes: int, device: torch.device, dtype: torch.dtype, repeats: int, warmup: int
-) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+) -> tuple[dict[str, dict[str, float | None]], dict[str, str]]:
     counts = class_counts(num_classes)
     z, y, classifier = make_inputs(num_classes, device, dtype)
     losses: dict[str, Loss] = {}
@@ -223,60 +133,34 @@ def time_cases(
             skipped[name] = f"{type(error).__name__}: {error}"[:200]
             continue
         losses[name] = loss
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        for loss in losses.values():
-            step(loss, z, y, classifier)
-    samples: dict[str, list[float]] = {name: [] for name in losses}
-    for _ in range(repeats):
-        for name, loss in losses.items():
-            sync()
-            start = time.perf_counter()
-            step(loss, z, y, classifier)
-            sync()
-            samples[name].append(time.perf_counter() - start)
-    results = {}
+    steps: dict[str, Callable[[], object]] = {
+        name: partial(step, loss, z, y, classifier) for name, loss in losses.items()
+    }
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    samples = harness.interleaved(steps, repeats, warmup=warmup, sync=sync)
+    results: dict[str, dict[str, float | None]] = {}
     for name, values in samples.items():
-        q1, median, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
-        results[name] = {"median_ms": median * 1e3, "iqr_ms": (q3 - q1) * 1e3, "runs": len(values)}
+        median, iqr = harness.quartiles(values)
+        results[name] = {"median_ms": median * 1e3, "iqr_ms": iqr * 1e3, "runs": len(values)}
     return results, skipped
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Memory
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def status_kib(field: str) -> int:
-    """The value of ``field`` (e.g. ``VmHWM``) in /proc/self/status, in KiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def pairwise_child(name: str, num_classes: int, repeats: int) -> None:
     """Run in a fresh process: time ``name`` interleaved with ``F.cross_entropy`` alone; print both as JSON."""
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    harness.threads_from_env()
     results, skipped = time_cases([BASELINE, name], num_classes, torch.device("cpu"), torch.float32, repeats, 3)
-    print(json.dumps({"cases": results, "skipped": skipped}))
+    harness.child_result({"cases": results, "skipped": skipped})
 
 
 def pairwise(names: list[str], num_classes: int, repeats: int) -> dict[str, dict]:
     """Each loss of ``names`` against ``F.cross_entropy`` in its own fresh process (CPU, float32)."""
-    env = dict(os.environ, BENCH_THREADS=str(torch.get_num_threads()))
     out: dict[str, dict] = {}
     for name in names:
-        command = [
-            sys.executable, __file__, "--pairwise-child", name, "--classes", str(num_classes),
-            "--repeats", str(repeats),
-        ]  # fmt: skip
-        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1200)
-        if done.returncode != 0:
-            out[name] = {"error": done.stderr.strip().splitlines()[-1:]}
+        args = ["--pairwise-child", name, "--classes", str(num_classes), "--repeats", str(repeats)]
+        result, stderr = harness.run_child(__file__, args, threads=torch.get_num_threads(), timeout=1200)
+        if result is None:
+            out[name] = {"error": stderr.strip().splitlines()[-1:]}
             continue
-        result = json.loads(done.stdout.strip().splitlines()[-1])
         if name not in result["cases"]:
             out[name] = {"error": result["skipped"].get(name, "skipped")}
             continue
@@ -314,9 +198,14 @@ def pairwise_markdown(report: dict) -> list[str]:
     return [*lines, ""]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------------------------
+
+
 def memory_child(name: str, num_classes: int) -> None:
     """Run in a fresh process: print the peak extra resident memory (bytes) of one forward + backward."""
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    harness.threads_from_env()
     device = torch.device("cpu")
     counts = class_counts(num_classes)
     z, y, classifier = make_inputs(num_classes, device, torch.float32)
@@ -324,21 +213,13 @@ def memory_child(name: str, num_classes: int) -> None:
     step(loss, z, y, classifier)  # warm-up: lazy initialisation, thread pools
     z.grad = None
     classifier.grad = None
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # reset VmHWM to the current resident size (Linux >= 4.0)
-    before = status_kib("VmRSS")
-    step(loss, z, y, classifier)
-    peak = status_kib("VmHWM")
-    print(json.dumps({"extra_bytes": (peak - before) * 1024}))
+    harness.child_result({"extra_bytes": harness.peak_extra_bytes(partial(step, loss, z, y, classifier))})
 
 
 def memory_cpu(name: str, num_classes: int) -> float | None:
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", BENCH_THREADS=str(torch.get_num_threads()))
-    command = [sys.executable, __file__, "--memory-child", name, "--classes", str(num_classes)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    if done.returncode != 0:
-        return None
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"])
+    args = ["--memory-child", name, "--classes", str(num_classes)]
+    result, _ = harness.run_child(__file__, args, threads=torch.get_num_threads(), timeout=600, memory=True)
+    return None if result is None else float(result["extra_bytes"])
 
 
 def memory_cuda(name: str, num_classes: int, dtype: torch.dtype) -> float | None:
@@ -352,49 +233,12 @@ def memory_cuda(name: str, num_classes: int, dtype: torch.dtype) -> float | None
         return None
     z.grad = None
     classifier.grad = None
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step(loss, z, y, classifier)
-    torch.cuda.synchronize()
-    return float(torch.cuda.max_memory_allocated() - before)
+    return harness.cuda_peak_extra_bytes(partial(step, loss, z, y, classifier))
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def machine_info() -> dict[str, object]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "longtail_losses"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-        commit += "+dirty" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "torch": torch.__version__,
-        "longtail_losses": ltl.__version__,
-        "longtail_losses_path": str(Path(ltl.__file__).parent),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "load_average_start": os.getloadavg(),
-    }
 
 
 def ratio_cell(case: dict[str, float | None], base: dict[str, float | None], key: str, unit: float, fmt: str) -> str:
@@ -410,10 +254,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# Loss benchmark: forward + backward, B = 256",
         "",
-        f"torch {meta['torch']}, {meta['cpu']} ({meta['cpu_count']} cores, {meta['torch_threads']} threads)"
-        + (f", GPU {meta['cuda']}" if meta["cuda"] else "")
-        + f", commit {meta['commit']}, {meta['date']}, load average {meta['load_average_start'][0]:.1f} at the start"
-        f" and {meta['load_average_end'][0]:.1f} at the end ({meta['mode']} run).",
+        harness.machine_line(meta, gpu=True) + f" ({meta['mode']} run).",
         "",
         "Each cell: median time in ms (ratio to `F.cross_entropy`) / peak extra memory in MiB (ratio). "
         f"Interleaved runs ({report['repeats']} per case); memory of one forward + backward in a fresh process. "
@@ -484,7 +325,7 @@ def main() -> None:
     warmup = 2 if args.quick else 3
     names = [name for name, (group, _) in CASES.items() if not (args.no_peers and group == "peer")]
     torch.manual_seed(0)
-    report: dict = {"machine": machine_info(), "repeats": repeats, "batch": BATCH, "sections": []}
+    report: dict = {"machine": harness.machine_info(), "repeats": repeats, "batch": BATCH, "sections": []}
     report["machine"]["mode"] = "quick" if args.quick else "full"
     if args.regime in ("both", "pairwise"):
         ours = [name for name, (group, _) in CASES.items() if group == "ours"]

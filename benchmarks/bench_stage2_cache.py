@@ -3,7 +3,7 @@
 Stage 2 of the BWLM paper trains only a new linear classifier on a frozen backbone. Without data augmentation
 the backbone is a fixed function, so ``longtail_losses.twostage.extract_features`` can run it once and
 ``train_classifier`` can train on the cached features; both give the same classifier
-(``tests/test_twostage.py::TestFeatureCache::test_cached_equals_live_stage2``). This script times, on 32x32
+(``tests/twostage/test_features.py::TestFeatureCache::test_cached_equals_live_stage2``). This script times, on 32x32
 inputs with a ResNet-32 (CIFAR ResNet of He et al. 2016: 3 stages x 5 basic blocks, 16/32/64 channels):
 
 * ``live``: one stage-2 epoch through ``train_one_epoch`` (frozen backbone forward every step, eval mode);
@@ -26,11 +26,11 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _harness import git_commit  # first: it puts this checkout on sys.path
 from torch import Tensor
 from torch.utils import benchmark
 
@@ -39,17 +39,6 @@ from longtail_losses.data import SeededBatchSampler
 from longtail_losses.models import resnet32
 from longtail_losses.training import train_one_epoch
 from longtail_losses.twostage import extract_features, replace_classifier, train_classifier_epoch
-
-
-def _commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "longtail_losses"], capture_output=True, text=True
-        )
-        return rev + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _summary(m: benchmark.Measurement) -> dict[str, float]:
@@ -150,7 +139,7 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "commit": _commit(),
+        "commit": git_commit(full=True),
         "live_epoch": _summary(live),
         "extract": _summary(ext),
         "cached_epoch_cross_entropy": _summary(cached),
