@@ -30,7 +30,7 @@ FORM_KINDS = [(f, k) for f in FORMS for k in KINDS if (f, k) != ("unbatched", "i
 REDUCTIONS = ["none", "mean", "sum"]
 
 
-def _log_softmax(a: Tensor) -> Tensor:
+def log_softmax(a: Tensor) -> Tensor:
     """log(e^{a_k} / sum_j e^{a_j}), with the row maximum subtracted first (the ratio is unchanged)."""
     shifted = a - a.max(dim=1, keepdim=True).values.detach()
     return shifted - torch.log(torch.exp(shifted).sum(dim=1, keepdim=True))
@@ -95,22 +95,20 @@ def _cotangent(out: Tensor) -> Tensor:
     return torch.rand(out.shape, generator=g, dtype=out.dtype) + 0.5
 
 
-def _grad(fn, logits: Tensor) -> tuple[Tensor, Tensor]:
+def grad(fn, logits: Tensor) -> tuple[Tensor, Tensor]:
     x = logits.detach().clone().requires_grad_(True)
     out = fn(x)
     (grad,) = torch.autograd.grad((out * _cotangent(out)).sum(), x)
     return out.detach(), grad
 
 
-def _assert_matches(library: Callable[[Tensor], Tensor], reference: Callable[[Tensor], Tensor], logits: Tensor) -> None:
+def assert_matches(library: Callable[[Tensor], Tensor], reference: Callable[[Tensor], Tensor], logits: Tensor) -> None:
     """``library`` and ``reference`` agree at ``logits``, in value and gradient."""
-    for got, want in zip(_grad(library, logits), _grad(reference, logits)):
+    for got, want in zip(grad(library, logits), grad(reference, logits)):
         torch.testing.assert_close(got, want)
 
 
-def _reference_loss(
-    x: Tensor, target: Tensor, smoothing: float, reduction: str, per_rows: Callable[..., Any]
-) -> Tensor:
+def reference_loss(x: Tensor, target: Tensor, smoothing: float, reduction: str, per_rows: Callable[..., Any]) -> Tensor:
     """Reduce the reference ``per_rows(z, dist, labels) -> (per-row losses, per-row weights or None)``."""
     z, dist, keep, labels, shape = rows_of(x, target, smoothing)
     per_row, row_weight = per_rows(z, dist, labels)
@@ -118,7 +116,7 @@ def _reference_loss(
     return out.reshape(shape) if reduction == "none" else out
 
 
-def _assert_half_in_float32(loss: Callable[..., Tensor], dtype: torch.dtype, seed: int) -> None:
+def assert_half_in_float32(loss: Callable[..., Tensor], dtype: torch.dtype, seed: int) -> None:
     """Half or bfloat16 logits give a float32 loss equal to that of the logits cast to float32."""
     logits, target = make_inputs("batched", "index", seed=seed, dtype=dtype)
     out = loss(logits, target, COUNTS)
@@ -126,17 +124,21 @@ def _assert_half_in_float32(loss: Callable[..., Tensor], dtype: torch.dtype, see
     torch.testing.assert_close(out, loss(logits.float(), target, COUNTS))
 
 
-def _assert_module_equals_functional(
-    cls: Callable[..., nn.Module], function: Callable[..., Tensor], options: dict[str, Any], seed: int
-) -> nn.Module:
-    """``cls(COUNTS, **options)`` gives what ``function`` gives; returns the module (for its repr)."""
+def assert_module_equals_functional(
+    cls: Callable[..., nn.Module], function: Callable[..., Tensor], options: dict[str, Any], seed: int, fields: str
+) -> None:
+    """``cls(COUNTS, **options)`` gives what ``function`` gives, and its repr is ``cls(num_classes=C, <fields>)``.
+
+    ``fields`` are the hyperparameters as the repr writes them; the call options of ``options`` follow them.
+    """
     logits, target = make_inputs("spatial", "index_ignore", seed=seed)
     module = cls(COUNTS, **options)
     torch.testing.assert_close(module(logits, target), function(logits, target, COUNTS, **options))
-    return module
+    call = f"reduction={options['reduction']!r}, ignore_index=-100, label_smoothing={options['label_smoothing']}"
+    assert repr(module) == f"{cls.__name__}(num_classes={C}, {fields}, {call})"
 
 
-def _roundtrip_checks(module: nn.Module, logits: Tensor, target: Tensor) -> None:
+def roundtrip_checks(module: nn.Module, logits: Tensor, target: Tensor) -> None:
     expected = module(logits, target)
     clone = pickle.loads(pickle.dumps(module))
     torch.testing.assert_close(clone(logits, target), expected)

@@ -14,21 +14,8 @@ from torch import Tensor
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
-from tests.losses._common import (
-    COUNTS,
-    FORM_KINDS,
-    FORMS,
-    REDUCTIONS,
-    C,
-    _assert_half_in_float32,
-    _assert_matches,
-    _assert_module_equals_functional,
-    _grad,
-    _log_softmax,
-    _reference_loss,
-    _roundtrip_checks,
-    make_inputs,
-)
+from tests.losses import _common as common
+from tests.losses._common import COUNTS, FORM_KINDS, FORMS, REDUCTIONS, C, make_inputs
 from tests.strategies import problems
 
 
@@ -36,7 +23,7 @@ def ref_la_rows(z: Tensor, dist: Tensor, counts: Tensor, tau: float) -> Tensor:
     """Menon et al. eq. (10): -sum_k t_k log(e^{z_k + tau log pi_k} / sum_j e^{z_j + tau log pi_j})."""
     n = counts.to(torch.float64)
     pi = n / n.sum()
-    return -(dist * _log_softmax(z + tau * torch.log(pi))).sum(dim=1)
+    return -(dist * common.log_softmax(z + tau * torch.log(pi))).sum(dim=1)
 
 
 class TestLogitAdjustedLoss:
@@ -54,14 +41,16 @@ class TestLogitAdjustedLoss:
         def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None) -> tuple[Tensor, None]:
             return ref_la_rows(z, dist, counts, tau), None
 
-        _assert_matches(library, lambda x: _reference_loss(x, target, smoothing, reduction, per_rows), logits)
+        common.assert_matches(
+            library, lambda x: common.reference_loss(x, target, smoothing, reduction, per_rows), logits
+        )
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_tau_one_equals_balanced_softmax(self, form: str, kind: str, reduction: str) -> None:
         logits, target = make_inputs(form, kind, seed=3)
-        la = _grad(lambda x: LF.logit_adjusted_loss(x, target, COUNTS, tau=1.0, reduction=reduction), logits)
-        bs = _grad(lambda x: LF.balanced_softmax_loss(x, target, COUNTS, reduction=reduction), logits)
+        la = common.grad(lambda x: LF.logit_adjusted_loss(x, target, COUNTS, tau=1.0, reduction=reduction), logits)
+        bs = common.grad(lambda x: LF.balanced_softmax_loss(x, target, COUNTS, reduction=reduction), logits)
         torch.testing.assert_close(la, bs, rtol=0, atol=0)  # the same computation: exactly equal
         module = ltl.LogitAdjustedLoss(COUNTS, tau=1.0, reduction=reduction)
         torch.testing.assert_close(
@@ -71,8 +60,8 @@ class TestLogitAdjustedLoss:
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_tau_zero_equals_cross_entropy(self, reduction: str) -> None:
         logits, target = make_inputs("spatial", "index_ignore", seed=4)
-        la = _grad(lambda x: LF.logit_adjusted_loss(x, target, COUNTS, tau=0.0, reduction=reduction), logits)
-        ce = _grad(lambda x: F.cross_entropy(x, target, reduction=reduction), logits)
+        la = common.grad(lambda x: LF.logit_adjusted_loss(x, target, COUNTS, tau=0.0, reduction=reduction), logits)
+        ce = common.grad(lambda x: F.cross_entropy(x, target, reduction=reduction), logits)
         torch.testing.assert_close(la, ce)
 
     def test_known_values(self) -> None:
@@ -97,7 +86,7 @@ class TestLogitAdjustedLoss:
 
     @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
     def test_half_computes_in_float32(self, dtype: torch.dtype) -> None:
-        _assert_half_in_float32(functools.partial(LF.logit_adjusted_loss, tau=0.5), dtype, seed=6)
+        common.assert_half_in_float32(functools.partial(LF.logit_adjusted_loss, tau=0.5), dtype, seed=6)
 
     def test_exceptions(self) -> None:
         logits, target = make_inputs("batched", "index")
@@ -129,15 +118,12 @@ class TestLogitAdjustedLoss:
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
         options = {"tau": 0.3, "reduction": reduction, "label_smoothing": 0.1}
-        module = _assert_module_equals_functional(ltl.LogitAdjustedLoss, LF.logit_adjusted_loss, options, seed=8)
-        assert repr(module) == (
-            f"LogitAdjustedLoss(num_classes={C}, tau=0.3, reduction={reduction!r}, ignore_index=-100, "
-            "label_smoothing=0.1)"
-        )
+        module, function = ltl.LogitAdjustedLoss, LF.logit_adjusted_loss
+        common.assert_module_equals_functional(module, function, options, seed=8, fields="tau=0.3")
 
     def test_state_dict_pickle_roundtrip(self) -> None:
         logits, target = make_inputs("batched", "index", seed=9)
-        _roundtrip_checks(ltl.LogitAdjustedLoss(COUNTS, tau=0.4), logits, target)
+        common.roundtrip_checks(ltl.LogitAdjustedLoss(COUNTS, tau=0.4), logits, target)
 
     def test_to_moves_buffers(self) -> None:
         module = ltl.LogitAdjustedLoss(COUNTS).to("meta")
@@ -166,7 +152,7 @@ class TestPosthocAdjust:
         n = torch.tensor(COUNTS, dtype=torch.float64)
         log_pi = torch.log(n / n.sum())
         view = log_pi if logits.ndim <= 2 else log_pi.view(-1, 1, 1)
-        _assert_matches(lambda x: ltl.posthoc_adjust(x, COUNTS, tau=tau), lambda x: x - tau * view, logits)
+        common.assert_matches(lambda x: ltl.posthoc_adjust(x, COUNTS, tau=tau), lambda x: x - tau * view, logits)
 
     def test_known_values_and_argmax(self) -> None:
         logits = torch.tensor([[2.0, 1.5]])
