@@ -16,13 +16,14 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import inspect
+import os
 import sys
 import types
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, TypeVar
 
-__all__ = ["MOVED_MODULES", "REMOVAL", "install", "moved_attribute", "renamed_argument"]
+__all__ = ["MOVED_MODULES", "REMOVAL", "install", "moved_attribute", "renamed_argument", "stacklevel_outside"]
 
 #: The release that removes the old paths and names.
 REMOVAL = "0.3"
@@ -141,3 +142,17 @@ def _note_rename(doc: Optional[str], old: str, new: str) -> Optional[str]:
     indent = min((len(line) - len(line.lstrip()) for line in body), default=0) * " "
     note = f"``{new}`` was called ``{old}``: the old keyword still works, with a FutureWarning, until {REMOVAL}."
     return f"{doc.rstrip()}\n\n{indent}.. note::\n{indent}   {note}\n"
+
+
+def stacklevel_outside() -> int:
+    """The ``stacklevel`` for :func:`warnings.warn` that names the first caller outside this package.
+
+    Call it in the function that warns: the warning then points at the user's line however many wrappers of this
+    package (:func:`renamed_argument`) stand between them.
+    """
+    root = os.path.dirname(os.path.abspath(__file__))
+    frame: Optional[types.FrameType] = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(root + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -14,7 +14,7 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-from longtail_losses._compat import renamed_argument
+from longtail_losses._compat import renamed_argument, stacklevel_outside
 from longtail_losses._validation import (
     as_counts,
     check_int,
@@ -35,9 +35,9 @@ __all__ = [
 SHOT_KEYS = ("many", "medium", "few", "all")
 
 
-def _predictions(logits_or_preds: object, targets: object, num_classes: int) -> tuple[Tensor, Tensor]:
+def _predictions(logits_or_preds: object, target: object, num_classes: int) -> tuple[Tensor, Tensor]:
     x = check_tensor("logits_or_preds", logits_or_preds).detach()
-    targets = check_labels("targets", targets)
+    target = check_labels("target", target)
     if x.dtype.is_floating_point:
         if x.ndim != 2 or x.shape[1] != num_classes:
             raise ValueError(
@@ -55,31 +55,32 @@ def _predictions(logits_or_preds: object, targets: object, num_classes: int) -> 
                 f"Expected integer `logits_or_preds` to be predictions of shape (N,), but got shape {tuple(x.shape)}"
             )
         preds = x
-    if preds.shape[0] != targets.shape[0]:
+    if preds.shape[0] != target.shape[0]:
         raise ValueError(
-            f"Expected `targets` to have one label per prediction ({preds.shape[0]}), but got {targets.shape[0]}"
+            f"Expected `target` to have one label per prediction ({preds.shape[0]}), but got {target.shape[0]}"
         )
-    y = targets.detach().to(preds.device)
+    y = target.detach().to(preds.device)
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
         raise ValueError(
-            f"Expected every `targets` label to be in [0, {num_classes}), but got {int(y[i])} at position {i}"
+            f"Expected every `target` label to be in [0, {num_classes}), but got {int(y[i])} at position {i}"
         )
     return preds, y
 
 
-def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
+@renamed_argument("targets", "target")
+def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Accuracy of every class: the fraction of its test samples that are predicted as that class.
 
     Args:
         logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
-        targets: True class indices in ``[0, C)``.
+        target: True class indices in ``[0, C)``.
         num_classes: Number of classes C.
 
     Shape:
         logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
-        targets: :math:`(N)`.
+        target: :math:`(N)`.
         output: :math:`(C)`, ``float32`` on the device of ``logits_or_preds``; ``nan`` for a class without a test
             sample.
 
@@ -92,14 +93,15 @@ def per_class_accuracy(logits_or_preds: Tensor, targets: Tensor, num_classes: in
         tensor([0.5000, 0.5000,    nan])
     """
     num_classes = check_int("num_classes", num_classes, 1)
-    preds, y = _predictions(logits_or_preds, targets, num_classes)
+    preds, y = _predictions(logits_or_preds, target, num_classes)
     total = torch.bincount(y, minlength=num_classes).to(torch.float32)
     correct = torch.bincount(y[preds == y], minlength=num_classes).to(torch.float32)
     return correct / total  # 0 / 0 = nan for a class without test samples
 
 
+@renamed_argument("train_counts", "class_counts")
 def shot_groups(
-    train_counts: Any, *, many_threshold: float = 100, few_threshold: float = 20, relative: bool = False
+    class_counts: Any, *, many_threshold: float = 100, few_threshold: float = 20, relative: bool = False
 ) -> dict[str, Tensor]:
     r"""Split the classes into Many-, Medium- and Few-shot groups by their number of training samples.
 
@@ -111,7 +113,7 @@ def shot_groups(
     stay meaningful on a small data set, where the fixed 100 and 20 would put every class in Few.
 
     Args:
-        train_counts: Training samples per class (e.g. :func:`longtail_losses.class_counts` of the training set).
+        class_counts: Training samples per class (e.g. :func:`longtail_losses.class_counts` of the training set).
         many_threshold: A class with more training samples than this is Many-shot.
         few_threshold: A class with fewer training samples than this is Few-shot.
         relative: Read both thresholds as fractions (in ``[0, 1]``) of the largest count.
@@ -121,7 +123,7 @@ def shot_groups(
 
     Raises:
         ValueError: If ``few_threshold > many_threshold``, a relative threshold is outside ``[0, 1]`` or
-            ``train_counts`` is not 1-D and non-negative.
+            ``class_counts`` is not 1-D and non-negative.
 
     Example:
         >>> shot_groups([500, 101, 100, 20, 19, 5])
@@ -129,7 +131,7 @@ def shot_groups(
         >>> shot_groups([50, 11, 10, 2, 1], many_threshold=0.2, few_threshold=0.04, relative=True)
         {'many': tensor([0, 1]), 'medium': tensor([2, 3]), 'few': tensor([4])}
     """
-    counts = as_counts("train_counts", train_counts)
+    counts = as_counts("class_counts", class_counts)
     many_t = check_real("many_threshold", many_threshold)
     few_t = check_real("few_threshold", few_threshold)
     if few_t > many_t:
@@ -152,10 +154,12 @@ def shot_groups(
     return {k: m.nonzero().flatten() for k, m in (("many", many), ("medium", medium), ("few", few))}
 
 
+@renamed_argument("train_counts", "class_counts")
+@renamed_argument("targets", "target")
 def shot_accuracy(
     logits_or_preds: Tensor,
-    targets: Tensor,
-    train_counts: Any,
+    target: Tensor,
+    class_counts: Any,
     *,
     many_threshold: float = 100,
     few_threshold: float = 20,
@@ -176,16 +180,16 @@ def shot_accuracy(
 
     Args:
         logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
-        targets: True class indices in ``[0, C)``.
-        train_counts: Training samples per class; its length is C.
+        target: True class indices in ``[0, C)``.
+        class_counts: Training samples per class; its length is C.
         many_threshold: A class with more training samples than this is Many-shot.
         few_threshold: A class with fewer training samples than this is Few-shot.
         relative: Read both thresholds as fractions (in ``[0, 1]``) of the head class's count.
 
     Shape:
         logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
-        targets: :math:`(N)`.
-        train_counts: :math:`(C)`.
+        target: :math:`(N)`.
+        class_counts: :math:`(C)`.
 
     Returns:
         ``{"many": ..., "medium": ..., "few": ..., "all": ...}``, floats in ``[0, 1]`` or ``nan``.
@@ -197,12 +201,12 @@ def shot_accuracy(
 
     Example:
         >>> logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
-        >>> shot_accuracy(logits, torch.tensor([0, 1, 2, 2]), train_counts=[500, 50, 5])
+        >>> shot_accuracy(logits, torch.tensor([0, 1, 2, 2]), class_counts=[500, 50, 5])
         {'many': 1.0, 'medium': 1.0, 'few': 0.5, 'all': 0.8333333333333334}
     """
-    counts = as_counts("train_counts", train_counts)
+    counts = as_counts("class_counts", class_counts)
     groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold, relative=relative)
-    acc = per_class_accuracy(logits_or_preds, targets, counts.numel()).cpu().double()
+    acc = per_class_accuracy(logits_or_preds, target, counts.numel()).cpu().double()
     empty = [k for k in ("many", "medium", "few") if groups[k].numel() == 0]
     if empty:
         sizes = ", ".join(f"{k}={groups[k].numel()}" for k in ("many", "medium", "few"))
@@ -212,7 +216,7 @@ def shot_accuracy(
             f"many > {many_threshold:g}, few < {few_threshold:g} {unit}, largest count {int(counts.max())}); "
             "its accuracy is nan. On a small data set pass relative=True with fractions of the head class's count.",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel_outside(),
         )
 
     def mean_of(classes: Tensor) -> float:

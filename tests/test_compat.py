@@ -53,6 +53,28 @@ RENAMES: list[tuple[str, Callable[..., Any], str, str, Callable[[], Any]]] = [
         "classifier_attr",
         lambda: "1",
     ),
+    (
+        "per_class_accuracy",
+        lambda **kw: metrics.per_class_accuracy(torch.tensor([0, 1, 1]), num_classes=2, **kw),
+        "targets",
+        "target",
+        lambda: torch.tensor([0, 1, 0]),
+    ),
+    (
+        "shot_accuracy(targets)",
+        lambda **kw: metrics.shot_accuracy(torch.tensor([0, 1, 2]), class_counts=[500, 50, 5], **kw),
+        "targets",
+        "target",
+        lambda: torch.tensor([0, 1, 0]),
+    ),
+    (
+        "shot_accuracy(train_counts)",
+        lambda **kw: metrics.shot_accuracy(torch.tensor([0, 1, 2]), torch.tensor([0, 1, 0]), **kw),
+        "train_counts",
+        "class_counts",
+        lambda: [500, 50, 5],
+    ),
+    ("shot_groups", metrics.shot_groups, "train_counts", "class_counts", lambda: [500, 50, 5]),
 ]
 
 
@@ -83,6 +105,7 @@ class TestRenamedArguments:
     def test_signature_and_doc_show_the_new_name(
         self, name: str, call: Callable[..., Any], old: str, new: str, value: Callable[[], Any]
     ) -> None:
+        name = name.split("(")[0]  # "shot_accuracy(targets)": one row per renamed argument
         function = getattr(LF, name, None) or getattr(metrics, name, None) or getattr(twostage, name)
         parameters = inspect.signature(function).parameters
         assert new in parameters
@@ -165,3 +188,10 @@ def test_unknown_attributes_still_raise(module: object, name: str) -> None:
 def test_unrelated_imports_are_not_caught() -> None:
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("longtail_losses.no_such_module")
+
+
+def test_a_warning_inside_a_renamed_function_names_the_callers_line() -> None:
+    # shot_accuracy warns about an empty group; two rename wrappers stand between it and this test.
+    with pytest.warns(UserWarning, match="no class in the") as record:
+        metrics.shot_accuracy(torch.tensor([0, 1]), torch.tensor([0, 1]), [5, 4])
+    assert record[0].filename == __file__

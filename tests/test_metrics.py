@@ -42,9 +42,9 @@ class TestPerClassAccuracy:
     def test_exceptions(self):
         with pytest.raises(TypeError, match=r"`logits_or_preds` to be a torch.Tensor"):
             M.per_class_accuracy([0, 1], torch.tensor([0, 1]), 2)
-        with pytest.raises(TypeError, match=r"`targets` to be a torch.Tensor"):
+        with pytest.raises(TypeError, match=r"`target` to be a torch.Tensor"):
             M.per_class_accuracy(torch.tensor([0, 1]), [0, 1], 2)
-        with pytest.raises(TypeError, match="`targets` to hold integer class indices"):
+        with pytest.raises(TypeError, match="`target` to hold integer class indices"):
             M.per_class_accuracy(torch.tensor([0, 1]), torch.tensor([0.0, 1.0]), 2)
         with pytest.raises(ValueError, match=r"logits of shape \(N, C\) = \(N, 3\), but got shape \(2, 2\)"):
             M.per_class_accuracy(torch.zeros(2, 2), torch.tensor([0, 1]), 3)
@@ -54,7 +54,7 @@ class TestPerClassAccuracy:
             M.per_class_accuracy(torch.tensor([True]), torch.tensor([0]), 2)
         with pytest.raises(ValueError, match=r"one label per prediction \(3\), but got 2"):
             M.per_class_accuracy(torch.tensor([0, 1, 1]), torch.tensor([0, 1]), 2)
-        with pytest.raises(ValueError, match=r"`targets` to be 1-D"):
+        with pytest.raises(ValueError, match=r"`target` to be 1-D"):
             M.per_class_accuracy(torch.tensor([0, 1]), torch.tensor([[0, 1]]), 2)
         with pytest.raises(ValueError, match=r"label to be in \[0, 2\), but got 2 at position 1"):
             M.per_class_accuracy(torch.tensor([0, 1]), torch.tensor([0, 2]), 2)
@@ -85,13 +85,13 @@ class TestShotGroups:
             M.shot_groups([1, 2], many_threshold="100")
         with pytest.raises(ValueError, match="`few_threshold` to be a real number, but got nan"):
             M.shot_groups([1, 2], few_threshold=float("nan"))
-        with pytest.raises(ValueError, match="`train_counts` to be >= 0, but got -1 for class 1"):
+        with pytest.raises(ValueError, match="`class_counts` to be >= 0, but got -1 for class 1"):
             M.shot_groups([1, -1])
-        with pytest.raises(ValueError, match=r"`train_counts` to be 1-D.*shape \(0,\)"):
+        with pytest.raises(ValueError, match=r"`class_counts` to be 1-D.*shape \(0,\)"):
             M.shot_groups([])
-        with pytest.raises(TypeError, match="`train_counts` to hold ints"):
+        with pytest.raises(TypeError, match="`class_counts` to hold ints"):
             M.shot_groups([1.0, 2.0])
-        with pytest.raises(TypeError, match="`train_counts` to be a sequence"):
+        with pytest.raises(TypeError, match="`class_counts` to be a sequence"):
             M.shot_groups("100")
 
 
@@ -111,7 +111,7 @@ class TestShotAccuracy:
         gen = torch.Generator().manual_seed(1)
         targets = torch.arange(10).repeat(30)
         logits = torch.randn(300, 10, generator=gen) + 2.0 * nn.functional.one_hot(targets, 10)
-        out = M.shot_accuracy(logits, targets, train_counts=[500, 300, 150, 90, 60, 40, 25, 15, 8, 5])
+        out = M.shot_accuracy(logits, targets, class_counts=[500, 300, 150, 90, 60, 40, 25, 15, 8, 5])
         plain = (logits.argmax(1) == targets).float().mean().item()
         assert out["all"] == pytest.approx(plain)
         acc = _loop_per_class_accuracy(logits.argmax(1), targets, 10)
