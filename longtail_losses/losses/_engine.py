@@ -1,12 +1,13 @@
-r"""The one loss engine: every public loss goes through :func:`mixture_loss` or :func:`run`.
+r"""The one loss engine: :func:`mixture_loss` for the paper's losses, :func:`prepare` and :func:`finish` for the rest.
 
 A call takes four steps, each a function of this module:
 
-1. :func:`prepare` checks every argument (:mod:`longtail_losses._validation` holds the wording), casts labels to
-   ``int64`` *before* any comparison, and brings every input form of :func:`~torch.nn.functional.cross_entropy`
-   to rows: logits :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)` become :math:`(M, C)`, class
-   indices become :math:`(M)` (with the mask of kept rows) and probability targets, or labels smoothed by
-   ``label_smoothing``, become :math:`(M, C)` distributions.
+1. :func:`prepare` checks every argument (:mod:`longtail_losses._validation` holds the wording; the call options
+   come checked once, by :func:`check_options`), casts labels to ``int64`` *before* any comparison, and brings
+   every input form of :func:`~torch.nn.functional.cross_entropy` to rows: logits :math:`(C)`, :math:`(N, C)` or
+   :math:`(N, C, d_1, ..., d_k)` become :math:`(M, C)`, class indices become :math:`(M)` (with the mask of kept
+   rows) and probability targets, or labels smoothed by ``label_smoothing``, become :math:`(M, C)`
+   distributions.
 2. A per-row kernel computes the loss of every row. For the paper's losses it is :func:`mixture_per_row`,
    :math:`\alpha\,\ell_{CB} + (1-\alpha)\,\ell_{CE}(z + \tau\log n)`, which runs the fused kernel of
    :mod:`longtail_losses.losses._fused` where it applies and the reference code of this module otherwise.
@@ -69,7 +70,6 @@ __all__ = [
     "mixture_loss",
     "mixture_per_row",
     "prepare",
-    "run",
 ]
 
 #: Below this many logits (32 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)``:
@@ -128,9 +128,6 @@ class Rows(NamedTuple):
     invalid: Optional[Tensor]  # (M,) bool, labels out of range that were not checked; None when checked
     counts: Tensor  # (C,) int64 on the device of the logits
     shape: tuple[int, ...]  # the shape of reduction='none'
-
-
-PerRow = Callable[[Rows], Tensor]
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -210,17 +207,11 @@ def _check_call(
 
 
 def prepare(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    check_counts: bool = True,
-    **options: Unpack[LossOptions],
+    logits: Tensor, target: Tensor, class_counts: CountsLike, options: Options, *, check_counts: bool = True
 ) -> Rows:
-    """Check every argument and bring the inputs to rows (step 1 of the module docstring)."""
-    opts = check_options(**options)
-    counts, is_prob, checked = _check_call(logits, target, class_counts, opts, check_counts=check_counts)
-    return _rows(logits, target, counts, opts, is_prob=is_prob, checked=checked)
+    """Check the inputs and bring them to rows (step 1 of the module docstring); ``options`` are checked already."""
+    counts, is_prob, checked = _check_call(logits, target, class_counts, options, check_counts=check_counts)
+    return _rows(logits, target, counts, options, is_prob=is_prob, checked=checked)
 
 
 def _rows(logits: Tensor, target: Tensor, counts: Tensor, options: Options, *, is_prob: bool, checked: bool) -> Rows:
@@ -281,20 +272,6 @@ def add_penalty(loss: Tensor, penalty: Tensor, *, target: Tensor, is_prob: bool,
     kept = keep.sum()
     share = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / max(1, keep.numel())))
     return loss + share * penalty
-
-
-def run(
-    per_row: PerRow,
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    check_counts: bool = True,
-    **options: Unpack[LossOptions],
-) -> Tensor:
-    """Steps 1-3 for any per-row kernel ``per_row(rows) -> (M,)``: the entry point of a new loss."""
-    rows = prepare(logits, target, class_counts, check_counts=check_counts, **options)
-    return finish(per_row(rows), rows, check_options(**options).reduction)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -79,10 +79,7 @@ def class_indices(
         logits,
         target,
         torch.ones(num_columns, dtype=torch.int64, device=logits.device),  # the engine's counts: unused here
-        reduction=options.reduction,
-        ignore_index=options.ignore_index,
-        label_smoothing=0.0,
-        validate_args=options.validate_args,
+        options,
         check_counts=False,
     )
     assert rows.labels is not None

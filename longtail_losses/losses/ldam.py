@@ -163,8 +163,9 @@ def _ldam(
     check_counts: bool = True,
     **options: Unpack[LossOptions],
 ) -> Tensor:
-    reduction = _engine.check_options(**options).reduction
-    rows = _engine.prepare(logits, target, class_counts, check_counts=check_counts, **options)
+    opts = _engine.check_options(**options)
+    reduction = opts.reduction
+    rows = _engine.prepare(logits, target, class_counts, opts, check_counts=check_counts)
     z = rows.logits
     weight = check_class_weight(weight, z.shape[1])
     w = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
