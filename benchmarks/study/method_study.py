@@ -16,6 +16,7 @@ import longtail_losses as ltl
 from longtail_losses import paper
 from longtail_losses.data import ClassAwareSampler, fashion_mnist_lt, longtail_counts, longtail_indices
 from longtail_losses.losses.logit_adjustment import posthoc_adjust, tune_tau
+from longtail_losses.training import train_one_epoch
 from longtail_losses.twostage import data_balanced_review, extract_features
 from longtail_losses.twostage.decoupled import LearnableWeightScaling, nearest_class_mean, tau_normalize
 
@@ -123,20 +124,16 @@ def train_one_stage(model: nn.Module, x: Tensor, y: Tensor, loss: Any, design: D
 
 
 def train_balanced(
-    params: list[nn.Parameter], forward: Any, feats: Tensor, labels: Tensor, design: Design, seed: int
+    params: list[nn.Parameter], module: nn.Module, feats: Tensor, labels: Tensor, design: Design, seed: int
 ) -> None:
     """Train cRT / LWS: CE on class-balanced batches of cached features, SGD 0.9, cosine to 0, no weight decay."""
     steps, size = design.decoupled_steps, design.batch_size
     draws = list(ClassAwareSampler(labels, power=0.0, num_samples=steps * size, seed=seed))
     optimizer = torch.optim.SGD(params, lr=design.decoupled_lr, momentum=paper.RECIPE.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    for step in range(steps):
-        index = torch.tensor(draws[step * size : (step + 1) * size])
-        loss = torch.nn.functional.cross_entropy(forward(feats[index]), labels[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+    indices = (torch.tensor(draws[step * size : (step + 1) * size]) for step in range(steps))
+    batches = ((feats[index], labels[index]) for index in indices)
+    train_one_epoch(module, batches, torch.nn.functional.cross_entropy, optimizer, scheduler=scheduler)
 
 
 def balanced_accuracy(logits: Tensor, target: Tensor) -> float:
