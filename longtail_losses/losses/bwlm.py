@@ -18,7 +18,7 @@ from longtail_losses._validation import (
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
-from longtail_losses.losses.regularizers import classifier_norm_penalty
+from longtail_losses.losses.regularizers import norm_penalty
 
 __all__ = ["BFS", "BWLM", "bfs_loss", "bwlm_loss"]
 
@@ -148,11 +148,14 @@ def bwlm_loss(
 
 
 def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
-    """The penalty of :func:`longtail_losses.losses._engine.mixture_loss`, called once the logits are checked."""
+    """The penalty of :func:`longtail_losses.losses._engine.mixture_loss`, called once the logits are checked.
+
+    ``weight`` and ``weight_decay`` come checked; only the rows against the logits' classes are left to check.
+    """
 
     def penalty() -> Tensor:
         check_weight_matrix(weight, num_classes=logits.shape[0 if logits.ndim == 1 else 1])
-        return classifier_norm_penalty(weight, weight_decay=weight_decay)
+        return norm_penalty(weight, weight_decay)
 
     return penalty
 

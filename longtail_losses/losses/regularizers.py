@@ -45,7 +45,9 @@ def classifier_norm_penalty(classifier: Union[nn.Module, Tensor], *, weight_deca
         >>> classifier_norm_penalty(torch.tensor([[3.0, 4.0], [0.0, 1.0]]), weight_decay=0.1)
         tensor(1.3000)
     """
-    weight_decay = check_weight_decay(weight_decay)
-    w = check_weight_matrix(classifier)
-    w = w.to(compute_dtype(w.dtype))
-    return (0.5 * weight_decay) * w.pow(2).sum()
+    return norm_penalty(check_weight_matrix(classifier), check_weight_decay(weight_decay))
+
+
+def norm_penalty(weight: Tensor, weight_decay: float) -> Tensor:
+    """:func:`classifier_norm_penalty` of a weight tensor and a ``weight_decay`` checked already (BWLM's hot path)."""
+    return (0.5 * weight_decay) * weight.to(compute_dtype(weight.dtype)).pow(2).sum()
