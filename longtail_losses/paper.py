@@ -33,15 +33,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union, cast
+from typing import Any, Union
 
 from torch import Tensor, nn
 
-from longtail_losses._validation import CountsLike, check_weight_matrix
+from longtail_losses._validation import CountsLike, check_weight_decay, check_weight_matrix
 from longtail_losses.losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.losses.bwlm import BFS, BWLM
 from longtail_losses.losses.class_balanced import ClassBalancedFocal
-from longtail_losses.losses.regularizers import classifier_norm_penalty
+from longtail_losses.losses.regularizers import norm_penalty
 
 __all__ = ["LOSSES", "RECIPE", "ROWS", "STAGE2_ROWS", "PenalizedLoss", "Recipe", "Row", "criterion", "row"]
 
@@ -150,12 +150,12 @@ class PenalizedLoss(nn.Module):
         check_weight_matrix(classifier, "classifier")
         self.base = base
         self._classifier = (classifier,)  # a tuple: referenced, not registered as a submodule
-        self.weight_decay = weight_decay
+        self.weight_decay = check_weight_decay(weight_decay)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """The base loss plus the penalty."""
-        weight = cast(Tensor, self._classifier[0].weight)  # a 2-D tensor: checked in __init__
-        return self.base(logits, target) + classifier_norm_penalty(weight, weight_decay=self.weight_decay)
+        weight = check_weight_matrix(self._classifier[0], "classifier")  # the live weight, if the layer swapped it
+        return self.base(logits, target) + norm_penalty(weight, self.weight_decay)
 
 
 def criterion(
