@@ -5,16 +5,12 @@ Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm dec
 2022), and the two-stage training method of the BWLM paper.
 """
 
-from typing import Any
-
-from longtail_losses import _compat, data, functional, losses, metrics, models, optim, paper, training, twostage
+from longtail_losses import data, functional, losses, metrics, models, optim, paper, training, twostage
 from longtail_losses.data.counts import class_counts
 from longtail_losses.losses import *  # noqa: F403  (the loss modules, listed once: losses.__all__)
 from longtail_losses.losses.ldam import drw_weights
 from longtail_losses.losses.logit_adjustment import posthoc_adjust, tune_tau
 from longtail_losses.optim import ClassNormDecay
-
-_compat.install()
 
 __version__ = "0.1.0.dev0"
 
@@ -37,13 +33,3 @@ __all__ = [
 ]
 __all__ += losses.__all__
 
-
-def __getattr__(name: str) -> Any:
-    # `longtail_losses.combined` and the other modules of 0.1, reached as attributes: import them through the
-    # finder of the old paths, which warns and says where they went.
-    old = f"{__name__}.{name}"
-    if old in _compat.MOVED_MODULES:
-        import importlib
-
-        return importlib.import_module(old)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

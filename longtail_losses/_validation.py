@@ -17,12 +17,11 @@ from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 __all__ = [
     "CountsLike",
-    "as_class_counts",
     "as_counts",
-    "as_per_class",
     "as_real_tensor",
     "check_alpha",
     "check_beta",
@@ -47,9 +46,10 @@ __all__ = [
     "check_tensor",
     "check_weight_decay",
     "check_weight_matrix",
+    "replaced_classifiers",
 ]
 
-#: Anything :func:`as_class_counts` accepts: a sequence of numbers, a NumPy array or a tensor.
+#: Anything :func:`as_counts` accepts: a sequence of numbers, a NumPy array or a tensor.
 CountsLike = Union[Sequence[int], Sequence[float], Tensor, Any]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -223,41 +223,52 @@ def as_real_tensor(name: str, value: object, rule: str) -> Tensor:
     return tensor
 
 
-def as_per_class(
-    name: str, value: object, num_classes: int, *, dtype: torch.dtype, check_values: bool = True
+def as_counts(
+    value: object,
+    name: str = "class_counts",
+    *,
+    num_classes: Optional[int] = None,
+    minimum: int = 1,
+    dtype: torch.dtype = torch.int64,
+    check_values: bool = True,
 ) -> Tensor:
-    """A ``(C,)`` tensor of finite values ``>= 0`` (whole numbers for an integer ``dtype``), returned in ``dtype``.
+    """The one check of per-class numbers: a non-empty 1-D tensor of finite values ``>= minimum``, in ``dtype``.
 
-    ``check_values`` (a device sync) checks the values; the type and shape are always checked.
+    Training counts (the default) are positive whole numbers (``5`` and ``5.0`` both work; ``5.5`` does not), as
+    ``int64`` on the device of a tensor input. ``minimum=0`` admits zeros (counts of a test set, Seesaw's
+    accumulated counts); a floating-point ``dtype`` admits any finite number ``>= minimum`` (EQLv2's statistics).
+    ``num_classes`` fixes the length. The values are checked (one device sync) when ``check_values`` is true and
+    the tensor is not on the meta device; the type and shape always.
+
+    Raises:
+        TypeError: If ``value`` is not array-like, or holds booleans or complex numbers.
+        ValueError: If it is not 1-D, is empty, has the wrong length, or holds a value that breaks the rule.
     """
-    tensor = as_real_tensor(name, value, "a sequence, NumPy array or tensor of real numbers")
-    if tuple(tensor.shape) != (num_classes,):
+    whole = not dtype.is_floating_point
+    rule = "positive whole numbers" if whole and minimum == 1 else "real numbers"
+    tensor = as_real_tensor(name, value, f"a sequence, NumPy array or tensor of {rule}")
+    if tensor.ndim != 1:
+        raise ValueError(f"Expected `{name}` to be 1-D (one count per class), but got shape {tuple(tensor.shape)}")
+    if tensor.numel() == 0:
+        raise ValueError(f"Expected `{name}` to hold at least one class, but got an empty sequence")
+    if num_classes is not None and tensor.shape[0] != num_classes:
         raise ValueError(f"Expected `{name}` to have shape ({num_classes},), but got {tuple(tensor.shape)}")
-    if check_values and tensor.numel() > 0:
-        bad = tensor < 0
+    if check_values and tensor.device.type != "meta":
         if tensor.dtype.is_floating_point:
-            bad = bad | ~torch.isfinite(tensor)
-            if not dtype.is_floating_point:
-                bad = bad | (tensor != torch.round(tensor))
+            bad = ~torch.isfinite(tensor) | ((tensor != torch.round(tensor)) if whole else (tensor < 0))
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0, 0])
+                rule = "finite whole numbers" if whole else "finite numbers >= 0"
+                raise ValueError(f"Expected `{name}` to hold {rule}, but got {tensor[j].item()} for class {j}")
+        bad = tensor < minimum
         if bool(bad.any()):
             j = int(bad.nonzero()[0, 0])
-            kind = "finite numbers >= 0" if dtype.is_floating_point else "whole numbers >= 0"
-            raise ValueError(f"Expected `{name}` to hold {kind}, but got {tensor[j].item()} for class {j}")
+            hint = " (a class with no training sample cannot be reweighted; drop it or count it as 1)"
+            raise ValueError(
+                f"Expected every entry of `{name}` to be {'> 0' + hint if minimum == 1 else '>= 0'}, "
+                f"but got {tensor[j].item():g} for class {j}"
+            )
     return tensor.to(dtype)
-
-
-def as_counts(name: str, value: object) -> Tensor:
-    """Per-class counts that may be zero: a non-empty 1-D sequence or tensor of ints ``>= 0``, as CPU ``int64``."""
-    counts = as_real_tensor(name, value, "a sequence or tensor of ints").cpu()
-    if counts.ndim != 1 or counts.numel() == 0:
-        raise ValueError(f"Expected `{name}` to be 1-D with one count per class, but got shape {tuple(counts.shape)}")
-    if counts.dtype.is_floating_point:
-        raise TypeError(f"Expected `{name}` to hold ints, but got dtype {counts.dtype}")
-    bad = counts < 0
-    if bool(bad.any()):
-        j = int(bad.nonzero()[0, 0])
-        raise ValueError(f"Expected every entry of `{name}` to be >= 0, but got {int(counts[j])} for class {j}")
-    return counts.to(torch.int64)
 
 
 def check_labels(name: str, labels: object, *, one_dim: bool = True) -> Tensor:
@@ -283,40 +294,6 @@ def check_features_labels(features: object, labels: object) -> tuple[Tensor, Ten
     return x, y
 
 
-def as_class_counts(class_counts: CountsLike, name: str = "class_counts") -> Tensor:
-    """Convert per-class sample counts to a 1-D ``int64`` tensor after checking every value.
-
-    Accepts a sequence of numbers, a NumPy array or a tensor of positive whole numbers (``5`` and ``5.0`` both
-    work; ``5.5`` does not). The result stays on the device of a tensor input. This always checks values and
-    therefore synchronises with the device once; modules call it in ``__init__`` only.
-
-    Raises:
-        TypeError: If ``class_counts`` is not array-like, or holds booleans or complex numbers.
-        ValueError: If it is not 1-D, is empty, or holds a value that is not a finite positive whole number.
-    """
-    counts = as_real_tensor(name, class_counts, "a sequence, NumPy array or tensor of positive whole numbers")
-    if counts.ndim != 1:
-        raise ValueError(f"Expected `{name}` to be 1-D (one count per class), but got shape {tuple(counts.shape)}")
-    if counts.numel() == 0:
-        raise ValueError(f"Expected `{name}` to hold at least one class, but got an empty sequence")
-    if counts.dtype.is_floating_point:
-        bad = ~torch.isfinite(counts) | (counts != torch.round(counts))
-        if bool(bad.any()):
-            j = int(bad.nonzero()[0, 0])
-            raise ValueError(
-                f"Expected `{name}` to hold finite whole numbers, but got {counts[j].item()} for class {j}"
-            )
-    counts = counts.to(torch.int64)
-    bad = counts <= 0
-    if bool(bad.any()):
-        j = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"Expected every entry of `{name}` to be > 0 (a class with no training sample cannot be reweighted; "
-            f"drop it or count it as 1), but got {int(counts[j])} for class {j}"
-        )
-    return counts
-
-
 def check_logits_target(logits: object, target: object, num_classes: int) -> bool:
     """Check the types, dtypes and shapes of ``logits`` and ``target``; return whether ``target`` holds probabilities.
 
@@ -336,7 +313,7 @@ def check_logits_target(logits: object, target: object, num_classes: int) -> boo
     class_dim = 0 if logits.ndim == 1 else 1
     if logits.shape[class_dim] != num_classes:
         raise ValueError(
-            f"Expected `logits` to have C = len(class_counts) = {num_classes} classes on dimension {class_dim}, "
+            f"Expected `logits` to have C = {num_classes} classes on dimension {class_dim}, "
             f"but got shape {tuple(logits.shape)}"
         )
     if target.device != logits.device:
@@ -394,6 +371,11 @@ def check_target_values(target: Tensor, num_classes: int, ignore_index: int) -> 
             f"Expected every `target` label to be in [0, {num_classes}) or equal to ignore_index={ignore_index}, "
             f"but got {int(flat[i])} at position {i}"
         )
+
+
+#: Classifier layers (and their weights) that :func:`longtail_losses.twostage.replace_classifier` took out of a
+#: model -> the layer that replaced them; held by the library, weakly, so nothing is written onto the user's layer.
+replaced_classifiers: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def check_weight_matrix(weight: object, name: str = "classifier", num_classes: Optional[int] = None) -> Tensor:

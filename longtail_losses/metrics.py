@@ -14,7 +14,6 @@ from typing import Any, Union
 import torch
 from torch import Tensor, nn
 
-from longtail_losses._compat import renamed_argument, stacklevel_outside
 from longtail_losses._validation import (
     as_counts,
     check_int,
@@ -69,7 +68,6 @@ def _predictions(logits_or_preds: object, target: object, num_classes: int) -> t
     return preds, y
 
 
-@renamed_argument("targets", "target")
 def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Accuracy of every class: the fraction of its test samples that are predicted as that class.
 
@@ -99,7 +97,6 @@ def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int
     return correct / total  # 0 / 0 = nan for a class without test samples
 
 
-@renamed_argument("train_counts", "class_counts")
 def shot_groups(
     class_counts: Any, *, many_threshold: float = 100, few_threshold: float = 20, relative: bool = False
 ) -> dict[str, Tensor]:
@@ -131,7 +128,7 @@ def shot_groups(
         >>> shot_groups([50, 11, 10, 2, 1], many_threshold=0.2, few_threshold=0.04, relative=True)
         {'many': tensor([0, 1]), 'medium': tensor([2, 3]), 'few': tensor([4])}
     """
-    counts = as_counts("class_counts", class_counts)
+    counts = as_counts(class_counts, minimum=0)
     many_t = check_real("many_threshold", many_threshold)
     few_t = check_real("few_threshold", few_threshold)
     if few_t > many_t:
@@ -154,8 +151,6 @@ def shot_groups(
     return {k: m.nonzero().flatten() for k, m in (("many", many), ("medium", medium), ("few", few))}
 
 
-@renamed_argument("train_counts", "class_counts")
-@renamed_argument("targets", "target")
 def shot_accuracy(
     logits_or_preds: Tensor,
     target: Tensor,
@@ -204,7 +199,7 @@ def shot_accuracy(
         >>> shot_accuracy(logits, torch.tensor([0, 1, 2, 2]), class_counts=[500, 50, 5])
         {'many': 1.0, 'medium': 1.0, 'few': 0.5, 'all': 0.8333333333333334}
     """
-    counts = as_counts("class_counts", class_counts)
+    counts = as_counts(class_counts, minimum=0)
     groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold, relative=relative)
     acc = per_class_accuracy(logits_or_preds, target, counts.numel()).cpu().double()
     empty = [k for k in ("many", "medium", "few") if groups[k].numel() == 0]
@@ -216,7 +211,7 @@ def shot_accuracy(
             f"many > {many_threshold:g}, few < {few_threshold:g} {unit}, largest count {int(counts.max())}); "
             "its accuracy is nan. On a small data set pass relative=True with fractions of the head class's count.",
             UserWarning,
-            stacklevel=stacklevel_outside(),
+            stacklevel=2,
         )
 
     def mean_of(classes: Tensor) -> float:
@@ -229,7 +224,6 @@ def shot_accuracy(
     return out
 
 
-@renamed_argument("classifier_or_weight", "classifier")
 def classifier_weight_norms(classifier: Union[nn.Module, Tensor]) -> Tensor:
     """L2 norm of every class's row of a linear classifier's weight (the paper's Fig. 5a).
 

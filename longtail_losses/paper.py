@@ -35,15 +35,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Union
 
+import torch
 from torch import Tensor, nn
 
-from longtail_losses._validation import CountsLike, check_weight_decay, check_weight_matrix
+from longtail_losses._validation import CountsLike
 from longtail_losses.losses.balanced_softmax import BalancedSoftmax
 from longtail_losses.losses.bwlm import BFS, BWLM
 from longtail_losses.losses.class_balanced import ClassBalancedFocal
-from longtail_losses.losses.regularizers import norm_penalty
 
-__all__ = ["LOSSES", "RECIPE", "ROWS", "STAGE2_ROWS", "PenalizedLoss", "Recipe", "Row", "criterion", "row"]
+__all__ = ["LOSSES", "RECIPE", "ROWS", "STAGE2_ROWS", "Recipe", "Row", "criterion", "row"]
 
 #: The losses of the rows' last stage (cross-entropy, class-balanced focal, balanced softmax, BFS, BWLM).
 LOSSES = ("ce", "cb", "bs", "bfs", "bwlm")
@@ -132,32 +132,6 @@ def row(name: Union[str, Row]) -> Row:
     raise ValueError(f"Expected `row` to be one of {list(ROWS)} (the '+' may be left out), but got {name!r}")
 
 
-class PenalizedLoss(nn.Module):
-    r"""``base(logits, target) + classifier_norm_penalty(classifier, weight_decay)``: the paper's "W" rows.
-
-    The same penalty as inside :class:`~longtail_losses.BWLM` (gradient exactly ``weight_decay * theta``), so
-    +CEW, +CBW, +BSW and +BWLM regularise the classifier identically. The classifier is referenced, not owned:
-    it is not in this module's parameters or state dict.
-
-    Args:
-        base: The loss, ``base(logits, target) -> scalar``.
-        classifier: The classifier whose weight rows are penalised (a module with a 2-D ``.weight``).
-        weight_decay: :math:`\lambda \ge 0`.
-    """
-
-    def __init__(self, base: nn.Module, classifier: nn.Module, weight_decay: float) -> None:
-        super().__init__()
-        check_weight_matrix(classifier, "classifier")
-        self.base = base
-        self._classifier = (classifier,)  # a tuple: referenced, not registered as a submodule
-        self.weight_decay = check_weight_decay(weight_decay)
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """The base loss plus the penalty."""
-        weight = check_weight_matrix(self._classifier[0], "classifier")  # the live weight, if the layer swapped it
-        return self.base(logits, target) + norm_penalty(weight, self.weight_decay)
-
-
 def criterion(
     name: Union[str, Row],
     class_counts: CountsLike,
@@ -171,9 +145,11 @@ def criterion(
 ) -> nn.Module:
     r"""The loss of the row ``name``, for ``classifier``, built from ``class_counts``.
 
-    ``+BWLM`` is :class:`~longtail_losses.BWLM` (BFS and the penalty in one module); the other "W" rows wrap their
-    loss in :class:`PenalizedLoss`; the rows without "W" ignore ``weight_decay``. Cross-entropy is
-    :class:`torch.nn.CrossEntropyLoss` and ignores ``class_counts``.
+    Every "W" row is a :class:`~longtail_losses.BWLM`, the one penalised loss: ``+BWLM`` with ``alpha``, ``+CBW``
+    with ``alpha=1`` (class-balanced focal), ``+BSW`` with ``alpha=0`` (balanced softmax) and ``+CEW`` with
+    ``alpha=0`` and equal counts (cross-entropy); so all four regularise the classifier identically. The rows
+    without "W" ignore ``weight_decay``; cross-entropy is :class:`torch.nn.CrossEntropyLoss` and ignores
+    ``class_counts``.
 
     Args:
         name: A row of :data:`ROWS`, e.g. ``"+BWLM"`` or ``"BWLM"``.
@@ -197,18 +173,18 @@ def criterion(
         "bfs": lambda: BFS(class_counts, alpha=alpha, beta=beta, gamma=gamma, validate_args=validate_args),
     }
     loss: nn.Module
-    if r.loss == "bwlm":
+    if r.penalty:  # every "W" row is a BWLM: CB is alpha = 1, BS alpha = 0, CE alpha = 0 with equal counts
+        alpha_of = {"ce": 0.0, "cb": 1.0, "bs": 0.0, "bfs": alpha, "bwlm": alpha}
+        counts = torch.ones(len(class_counts), dtype=torch.int64) if r.loss == "ce" else class_counts
         loss = BWLM(
-            class_counts,
+            counts,
             classifier=classifier,
-            alpha=alpha,
+            alpha=alpha_of[r.loss],
             beta=beta,
             gamma=gamma,
             weight_decay=weight_decay,
             validate_args=validate_args,
         )
-    elif r.penalty:
-        loss = PenalizedLoss(losses[r.loss](), classifier, weight_decay)
     else:
         loss = losses[r.loss]()
     if isinstance(class_counts, Tensor):

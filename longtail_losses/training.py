@@ -10,7 +10,6 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from longtail_losses.losses.bwlm import BWLM
 
 __all__ = ["predict", "train_one_epoch", "warn_double_decay"]
 
@@ -60,7 +59,7 @@ def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
 
 
 def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
-    r"""Warn if ``optimizer`` also decays the classifier weight that a :class:`~longtail_losses.BWLM` penalises.
+    r"""Warn if ``optimizer`` also decays the classifier weight that a penalised loss already decays.
 
     :class:`~longtail_losses.BWLM` adds :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2` to the loss, whose
     gradient is exactly ``weight_decay * theta``: an optimizer ``weight_decay`` on the same tensor decays the
@@ -68,7 +67,8 @@ def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
     call it yourself in a hand-written loop, once, after building the optimizer.
 
     Args:
-        criterion: The loss; only a :class:`~longtail_losses.BWLM` with ``weight_decay > 0`` is checked.
+        criterion: The loss; a penalised one (:class:`~longtail_losses.BWLM`, the linear losses) with
+            ``weight_decay > 0`` is checked, through its ``classifier_weight``.
         optimizer: Its param groups are searched for ``criterion.classifier_weight``.
 
     Returns:
@@ -85,9 +85,9 @@ def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
         ...     warn_double_decay(criterion, torch.optim.SGD(fc.parameters(), lr=0.01, weight_decay=5e-4))
         True
     """
-    if not isinstance(criterion, BWLM) or not criterion.weight_decay:
+    weight = getattr(criterion, "classifier_weight", None)  # BWLM and the linear losses: the penalised loss
+    if not isinstance(weight, Tensor) or not getattr(criterion, "weight_decay", 0.0):
         return False
-    weight = criterion.classifier_weight
     for i, group in enumerate(optimizer.param_groups):
         decay = group.get("weight_decay", 0.0)
         if decay and any(p is weight for p in group["params"]):

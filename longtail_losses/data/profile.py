@@ -93,7 +93,7 @@ def longtail_indices(labels: Any, counts: Sequence[int] | Tensor, seed: int = 0)
     np = _import("numpy", "longtail_indices")
     seed = check_int("seed", seed, 0)
     y = check_labels("labels", torch.as_tensor(labels.targets if hasattr(labels, "targets") else labels))
-    c = as_counts("counts", counts)
+    c = as_counts(counts, "counts", minimum=0)
     num_classes = c.numel()
     bad = (y < 0) | (y >= num_classes)
     if bool(bad.any()):

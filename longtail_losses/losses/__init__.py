@@ -6,8 +6,9 @@ Every loss is a function (also in :mod:`longtail_losses.functional`) and an ``nn
 classifier-norm penalty), :mod:`~longtail_losses.losses.logit_adjustment`, :mod:`~longtail_losses.losses.ldam`,
 :mod:`~longtail_losses.losses.seesaw`, :mod:`~longtail_losses.losses.eqlv2` and
 :mod:`~longtail_losses.losses.linear` (classifier and loss fused, for many classes). The private modules are the
-engine they share: ``_engine`` (checks, input forms, reduction), ``_fused`` (the focal-family kernel) and
-``_base`` (the module base class that owns the class counts).
+engine they share: ``_engine`` (checks, input forms, per-row kernels, reduction, penalty), ``_kernel`` (the
+element-wise terms, each written once as value and derivative, and the dense fast path) and ``_base`` (the
+module base class: checked per-class buffers, call options, repr).
 """
 
 from longtail_losses.losses._engine import LossOptions

@@ -1,53 +1,44 @@
-r"""The one loss engine: :func:`mixture_loss` for the paper's losses, :func:`prepare` and :func:`finish` for the rest.
+r"""The one loss engine: every loss goes prepare -> a per-row kernel -> finish (and an optional penalty).
 
-A call takes four steps, each a function of this module:
-
-1. :func:`prepare` checks every argument (:mod:`longtail_losses._validation` holds the wording; the call options
-   come checked once, by :func:`check_options`), casts labels to ``int64`` *before* any comparison, and brings
-   every input form of :func:`~torch.nn.functional.cross_entropy` to rows: logits :math:`(C)`, :math:`(N, C)` or
-   :math:`(N, C, d_1, ..., d_k)` become :math:`(M, C)`, class indices become :math:`(M)` (with the mask of kept
-   rows) and probability targets, or labels smoothed by ``label_smoothing``, become :math:`(M, C)`
-   distributions.
-2. A per-row kernel computes the loss of every row. For the paper's losses it is :func:`mixture_per_row`,
-   :math:`\alpha\,\ell_{CB} + (1-\alpha)\,\ell_{CE}(z + \tau\log n)`, which runs the fused kernel of
-   :mod:`longtail_losses.losses._fused` where it applies and the reference code of this module otherwise.
+1. :func:`prepare` checks the inputs (:mod:`longtail_losses._validation` holds the wording; the call options
+   come checked once, by :func:`check_options`, where they are given) and brings every input form of
+   :func:`~torch.nn.functional.cross_entropy` to rows: logits :math:`(C)`, :math:`(N, C)` or
+   :math:`(N, C, d_1, ..., d_k)` become :math:`(M, C)` in the compute dtype; class indices go through
+   :func:`labels` (the one label normalisation: ``int64`` first, ``ignore_index``, an unchecked label out of
+   range marked ``invalid``) and probability targets, or labels smoothed by ``label_smoothing``, become
+   :math:`(M, C)` distributions.
+2. A per-row kernel computes the loss of every row from the element-wise terms of
+   :mod:`~longtail_losses.losses._kernel`: :func:`mixture_per_row` for the paper's losses and logit adjustment,
+   :func:`softmax_per_row` for the softmax term with a margin, a scale or per-row shifts (LDAM, Seesaw),
+   :func:`sigmoid_per_row` for per-element weighted sigmoid terms (EQLv2), and the chunked kernel of
+   :mod:`~longtail_losses.losses.linear` for a classifier fused with its loss.
 3. :func:`finish` zeroes ignored rows, turns rows with an unchecked invalid label into ``nan`` (never into
-   another class), reduces, and restores the shape of ``reduction='none'``.
-4. An optional penalty (BWLM's) is added once to the reduced loss, or spread over the kept rows.
-
-A loss whose only term is the softmax one (balanced softmax, logit adjustment) skips steps 1-3 when the labels
-were checked: it is then literally ``F.cross_entropy(z + tau * log n, target, ...)`` in the caller's own form.
+   another class), reduces (``'mean'`` optionally weighted per row, as :func:`~torch.nn.functional.cross_entropy`
+   with ``weight``) and restores the shape of ``reduction='none'``.
+4. :func:`add_penalty` adds a penalty (BWLM's classifier norm) once to the reduced loss, or spread over the
+   kept rows so that ``'none'`` always sums to ``'sum'``.
 
 Probability targets :math:`t` (mixup, cutmix, distillation, label smoothing) mean the expectation of the
-class-index loss, :math:`\ell(z, t) = \sum_k t_k\, \ell(z, k)`, for every loss; for the softmax term this is
-exactly :func:`~torch.nn.functional.cross_entropy` with probabilities, and a one-hot :math:`t` gives the
-class-index loss.
+class-index loss, :math:`\ell(z, t) = \sum_k t_k\, \ell(z, k)`, for every loss.
 
 Value checks that synchronise with the device (labels in range, counts positive, probabilities summing to 1)
 run when ``validate_args`` is true and nothing traces the call. Under ``torch.compile`` and ``torch.func``
-transforms, and with ``validate_args=False``, an invalid label gives its row a ``nan`` loss instead: a check
-with no synchronisation.
+transforms, and with ``validate_args=False``, an invalid label gives its row a ``nan`` loss instead.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from typing import Callable, NamedTuple, Optional, TypedDict
+from typing import Callable, NamedTuple, Optional, TypedDict, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from longtail_losses.losses import _fused
-
-if sys.version_info >= (3, 11):
-    from typing import Unpack
-else:  # typing_extensions comes with torch
-    from typing_extensions import Unpack
 from longtail_losses._validation import (
     CountsLike,
-    as_class_counts,
+    as_counts,
     check_bool,
     check_ignore_index,
     check_label_smoothing,
@@ -55,27 +46,35 @@ from longtail_losses._validation import (
     check_probabilities,
     check_reduction,
     check_target_values,
+    check_tensor,
 )
+from longtail_losses.losses import _kernel
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+else:  # typing_extensions comes with torch
+    from typing_extensions import Unpack
 
 __all__ = [
-    "BALANCED_SOFTMAX_MIN_ELEMENTS",
+    "CallOptions",
     "LossOptions",
-    "Options",
     "Rows",
     "Unpack",
+    "add_penalty",
     "check_options",
     "class_balanced_weights",
     "compute_dtype",
+    "function_args",
     "finish",
+    "labels",
     "mixture_loss",
-    "mixture_per_row",
     "prepare",
+    "sigmoid_per_row",
+    "softmax_per_row",
 ]
 
-#: Below this many logits (32 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)``:
-#: there that one-liner is as fast as cross-entropy, while the fused kernel's fixed cost and its page faults on a
-#: fresh gradient buffer made it slower and noisier (CPU, B = 256, C = 1,000 and 10,000). Above it the fused
-#: kernel wins on time and memory (one (N, C) tensor instead of three).
+#: Below this many logits (32 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)`` in
+#: the caller's form: there that one call is as fast as cross-entropy; above it the fused kernel wins on memory.
 BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 23
 
 
@@ -97,25 +96,77 @@ class LossOptions(TypedDict, total=False):
 LossOptions.__module__ = "longtail_losses"  # documented, and referenced by every signature, as a public type
 
 
-class Options(NamedTuple):
-    """Checked call options."""
+class CallOptions(NamedTuple):
+    """The call options of :class:`LossOptions`, checked (the one options type of the engine)."""
 
-    reduction: str
-    ignore_index: int
-    label_smoothing: float
-    validate_args: bool
+    reduction: str = "mean"
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+    validate_args: bool = True
+
+    @property
+    def check_values(self) -> bool:
+        """Value checks run when asked for and when nothing traces the call (they synchronise with the device)."""
+        return self.validate_args and not _kernel.tracing()
+
+    def without_smoothing(self, loss: str) -> CallOptions:
+        """These options, for a loss whose statistics need one class per sample (``label_smoothing`` must be 0)."""
+        if self.label_smoothing != 0.0:
+            raise ValueError(
+                f"Expected `label_smoothing` to be 0 for {loss}, which needs one class per sample, "
+                f"but got {self.label_smoothing}"
+            )
+        return self
 
 
 def check_options(
-    *, reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0, validate_args: bool = True
-) -> Options:
+    *,
+    reduction: str = "mean",
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    validate_args: bool = True,
+    **unknown: object,
+) -> CallOptions:
     """Check the call options; the one place that holds their defaults (those of ``nn.CrossEntropyLoss``)."""
-    return Options(
+    for name in unknown:
+        raise TypeError(
+            f"Expected no keyword argument {name!r}: the call options are reduction, ignore_index, label_smoothing "
+            "and validate_args"
+        )
+    return CallOptions(
         check_reduction(reduction),
         check_ignore_index(ignore_index),
         check_label_smoothing(label_smoothing),
         check_bool("validate_args", validate_args),
     )
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Losses compute in float32 for half/bfloat16 inputs and keep float32/float64 as they are."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def function_args(logits: Tensor, class_counts: CountsLike, options: LossOptions) -> tuple[Tensor, CallOptions]:
+    """What a functional loss checks first: its options, then its training counts (on the device of ``logits``)."""
+    checked = check_options(**options)
+    check_tensor("logits", logits)
+    counts = as_counts(class_counts, check_values=checked.check_values)
+    return counts.to(device=logits.device), checked
+
+
+def class_balanced_weights(counts: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
+    r"""Cui et al.'s weights :math:`(1-\beta)/(1-\beta^{n_j})` normalised to sum to C, from checked int64 counts.
+
+    :math:`1-\beta^{n} = -\operatorname{expm1}(n \log\beta)` is evaluated without cancellation and the
+    :math:`1-\beta` cancels in the normalisation, so ``beta = 0.9999`` is accurate in float32.
+    """
+    log_beta = math.log(beta) if beta > 0.0 else -math.inf
+    inverse = -1.0 / torch.expm1(counts.to(dtype) * log_beta)  # (1 - beta**n)^-1
+    return inverse * (counts.shape[0] / inverse.sum())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Step 1: checks and rows
 
 
 class Rows(NamedTuple):
@@ -126,121 +177,88 @@ class Rows(NamedTuple):
     probs: Optional[Tensor]  # (M, C) target distribution (probability targets or smoothed labels), else None
     keep: Optional[Tensor]  # (M,) bool, False where the label is ignore_index; None for probability targets
     invalid: Optional[Tensor]  # (M,) bool, labels out of range that were not checked; None when checked
-    counts: Tensor  # (C,) int64 on the device of the logits
     shape: tuple[int, ...]  # the shape of reduction='none'
 
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Losses compute in float32 for half/bfloat16 inputs and keep float32/float64 as they are."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def class_balanced_weights(counts: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
-    r"""Cui et al.'s weights :math:`(1-\beta)/(1-\beta^{n_j})` normalised to sum to C, from checked int64 counts.
-
-    :math:`1-\beta^{n} = -\operatorname{expm1}(n \log\beta)` is evaluated without cancellation and the
-    :math:`1-\beta` cancels in the normalisation, so ``beta = 0.9999`` is accurate in float32.
-    """
-    log_beta = math.log(beta) if beta > 0.0 else -math.inf  # in float64, then scaled by n in `dtype`
-    inverse = -1.0 / torch.expm1(counts.to(dtype) * log_beta)  # (1 - beta**n)^-1
-    return inverse * (counts.shape[0] / inverse.sum())
-
-
-def _class_view(vector: Tensor, ndim: int) -> Tensor:
-    """A (C,) vector shaped to broadcast on the class dimension of ``ndim``-D logits (dim 1, or 0 unbatched)."""
-    return vector if ndim <= 2 else vector.view(-1, *([1] * (ndim - 2)))
+    @property
+    def valid(self) -> Tensor:
+        """(M,) bool: rows whose label is a class (not ``ignore_index``, not an unchecked invalid label)."""
+        assert self.keep is not None
+        return self.keep if self.invalid is None else self.keep & ~self.invalid
 
 
 def _to_rows(x: Tensor) -> Tensor:
     """(C,) -> (1, C); (N, C) as is; (N, C, d1, ..., dk) -> (N * d1 * ... * dk, C) with the classes last."""
     if x.ndim == 1:
         return x.unsqueeze(0)
-    if x.ndim == 2:
-        return x
-    return x.movedim(1, -1).reshape(-1, x.shape[1])
+    return x if x.ndim == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])
 
 
-def _checks_values(validate_args: bool) -> bool:
-    """Value checks run when asked for and when nothing traces the call (they synchronise with the device)."""
-    return validate_args and not _fused.tracing()
+def labels(
+    target: Tensor, num_classes: int, options: CallOptions, *, checked: bool
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """The one label normalisation: ``(labels, keep, invalid)`` of class indices of any shape, flattened.
 
-
-def _counts(class_counts: CountsLike, device: torch.device, check: bool) -> Tensor:
-    if isinstance(class_counts, Tensor) and not check:
-        if class_counts.ndim != 1:
-            raise ValueError(
-                f"Expected `class_counts` to be 1-D (one count per class), but got shape {tuple(class_counts.shape)}"
-            )
-        return class_counts if class_counts.device == device else class_counts.to(device=device)
-    return as_class_counts(class_counts).to(device=device)
-
-
-def _to_compute_dtype(x: Tensor) -> Tensor:
-    dtype = compute_dtype(x.dtype)
-    return x if x.dtype == dtype else x.to(dtype)
-
-
-def _shift(counts: Tensor, dtype: torch.dtype, tau: float) -> Tensor:
-    r"""The logit shift :math:`\tau \log n` of the softmax term, shape (C,)."""
-    log_n = counts.to(dtype).log()
-    return log_n if tau == 1.0 else tau * log_n
-
-
-def _check_call(
-    logits: Tensor, target: Tensor, class_counts: CountsLike, options: Options, *, check_counts: bool
-) -> tuple[Tensor, bool, bool]:
-    """The checks of every call.
-
-    Returns the counts, whether ``target`` holds probabilities, and whether values were checked.
+    ``int64`` first (a uint8 156 must not compare equal to ``ignore_index`` -100); ``labels`` holds 0 where a
+    label is ignored or invalid; ``invalid`` marks labels out of range when they were not ``checked`` (else None).
     """
-    check_values = _checks_values(options.validate_args)
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
-    counts = _counts(class_counts, logits.device, check_counts and check_values)
-    is_prob = check_logits_target(logits, target, counts.shape[0])
-    if check_values:
+    y = target.reshape(-1).long()
+    keep = y != options.ignore_index
+    invalid = None if checked else keep & ((y < 0) | (y >= num_classes))
+    return torch.where(keep if invalid is None else keep & ~invalid, y, 0), keep, invalid
+
+
+def check(logits: Tensor, target: Tensor, num_classes: int, options: CallOptions, *, loss: str = "") -> bool:
+    """The checks of every call; returns whether ``target`` holds probabilities.
+
+    With ``loss``, probability targets are refused (Seesaw and EQLv2 count one class per sample).
+    """
+    is_prob = check_logits_target(logits, target, num_classes)
+    if is_prob and loss:
+        raise TypeError(
+            f"Expected `target` to hold integer class indices ({loss} needs one class per sample), "
+            f"but got dtype {target.dtype}"
+        )
+    if options.check_values:
         if is_prob:
             check_probabilities(target, 0 if logits.ndim == 1 else 1)
         else:
-            check_target_values(target.long(), counts.shape[0], options.ignore_index)
-    return counts, is_prob, check_values
+            check_target_values(target.long(), num_classes, options.ignore_index)
+    return is_prob
 
 
-def prepare(
-    logits: Tensor, target: Tensor, class_counts: CountsLike, options: Options, *, check_counts: bool = True
-) -> Rows:
-    """Check the inputs and bring them to rows (step 1 of the module docstring); ``options`` are checked already."""
-    counts, is_prob, checked = _check_call(logits, target, class_counts, options, check_counts=check_counts)
-    return _rows(logits, target, counts, options, is_prob=is_prob, checked=checked)
+def prepare(logits: Tensor, target: Tensor, num_classes: int, options: CallOptions, *, loss: str = "") -> Rows:
+    """Check the inputs and bring them to rows (step 1 of the module docstring)."""
+    is_prob = check(logits, target, num_classes, options, loss=loss)
+    return _rows(logits, target, options, is_prob=is_prob)
 
 
-def _rows(logits: Tensor, target: Tensor, counts: Tensor, options: Options, *, is_prob: bool, checked: bool) -> Rows:
-    label_smoothing = options.label_smoothing
-    z = _to_rows(_to_compute_dtype(logits))
-    num_classes = z.shape[1]
+def _rows(logits: Tensor, target: Tensor, options: CallOptions, *, is_prob: bool) -> Rows:
+    z = _to_rows(logits.to(compute_dtype(logits.dtype)))
+    num_classes, smoothing = z.shape[1], options.label_smoothing
     shape = tuple(logits.shape[:1] + logits.shape[2:]) if logits.ndim > 1 else ()
     if is_prob:
         dist = _to_rows(target.to(z.dtype))
-        if label_smoothing > 0.0:
-            dist = dist * (1.0 - label_smoothing) + label_smoothing / num_classes
-        return Rows(z, None, dist, None, None, counts, shape)
-    y = target.reshape(-1).long()  # int64 first: a uint8 156 must not compare equal to ignore_index -100
-    keep = y != options.ignore_index
-    invalid = None if checked else keep & ((y < 0) | (y >= num_classes))
-    valid = keep if invalid is None else keep & ~invalid
-    labels = torch.where(valid, y, 0)
-    probs: Optional[Tensor] = None
-    if label_smoothing > 0.0:
-        one_hot = (torch.arange(num_classes, device=z.device) == labels.unsqueeze(1)).to(z.dtype)
-        probs = one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
-    return Rows(z, labels, probs, keep, invalid, counts, shape)
+        if smoothing > 0.0:
+            dist = dist * (1.0 - smoothing) + smoothing / num_classes
+        return Rows(z, None, dist, None, None, shape)
+    y, keep, invalid = labels(target, num_classes, options, checked=options.check_values)
+    probs = None
+    if smoothing > 0.0:
+        one_hot = (torch.arange(num_classes, device=z.device) == y.unsqueeze(1)).to(z.dtype)
+        probs = one_hot * (1.0 - smoothing) + smoothing / num_classes
+    return Rows(z, y, probs, keep, invalid, shape)
 
 
-def finish(per_row: Tensor, rows: Rows, reduction: str) -> Tensor:
+# ----------------------------------------------------------------------------------------------------------------
+# Steps 3 and 4: reduction and penalty
+
+
+def finish(per_row: Tensor, rows: Rows, reduction: str, *, row_weights: Optional[Tensor] = None) -> Tensor:
     """Zero ignored rows, mark unchecked invalid labels ``nan``, reduce (step 3 of the module docstring).
 
-    ``'mean'`` divides by the kept rows (``nan`` if there are none, like
-    :func:`~torch.nn.functional.cross_entropy`), or by all rows for probability targets.
+    ``'mean'`` divides by the kept rows (``nan`` if there are none, like :func:`~torch.nn.functional.cross_entropy`),
+    by all rows for probability targets, or by the summed ``row_weights`` of the kept rows when given (the
+    ``weight`` convention of cross-entropy).
     """
     if rows.keep is not None:
         per_row = torch.where(rows.keep, per_row, 0.0)
@@ -251,160 +269,174 @@ def finish(per_row: Tensor, rows: Rows, reduction: str) -> Tensor:
     total = per_row.sum()
     if reduction == "sum":
         return total
+    if row_weights is not None and rows.keep is not None:
+        return total / torch.where(rows.keep, row_weights, 0.0).sum()
     if rows.keep is None:
         return total / per_row.shape[0]
     return total / rows.keep.sum().to(total.dtype)
 
 
-def add_penalty(loss: Tensor, penalty: Tensor, *, target: Tensor, is_prob: bool, options: Options) -> Tensor:
+def add_penalty(loss: Tensor, penalty: Tensor, keep: Optional[Tensor], reduction: str) -> Tensor:
     """Add ``penalty`` once to the reduced ``loss`` (step 4 of the module docstring).
 
-    For ``'none'`` it is spread over the kept entries (over every entry when none is kept), so that the result
-    summed always equals ``reduction='sum'``.
+    For ``'none'`` it is spread over the kept entries (``keep``, of the shape of ``loss``; every entry when None or
+    none is kept; an empty batch has no entry to carry it), so that the result summed always equals ``'sum'``.
     """
     penalty = penalty.to(loss.dtype)
-    if options.reduction != "none":
+    if reduction != "none":
         return loss + penalty
-    if is_prob or loss.numel() == 0:
-        keep = torch.ones_like(loss)
-    else:
-        keep = (target.long() != options.ignore_index).to(loss.dtype).reshape(loss.shape)
-    kept = keep.sum()
-    share = torch.where(kept > 0, keep / kept.clamp_min(1.0), torch.full_like(keep, 1.0 / max(1, keep.numel())))
+    if loss.numel() == 0:  # no entry to carry it
+        return loss
+    share = torch.ones_like(loss) if keep is None else keep.reshape(loss.shape).to(loss.dtype)
+    kept = share.sum()
+    share = torch.where(kept > 0, share / kept.clamp_min(1.0), torch.full_like(share, 1.0 / share.numel()))
     return loss + share * penalty
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The paper's losses: alpha * class-balanced sigmoid focal + (1 - alpha) * cross-entropy of z + tau * log n.
+# Step 2: the per-row kernels (references; the fast paths are tested equal to them)
 
 
-def _focal_terms(z: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
-    r"""Per element, the focal losses of a positive and of a negative, from log-sigmoid only.
+def _focal_per_row(rows: Rows, weights: Tensor, gamma: float) -> Tensor:
+    r"""Class-balanced sigmoid focal loss per row, :math:`w_y \sum_j f(s_j)`, or its expectation over :math:`t`.
 
-    :math:`A = -\sigma(-z)^\gamma \log\sigma(z)` and :math:`B = -\sigma(z)^\gamma \log\sigma(-z)`, finite for
-    any finite z.
-    """
-    log_p, log_q = F.logsigmoid(z), F.logsigmoid(-z)
-    if gamma == 0.0:
-        return -log_p, -log_q
-    return -torch.exp(gamma * log_q) * log_p, -torch.exp(gamma * log_p) * log_q
-
-
-def focal_per_row(rows: Rows, weights: Tensor, gamma: float) -> Tensor:
-    r"""Reference class-balanced sigmoid focal loss per row.
-
-    Class indices: :math:`w_y \sum_j f(s_j)` with the signed logit :math:`s_j = z_j` for the target and
-    :math:`-z_j` otherwise. Distributions :math:`t`: the expectation
-    :math:`\sum_k t_k w_k \sum_j f(s^{(k)}_j) = \sum_j \bigl[(W - u_j) B_j + u_j A_j\bigr]` with
-    :math:`u = t \odot w` and :math:`W = \sum_k u_k`, which has no cancellation and is the class-index value for
-    a one-hot :math:`t`.
+    For a distribution :math:`t`, :math:`\sum_k t_k w_k \sum_j f(s^{(k)}_j) = \sum_j [(W - u_j) f(-z_j) + u_j f(z_j)]`
+    with :math:`u = t \odot w` and :math:`W = \sum_k u_k`, which is the class-index value for a one-hot :math:`t`.
     """
     z = rows.logits
     if rows.probs is None:
         assert rows.labels is not None
         is_target = torch.arange(z.shape[1], device=z.device) == rows.labels.unsqueeze(1)
-        signed = torch.where(is_target, z, -z)
-        log_p = F.logsigmoid(signed)
-        row = -log_p.sum(dim=1) if gamma == 0.0 else -(torch.exp(gamma * F.logsigmoid(-signed)) * log_p).sum(dim=1)
-        return weights[rows.labels] * row
-    positive, negative = _focal_terms(z, gamma)
+        value, _ = _kernel.focal_terms(torch.where(is_target, z, -z), gamma, derivative=False)
+        return weights[rows.labels] * value.sum(dim=1)
+    positive, _ = _kernel.focal_terms(z, gamma, derivative=False)
+    negative, _ = _kernel.focal_terms(-z, gamma, derivative=False)
     u = rows.probs * weights
     return ((u.sum(dim=1, keepdim=True) - u) * negative + u * positive).sum(dim=1)
 
 
-def softmax_per_row(rows: Rows, shift: Tensor) -> Tensor:
-    """Reference cross-entropy of the shifted logits ``z + shift`` per row (labels or distributions)."""
-    target = rows.probs if rows.probs is not None else rows.labels
-    assert target is not None
-    return F.cross_entropy(rows.logits + shift, target, reduction="none")
+def softmax_per_row(
+    rows: Rows,
+    *,
+    shift: Optional[Tensor] = None,
+    scale: Union[float, Tensor] = 1.0,
+    margin: Optional[Tensor] = None,
+    class_weights: Optional[Tensor] = None,
+) -> Tensor:
+    r"""Per row, :math:`w_y\, \mathrm{CE}(x, y)` of the adjusted logits :math:`x` (:func:`_kernel.adjusted_logits`).
+
+    Probability targets give the expectation :math:`\sum_k t_k w_k \mathrm{CE}(x^{(k)}, k)`, where the logits of
+    class :math:`k` carry its own margin: without a margin that is cross-entropy with probabilities.
+    """
+    z = rows.logits
+    if rows.probs is None:
+        assert rows.labels is not None
+        x = _kernel.adjusted_logits(z, rows.labels, shift=shift, scale=scale, margin=margin)
+        row = F.cross_entropy(x, rows.labels, reduction="none")
+        return row if class_weights is None else class_weights[rows.labels] * row
+    u = rows.probs if class_weights is None else rows.probs * class_weights
+    x = _kernel.adjusted_logits(z, shift=shift, scale=scale)
+    if margin is None:
+        return -(u * torch.log_softmax(x, dim=1)).sum(dim=1)
+    # CE(x^(k), k) = softplus(lse_{j != k} x_j - (x_k - s m_k)): the target logit of class k loses its margin.
+    target_logits = x - scale * margin
+    return (u * F.softplus(_leave_one_out_logsumexp(x) - target_logits)).sum(dim=1)
 
 
-def _mixture_reference(rows: Rows, *, alpha: float, gamma: float, shift: Tensor, weights: Optional[Tensor]) -> Tensor:
-    if alpha == 0.0:
-        return softmax_per_row(rows, shift)
-    assert weights is not None
-    focal = focal_per_row(rows, weights, gamma)
-    if alpha == 1.0:
-        return focal
-    return alpha * focal + (1.0 - alpha) * softmax_per_row(rows, shift)
+def _leave_one_out_logsumexp(a: Tensor) -> Tensor:
+    r"""(M, C) -> (M, C): :math:`\log \sum_{j \ne k} e^{a_j}` for every k, without cancellation."""
+    if a.shape[1] == 1:
+        return torch.full_like(a, -math.inf)
+    top, arg = a.detach().max(dim=1, keepdim=True)
+    is_top = torch.arange(a.shape[1], device=a.device) == arg
+    shifted = torch.exp(a - top)
+    rest = torch.where(is_top, 1.0, shifted.sum(dim=1, keepdim=True) - shifted)
+    at_top = torch.logsumexp(a.masked_fill(is_top, -math.inf), dim=1, keepdim=True)
+    return torch.where(is_top, at_top, top + rest.log())
 
 
-def mixture_per_row(rows: Rows, *, alpha: float, beta: float, gamma: float, tau: float) -> Tensor:
-    r"""Per-row :math:`\alpha\,\ell_{CB}(\beta, \gamma) + (1-\alpha)\,\ell_{CE}(z + \tau \log n)`.
+def sigmoid_per_row(rows: Rows, positive_weights: Tensor, negative_weights: Tensor, gamma: float = 0.0) -> Tensor:
+    r"""Per row, :math:`\sum_{j \ne y} v_j f(-z_j) + u_y f(z_y)`: the sigmoid term with per-class weights.
+
+    ``positive_weights`` :math:`u` and ``negative_weights`` :math:`v` are (C,); with ``gamma = 0`` this is a
+    weighted binary cross-entropy per class (EQLv2).
+    """
+    z, y = rows.logits, rows.labels
+    assert y is not None
+    is_target = torch.arange(z.shape[1], device=z.device) == y.unsqueeze(1)
+    value, _ = _kernel.focal_terms(torch.where(is_target, z, -z), gamma, derivative=False)
+    weights = torch.where(is_target, positive_weights.to(z.dtype), negative_weights.to(z.dtype))
+    return (value * weights).sum(dim=1)
+
+
+def mixture_per_row(rows: Rows, counts: Tensor, *, alpha: float, beta: float, gamma: float, tau: float) -> Tensor:
+    r"""Per row :math:`\alpha\,\ell_{CB}(\beta, \gamma) + (1-\alpha)\,\ell_{CE}(z + \tau \log n)`.
 
     The fused kernel runs for class indices without label smoothing (for ``alpha = 0`` only from
-    :data:`BALANCED_SOFTMAX_MIN_ELEMENTS` logits on); the reference code of this module otherwise.
+    :data:`BALANCED_SOFTMAX_MIN_ELEMENTS` logits on); the reference otherwise.
     """
-    z, counts = rows.logits, rows.counts
-    shift = _shift(counts, z.dtype, tau)
+    z = rows.logits
+    log_n = counts.to(z.dtype).log()
+    shift = log_n if tau == 1.0 else tau * log_n
     weights = class_balanced_weights(counts, beta, z.dtype) if alpha > 0.0 else None
 
     def reference(logits: Tensor) -> Tensor:
-        return _mixture_reference(rows._replace(logits=logits), alpha=alpha, gamma=gamma, shift=shift, weights=weights)
+        r = rows._replace(logits=logits)
+        softmax = softmax_per_row(r, shift=shift) if alpha < 1.0 else 0.0
+        if weights is None:
+            return softmax  # type: ignore[return-value]
+        return alpha * _focal_per_row(r, weights, gamma) + (1.0 - alpha) * softmax
 
-    labels = rows.labels
-    fused = (
+    fast = (
         rows.probs is None
-        and labels is not None
         and (alpha > 0.0 or z.numel() >= BALANCED_SOFTMAX_MIN_ELEMENTS)
-        and _fused.use_fast_path(z)
+        and _kernel.use_fast_path(z)
     )
-    if not fused or labels is None:
+    if not fast or rows.labels is None:
         return reference(z)
-    return _fused.fused_loss(
-        z,
-        labels,
-        log_counts=shift if alpha < 1.0 else None,
-        weights=weights,
-        alpha=alpha,
-        gamma=gamma,
-        reference=reference,
-    )
+    return _kernel.fused_loss(z, rows.labels, shift=shift, weights=weights, alpha=alpha, gamma=gamma, reference=reference)
 
 
 def mixture_loss(
     logits: Tensor,
     target: Tensor,
-    class_counts: CountsLike,
+    counts: Tensor,
+    options: CallOptions,
     *,
     alpha: float,
     beta: float,
     gamma: float,
     tau: float,
-    check_counts: bool = True,
     penalty: Optional[Callable[[], Tensor]] = None,
-    **options: Unpack[LossOptions],
 ) -> Tensor:
-    """The paper's losses (hyperparameters already checked): the four steps of the module docstring.
+    """The paper's losses and logit adjustment (hyperparameters and ``counts`` checked): steps 1-4.
 
     ``penalty`` is called after the inputs are checked and its value added once (BWLM's classifier norm).
     """
-    opts = check_options(**options)
-    counts, is_prob, checked = _check_call(logits, target, class_counts, opts, check_counts=check_counts)
-    z = _to_compute_dtype(logits)
-    if alpha == 0.0 and z.numel() < BALANCED_SOFTMAX_MIN_ELEMENTS:
-        # Softmax only: exactly F.cross_entropy of the shifted logits, in the caller's form.
-        invalid: Optional[Tensor] = None
-        if is_prob:
-            goal = _to_compute_dtype(target)
-        else:
-            goal = target.long()
-            if not checked:  # an unchecked invalid label gives nan, never another class (and no device sync)
-                num_classes = counts.shape[0]
-                invalid = (goal != opts.ignore_index) & ((goal < 0) | (goal >= num_classes))
-                goal = torch.where(invalid, opts.ignore_index, goal)
+    is_prob = check(logits, target, counts.shape[0], options)
+    counts = counts.to(logits.device)
+    if alpha == 0.0 and logits.numel() < BALANCED_SOFTMAX_MIN_ELEMENTS:
+        # The softmax term alone is exactly F.cross_entropy of the shifted logits, in the caller's form.
+        z = logits.to(compute_dtype(logits.dtype))
+        log_n = counts.to(z.dtype).log()
+        shift = (log_n if tau == 1.0 else tau * log_n).view(-1, *([1] * (z.ndim - 2)))  # on the class dim
+        invalid, keep, goal = None, None, target.to(z.dtype) if is_prob else target.long()
+        if not is_prob:
+            y, keep, invalid = labels(target, counts.shape[0], options, checked=options.check_values)
+            if invalid is not None:  # an unchecked invalid label gives nan, never another class
+                goal = torch.where(invalid, options.ignore_index, y).reshape(target.shape)
         loss = F.cross_entropy(
-            z + _class_view(_shift(counts, z.dtype, tau), z.ndim),
+            z + shift,
             goal,
-            ignore_index=opts.ignore_index,
-            reduction=opts.reduction,
-            label_smoothing=opts.label_smoothing,
+            ignore_index=options.ignore_index,
+            reduction=options.reduction,
+            label_smoothing=options.label_smoothing,
         )
         if invalid is not None:
-            loss = torch.where(invalid if opts.reduction == "none" else invalid.any(), math.nan, loss)
+            loss = torch.where(invalid.reshape(loss.shape) if options.reduction == "none" else invalid.any(), math.nan, loss)
     else:
-        rows = _rows(logits, target, counts, opts, is_prob=is_prob, checked=checked)
-        loss = finish(mixture_per_row(rows, alpha=alpha, beta=beta, gamma=gamma, tau=tau), rows, opts.reduction)
-    if penalty is None:
-        return loss
-    return add_penalty(loss, penalty(), target=target, is_prob=is_prob, options=opts)
+        rows = _rows(logits, target, options, is_prob=is_prob)
+        keep = rows.keep
+        per_row = mixture_per_row(rows, counts, alpha=alpha, beta=beta, gamma=gamma, tau=tau)
+        loss = finish(per_row, rows, options.reduction)
+    return loss if penalty is None else add_penalty(loss, penalty(), keep, options.reduction)

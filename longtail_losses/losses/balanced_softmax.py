@@ -69,7 +69,8 @@ def balanced_softmax_loss(
         >>> balanced_softmax_loss(logits, torch.tensor([[0.7, 0.3], [0.0, 1.0]]), [90, 10])  # probabilities
         tensor(1.3676)
     """
-    return _engine.mixture_loss(logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, **options)
+    counts, checked = _engine.function_args(logits, class_counts, options)
+    return _engine.mixture_loss(logits, target, counts, checked, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0)
 
 
 @fill
@@ -98,6 +99,4 @@ class BalancedSoftmax(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`balanced_softmax_loss`."""
-        return _engine.mixture_loss(
-            logits, target, self.class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0, **self._options()
-        )
+        return _engine.mixture_loss(logits, target, self.class_counts, self.options, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0)

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Union
+from typing import Any, Callable, ClassVar, Optional, Union
 
 from torch import Tensor, nn
 
-from longtail_losses._compat import renamed_argument
 from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
     check_bfs,
     check_weight_decay,
     check_weight_matrix,
+    replaced_classifiers,
 )
-from longtail_losses.losses import _engine
+from longtail_losses.losses import _engine, _kernel
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
 from longtail_losses.losses.regularizers import norm_penalty
@@ -77,10 +77,10 @@ def bfs_loss(
         tensor(0.7064)
     """
     alpha, beta, gamma = check_bfs(alpha, beta, gamma)
-    return _engine.mixture_loss(logits, target, class_counts, alpha=alpha, beta=beta, gamma=gamma, tau=1.0, **options)
+    counts, checked = _engine.function_args(logits, class_counts, options)
+    return _engine.mixture_loss(logits, target, counts, checked, alpha=alpha, beta=beta, gamma=gamma, tau=1.0)
 
 
-@renamed_argument("weight", "classifier")
 def bwlm_loss(
     logits: Tensor,
     target: Tensor,
@@ -143,12 +143,13 @@ def bwlm_loss(
     """
     alpha, beta, gamma = check_bfs(alpha, beta, gamma)
     penalty = _penalty(check_weight_matrix(classifier), check_weight_decay(weight_decay), logits)
+    counts, checked = _engine.function_args(logits, class_counts, options)
     hyper: dict[str, Any] = {"alpha": alpha, "beta": beta, "gamma": gamma, "tau": 1.0}
-    return _engine.mixture_loss(logits, target, class_counts, **hyper, penalty=penalty, **options)
+    return _engine.mixture_loss(logits, target, counts, checked, **hyper, penalty=penalty)
 
 
 def _penalty(weight: Tensor, weight_decay: float, logits: Tensor) -> Callable[[], Tensor]:
-    """The penalty of :func:`longtail_losses.losses._engine.mixture_loss`, called once the logits are checked.
+    """The penalty of :func:`~longtail_losses.losses._engine.mixture_loss`, called once the logits are checked.
 
     ``weight`` and ``weight_decay`` come checked; only the rows against the logits' classes are left to check.
     """
@@ -181,7 +182,7 @@ class BFS(CountsLoss):
         tensor(0.7064)
     """
 
-    _hyperparameters: tuple[str, ...] = ("alpha", "beta", "gamma")
+    _hyperparameters: ClassVar[tuple[str, ...]] = ("alpha", "beta", "gamma")
 
     def __init__(
         self,
@@ -195,12 +196,13 @@ class BFS(CountsLoss):
         super().__init__(class_counts, **options)
         self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
-    def _hyper(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": 1.0}
+    def _loss(self, logits: Tensor, target: Tensor, penalty: Optional[Callable[[], Tensor]] = None) -> Tensor:
+        hyper = {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "tau": 1.0}
+        return _engine.mixture_loss(logits, target, self.class_counts, self.options, **hyper, penalty=penalty)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`bfs_loss`."""
-        return _engine.mixture_loss(logits, target, self.class_counts, **self._hyper(), **self._options())
+        return self._loss(logits, target)
 
 
 @fill
@@ -209,16 +211,20 @@ class BWLM(BFS):
 
     The classifier is referenced, not owned: it is not registered as a submodule, so its parameters appear
     neither in ``criterion.parameters()`` nor in ``criterion.state_dict()`` (optimise ``model.parameters()`` as
-    usual), and the penalty always reads the classifier's current ``.weight``. Use it in stage 2 of the
-    two-stage method, where only the new classifier trains; the penalty's gradient is exactly
-    ``weight_decay * theta``, so do not also give that parameter an optimizer ``weight_decay``.
+    usual), and the penalty always reads the classifier's current ``.weight``. The penalty's gradient is exactly
+    ``weight_decay * theta``, so do not also give that parameter an optimizer ``weight_decay``
+    (:func:`~longtail_losses.training.warn_double_decay` checks). Every "W" row of the paper (+CEW, +CBW, +BSW,
+    +BWLM) is a ``BWLM``: ``alpha=1`` is the class-balanced focal loss, ``alpha=0`` balanced softmax, and
+    ``alpha=0`` with equal counts plain cross-entropy.
 
-    Copies follow the live classifier: ``copy.deepcopy(criterion)`` refers to the same classifier (or to its copy,
-    when the model is deep-copied in the same call, e.g. ``deepcopy({"model": model, "loss": criterion})``).
-    Pickling (``pickle``, ``torch.save``) is refused, because the classifier would be saved as a detached copy:
-    save ``criterion.state_dict()`` and build a new ``BWLM`` on the restored model. After
-    :func:`longtail_losses.twostage.replace_classifier` swaps the layer out, calling the criterion raises
-    until :meth:`rebind` points it at the new layer.
+    Copies follow the live classifier: ``copy.deepcopy(criterion)`` refers to the same classifier, or to its copy
+    when the same ``deepcopy`` call copies it too (e.g. ``deepcopy({{"loss": criterion, "model": model}})``, in any
+    order: the copy looks its classifier up in that call's memo on first use). Pickling (``pickle``,
+    ``torch.save``) is refused, because the classifier would be saved as a detached copy: save
+    ``criterion.state_dict()`` and build a new ``BWLM`` on the restored model. After
+    :func:`longtail_losses.twostage.replace_classifier` swaps the layer out, calling the criterion raises until
+    :meth:`rebind` points it at the new layer (the library records the replacement on its side; it writes
+    nothing onto your layer).
 
     Args:
         class_counts: Training samples per class, all ``> 0``.
@@ -273,13 +279,18 @@ class BWLM(BFS):
         check_weight_matrix(classifier, num_classes=self.num_classes)
         # A plain tuple keeps the classifier out of this module's parameters, state_dict and .to().
         self._classifier: tuple[ClassifierLike] = (classifier,)
+        self._copy_memo: Optional[dict[int, Any]] = None
         return self
 
     @property
     def classifier_weight(self) -> Tensor:
         r"""The classifier weight :math:`\theta` that the penalty acts on, one row per class."""
+        if self._copy_memo is not None:  # a deep copy: the classifier's copy, if that deepcopy call made one
+            original = self._classifier[0]
+            self._classifier = (self._copy_memo.get(id(original), original),)
+            self._copy_memo = None
         classifier = self._classifier[0]
-        replaced_by = getattr(classifier, "_ltl_replaced_by", None)
+        replaced_by = None if _kernel.tracing() else replaced_classifiers.get(classifier)  # no graph break
         if replaced_by is not None:
             raise RuntimeError(
                 f"Expected the classifier of this BWLM to be the live one, but it was replaced by "
@@ -289,13 +300,22 @@ class BWLM(BFS):
         return check_weight_matrix(classifier)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> BWLM:
-        # Copy everything but the classifier, which stays the live one unless the same deepcopy copies it too.
-        classifier = self._classifier[0]
-        memo.setdefault(id(classifier), classifier)
+        # Everything but the classifier is copied; the classifier stays the live one unless the same deepcopy call
+        # copies it too, before or after this module: the memo is read on first use (classifier_weight).
         clone = BWLM.__new__(type(self))
         memo[id(self)] = clone
         for key, value in self.__dict__.items():
-            clone.__dict__[key] = copy.deepcopy(value, memo)
+            if key not in ("_classifier", "_copy_memo"):
+                clone.__dict__[key] = copy.deepcopy(value, memo)
+        clone._classifier = self._classifier
+        clone._copy_memo = memo
+        return clone
+
+    def __copy__(self) -> BWLM:
+        clone = BWLM.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        for key in ("_parameters", "_buffers", "_modules"):
+            clone.__dict__[key] = dict(self.__dict__[key])
         return clone
 
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -307,7 +327,4 @@ class BWLM(BFS):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`bwlm_loss`."""
-        penalty = _penalty(self.classifier_weight, self.weight_decay, logits)
-        return _engine.mixture_loss(
-            logits, target, self.class_counts, **self._hyper(), penalty=penalty, **self._options()
-        )
+        return self._loss(logits, target, _penalty(self.classifier_weight, self.weight_decay, logits))

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from longtail_losses._docstrings import fill
-from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_gamma
+from longtail_losses._validation import CountsLike, as_counts, check_beta, check_gamma
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
@@ -47,7 +47,7 @@ def class_balanced_weights(
         >>> class_balanced_weights([100, 10, 1], beta=0.0)
         tensor([1., 1., 1.])
     """
-    return _engine.class_balanced_weights(as_class_counts(class_counts), check_beta(beta), dtype)
+    return _engine.class_balanced_weights(as_counts(class_counts), check_beta(beta), dtype)
 
 
 def class_balanced_focal_loss(
@@ -115,7 +115,8 @@ def class_balanced_focal_loss(
         tensor(0.4213)
     """
     beta, gamma = check_beta(beta), check_gamma(gamma)
-    return _engine.mixture_loss(logits, target, class_counts, alpha=1.0, beta=beta, gamma=gamma, tau=0.0, **options)
+    counts, checked = _engine.function_args(logits, class_counts, options)
+    return _engine.mixture_loss(logits, target, counts, checked, alpha=1.0, beta=beta, gamma=gamma, tau=0.0)
 
 
 @fill
@@ -164,6 +165,5 @@ class ClassBalancedFocal(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`class_balanced_focal_loss`."""
-        return _engine.mixture_loss(
-            logits, target, self.class_counts, alpha=1.0, beta=self.beta, gamma=self.gamma, tau=0.0, **self._options()
-        )
+        hyper = {"alpha": 1.0, "beta": self.beta, "gamma": self.gamma, "tau": 0.0}
+        return _engine.mixture_loss(logits, target, self.class_counts, self.options, **hyper)

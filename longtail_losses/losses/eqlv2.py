@@ -3,20 +3,14 @@ r"""EQLv2 loss :cite:`tan2021eqlv2`: sigmoid loss reweighted by accumulated posi
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from longtail_losses._validation import (
-    as_per_class,
-    check_bool,
-    check_gamma,
-    check_int,
-    check_number,
-)
-from longtail_losses.losses import _engine, _stateful
+from longtail_losses._validation import as_counts, check_bool, check_gamma, check_number, check_tensor
+from longtail_losses.losses import _engine, _kernel
+from longtail_losses.losses._base import CountsLoss, all_reduce
 from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["EQLv2Loss", "eqlv2_loss"]
@@ -42,36 +36,21 @@ def _eqlv2_weights(
     return pos_w, neg_w
 
 
-def _eqlv2_per_row(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor) -> Tensor:
-    r"""Per row, :math:`\sum_{j \ne y} w^0_j \operatorname{softplus}(z_j) + w^1_y \operatorname{softplus}(-z_y)`.
-
-    That is the weighted BCE summed over the columns (:math:`\operatorname{BCE}(z, 0) = \operatorname{softplus}(z)`,
-    :math:`\operatorname{BCE}(z, 1) = \operatorname{softplus}(-z)`) with one (M, K) tensor: the negatives' terms,
-    the target column zeroed in place, times the column weights as one matrix-vector product.
-    """
-    z, labels = rows.logits, rows.labels
-    assert labels is not None
-    y = labels.unsqueeze(1)
-    negatives = F.softplus(z).scatter_(1, y, 0.0)  # softplus saves its input for backward, not its output
-    positive = F.softplus(-z.gather(1, y).squeeze(1))
-    return negatives @ neg_w.to(z.dtype) + pos_w.to(z.dtype)[labels] * positive
-
-
 def _eqlv2_batch_grads(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor, num_classes: int) -> Tensor:
     r"""(2, C) float64: per class, the batch's weighted positive and negative gradient magnitudes.
 
-    :math:`|\partial \operatorname{BCE}(z, t) / \partial z| = |\sigma(z) - t|`, i.e. :math:`\sigma(-z)` on a
-    positive and :math:`\sigma(z)` on a negative, times the weight it had in the loss, summed over the valid rows
-    (not divided by their number), as the official code's ``collect_grad`` does. The background column is left
-    out. One (M, K) tensor; the sums are taken in float64.
+    :math:`|\partial \operatorname{BCE}(z, t) / \partial z| = |\sigma(z) - t|` is :math:`-f'(s)` of the sigmoid
+    term at :math:`\gamma = 0`, times the weight it had in the loss, summed over the valid rows (not divided by their
+    number), as the official code's ``collect_grad`` does. The background column is left out.
     """
     z, labels = rows.logits.detach(), rows.labels
     assert labels is not None
-    y = labels.unsqueeze(1)
-    valid = _stateful.valid(rows).to(z.dtype)
-    negatives = torch.sigmoid(z).scatter_(1, y, 0.0).mul_(valid.unsqueeze(1)).sum(dim=0, dtype=torch.float64)
-    positives = torch.sigmoid(-z.gather(1, y).squeeze(1)) * valid
-    positives = negatives.new_zeros(z.shape[1]).index_add_(0, labels, positives.to(torch.float64))
+    is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
+    _, derivative = _kernel.focal_terms(torch.where(is_target, z, -z), 0.0)
+    assert derivative is not None
+    magnitude = derivative.neg_().mul_(rows.valid.to(z.dtype).unsqueeze(1))
+    positives = torch.where(is_target, magnitude, 0.0).sum(dim=0, dtype=torch.float64)
+    negatives = torch.where(is_target, 0.0, magnitude).sum(dim=0, dtype=torch.float64)
     weighted = torch.stack([positives * pos_w.to(torch.float64), negatives * neg_w.to(torch.float64)])
     return weighted[:, :num_classes]
 
@@ -155,41 +134,27 @@ def eqlv2_loss(
         tensor(1.1468)
     """
     gamma, mu, alpha, background = _check_eqlv2(gamma, mu, alpha, background)
-    opts = _stateful.call_options(options, "EQLv2")
-    check_values = opts.validate_args
-    num_columns = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
-    num_classes = num_columns - 1 if background else num_columns
-    rows = _stateful.class_indices(
-        logits,
-        target,
-        num_columns,
-        opts,
-        loss="EQLv2",
-    )
+    checked = _engine.check_options(**options).without_smoothing("EQLv2")
+    check_tensor("logits", logits)
+    num_columns = logits.shape[0 if logits.ndim == 1 else 1] if logits.ndim else 0
+    rows = _engine.prepare(logits, target, num_columns, checked, loss="EQLv2")
     if (pos_grad is None) != (neg_grad is None):
         raise ValueError(
             "Expected `pos_grad` and `neg_grad` to be both tensors or both None, "
             f"but got {type(pos_grad).__name__} and {type(neg_grad).__name__}"
         )
-    if pos_grad is None or neg_grad is None:
-        ones = rows.logits.new_ones(num_columns)
-        pos_w, neg_w = ones, ones
-    else:
-        pos = as_per_class("pos_grad", pos_grad, num_classes, dtype=torch.float64, check_values=check_values)
-        neg = as_per_class("neg_grad", neg_grad, num_classes, dtype=torch.float64, check_values=check_values)
-        pos_w, neg_w = _eqlv2_weights(
-            pos.to(rows.logits.device),
-            neg.to(rows.logits.device),
-            gamma=gamma,
-            mu=mu,
-            alpha=alpha,
-            background=background,
+    pos_w = neg_w = rows.logits.new_ones(num_columns)
+    if pos_grad is not None and neg_grad is not None:
+        pos, neg = (
+            as_counts(value, name, num_classes=num_columns - int(background), minimum=0, dtype=torch.float64,
+                      check_values=checked.check_values).to(rows.logits.device)
+            for name, value in (("pos_grad", pos_grad), ("neg_grad", neg_grad))
         )
-    per_row = _eqlv2_per_row(rows, pos_w, neg_w)
-    return _engine.finish(per_row, rows, opts.reduction)
+        pos_w, neg_w = _eqlv2_weights(pos, neg, gamma=gamma, mu=mu, alpha=alpha, background=background)
+    return _engine.finish(_engine.sigmoid_per_row(rows, pos_w, neg_w), rows, checked.reduction)
 
 
-class EQLv2Loss(nn.Module):
+class EQLv2Loss(CountsLoss):
     r"""Module form of :func:`eqlv2_loss` that accumulates the gradient statistics while it trains.
 
     Every call computes the loss with the weights of the statistics accumulated *before* it (all weights 1
@@ -236,7 +201,9 @@ class EQLv2Loss(nn.Module):
     pos_grad: Tensor
     neg_grad: Tensor
     num_updates: Tensor
-    _statistics = ("pos_grad", "neg_grad")
+    _per_class = {"pos_grad": (0, torch.float64), "neg_grad": (0, torch.float64)}
+    _float64 = ("pos_grad", "neg_grad")
+    _hyperparameters = ("gamma", "mu", "alpha", "background")
 
     def __init__(
         self,
@@ -249,15 +216,12 @@ class EQLv2Loss(nn.Module):
         process_group: Optional[Any] = None,
         **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__()
-        self.num_classes = check_int("num_classes", num_classes, 1)
+        super().__init__(num_classes=num_classes, **options)
+        self.options.without_smoothing("EQLv2")
         self.gamma, self.mu, self.alpha, self.background = _check_eqlv2(gamma, mu, alpha, background)
-        self.register_buffer("pos_grad", torch.zeros(num_classes, dtype=torch.float64))
-        self.register_buffer("neg_grad", torch.zeros(num_classes, dtype=torch.float64))
+        for name in self._per_class:
+            self._register_per_class(name, torch.zeros(self.num_classes, dtype=torch.float64))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.int64))
-        self.reduction, self.ignore_index, self.label_smoothing, self.validate_args = _stateful.call_options(
-            options, "EQLv2"
-        )
         self.process_group = process_group
 
     def weights(self) -> tuple[Tensor, Tensor]:
@@ -274,21 +238,14 @@ class EQLv2Loss(nn.Module):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss, then update the statistics (training mode); see :func:`eqlv2_loss`."""
-        rows = _stateful.class_indices(
-            logits,
-            target,
-            self.num_classes + int(self.background),
-            _engine.Options(self.reduction, self.ignore_index, self.label_smoothing, self.validate_args),
-            loss="EQLv2",
-        )
+        rows = _engine.prepare(logits, target, self.num_classes + int(self.background), self.options, loss="EQLv2")
         pos_w, neg_w = (w.to(rows.logits.device) for w in self.weights())
-        per_row = _eqlv2_per_row(rows, pos_w, neg_w)
-        loss = _engine.finish(per_row, rows, self.reduction)
+        loss = _engine.finish(_engine.sigmoid_per_row(rows, pos_w, neg_w), rows, self.reduction)
         if self.training:
             with torch.no_grad():
                 grads = _eqlv2_batch_grads(rows, pos_w, neg_w, self.num_classes)
-                labelled = _stateful.valid(rows).sum(dtype=torch.float64).reshape(1)
-                batch = _stateful.all_reduce(
+                labelled = rows.valid.sum(dtype=torch.float64).reshape(1)
+                batch = all_reduce(
                     torch.cat([grads.reshape(-1), labelled]).to(self.pos_grad.device), self.process_group
                 )
                 c = self.num_classes
@@ -303,25 +260,3 @@ class EQLv2Loss(nn.Module):
             self.pos_grad.zero_()
             self.neg_grad.zero_()
             self.num_updates.zero_()
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        _stateful.check_loaded(state_dict, prefix, self._statistics, self.num_classes, torch.float64)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> EQLv2Loss:
-        # .half(), .float() and .to(dtype) cast every floating-point buffer: keep the statistics float64 and apply
-        # only the device part of the change to them.
-        kept = {name: self._buffers[name] for name in self._statistics}
-        super()._apply(fn, recurse)
-        for name, old in kept.items():
-            new = self._buffers[name]
-            if new is not None and old is not None and new.dtype != old.dtype:
-                self._buffers[name] = old.to(device=new.device)
-        return self
-
-    def extra_repr(self) -> str:
-        """Show the number of classes and the hyperparameters in ``repr``."""
-        return (
-            f"num_classes={self.num_classes}, gamma={self.gamma}, mu={self.mu}, alpha={self.alpha}, "
-            f"background={self.background}, reduction={self.reduction!r}, ignore_index={self.ignore_index}"
-        )

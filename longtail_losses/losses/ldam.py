@@ -7,35 +7,18 @@ weights late in training (:func:`drw_weights`). Everything here runs on any devi
 
 from __future__ import annotations
 
-import math
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from longtail_losses._docstrings import fill
-from longtail_losses._validation import CountsLike, as_class_counts, check_beta, check_finite
+from longtail_losses._validation import CountsLike, as_counts, check_beta, check_finite
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["LDAMLoss", "drw_weights", "ldam_loss", "ldam_margins"]
-
-
-def check_class_weight(weight: object, num_classes: int) -> Optional[Tensor]:
-    """Return ``weight`` if it is ``None`` or a floating-point tensor of shape ``(C,)`` (metadata only)."""
-    if weight is None:
-        return None
-    if not isinstance(weight, Tensor):
-        raise TypeError(f"Expected `weight` to be None or a torch.Tensor, but got {type(weight).__name__}")
-    if not weight.dtype.is_floating_point:
-        raise TypeError(f"Expected `weight` to be a floating-point tensor, but got dtype {weight.dtype}")
-    if weight.shape != (num_classes,):
-        raise ValueError(
-            f"Expected `weight` to have shape ({num_classes},), one weight per class, but got {tuple(weight.shape)}"
-        )
-    return weight
 
 
 def _margins(counts: Tensor, max_margin: float, dtype: torch.dtype) -> Tensor:
@@ -68,7 +51,7 @@ def ldam_margins(class_counts: CountsLike, max_margin: float = 0.5, *, dtype: to
         >>> ldam_margins([10000, 100, 1], max_margin=0.5)
         tensor([0.0500, 0.1581, 0.5000])
     """
-    return _margins(as_class_counts(class_counts), check_finite("max_margin", max_margin, low=0.0), dtype)
+    return _margins(as_counts(class_counts), check_finite("max_margin", max_margin, low=0.0), dtype)
 
 
 def drw_weights(
@@ -84,8 +67,8 @@ def drw_weights(
     Before ``start_epoch``, every weight is 1 (plain empirical risk); from ``start_epoch`` on, the
     class-balanced weights of Cui et al. :cite:`cui2019class`,
     :math:`w_j \propto (1-\beta)/(1-\beta^{n_j})`, normalised to sum to :math:`C` (as in Cao et al.'s code, which
-    uses ``beta = 0.9999`` and ``start_epoch = 160`` of 200 on CIFAR). Pass them as ``weight`` of
-    :func:`ldam_loss`, or assign them to the ``weight`` of :class:`LDAMLoss` at the start of every epoch.
+    uses ``beta = 0.9999`` and ``start_epoch = 160`` of 200 on CIFAR). Pass them as ``class_weights`` of
+    :func:`ldam_loss`, or assign them to the ``class_weights`` of :class:`LDAMLoss` at the start of every epoch.
 
     Args:
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
@@ -113,69 +96,31 @@ def drw_weights(
             raise TypeError(f"Expected `{name}` to be an int, but got {value!r}")
         if value < 0:
             raise ValueError(f"Expected `{name}` to be >= 0, but got {value}")
-    counts = as_class_counts(class_counts)
+    counts = as_counts(class_counts)
     beta = check_beta(beta)
     if epoch < start_epoch:
         return torch.ones(counts.shape[0], dtype=dtype, device=counts.device)
     return _engine.class_balanced_weights(counts, beta, dtype)
 
 
-def _leave_one_out_logsumexp(a: Tensor) -> Tensor:
-    r"""(M, C) -> (M, C): :math:`\log \sum_{j \ne k} e^{a_j}` for every k, without cancellation.
-
-    Off the row maximum, :math:`\sum_j e^{a_j - \max} - e^{a_k - \max} \ge 1`, so the subtraction is exact to a
-    few ulps; at the maximum the sum is taken over the other entries directly.
-    """
-    top, arg = a.detach().max(dim=1, keepdim=True)
-    is_top = torch.arange(a.shape[1], device=a.device) == arg
-    shifted = torch.exp(a - top)
-    rest = torch.where(is_top, 1.0, shifted.sum(dim=1, keepdim=True) - shifted)
-    at_top = torch.logsumexp(a.masked_fill(is_top, -math.inf), dim=1, keepdim=True)
-    return torch.where(is_top, at_top, top + rest.log())
-
-
-def _ldam_per_row(rows: _engine.Rows, *, margins: Tensor, scale: float, weight: Optional[Tensor]) -> Tensor:
-    """Per row: ``w_y * CE(scale * (z - m_y e_y), y)``, or its expectation over a target distribution."""
-    z = rows.logits
-    if rows.probs is None:
-        assert rows.labels is not None
-        is_target = torch.arange(z.shape[1], device=z.device) == rows.labels.unsqueeze(1)
-        shifted = scale * torch.where(is_target, z - margins[rows.labels].unsqueeze(1), z)
-        row = F.cross_entropy(shifted, rows.labels, reduction="none")
-        return row if weight is None else weight[rows.labels] * row
-    if z.shape[1] == 1:  # one class: every loss is 0
-        return (z * rows.probs).sum(dim=1) * 0.0
-    # loss(z, k) = softplus(log sum_{j != k} e^{s z_j} - s (z_k - m_k)); the expectation sum_k t_k w_k loss(z, k).
-    a = scale * z
-    per_class = F.softplus(_leave_one_out_logsumexp(a) - (a - scale * margins))
-    u = rows.probs if weight is None else rows.probs * weight
-    return (u * per_class).sum(dim=1)
-
-
 def _ldam(
     logits: Tensor,
     target: Tensor,
-    class_counts: CountsLike,
+    counts: Tensor,
+    class_weights: Optional[Tensor],
+    options: _engine.CallOptions,
     *,
     max_margin: float,
     scale: float,
-    weight: Optional[Tensor],
-    check_counts: bool = True,
-    **options: Unpack[LossOptions],
 ) -> Tensor:
-    opts = _engine.check_options(**options)
-    reduction = opts.reduction
-    rows = _engine.prepare(logits, target, class_counts, opts, check_counts=check_counts)
+    rows = _engine.prepare(logits, target, counts.shape[0], options)
     z = rows.logits
-    weight = check_class_weight(weight, z.shape[1])
-    w = None if weight is None else weight.to(device=z.device, dtype=z.dtype)
-    per_row = _ldam_per_row(rows, margins=_margins(rows.counts, max_margin, z.dtype), scale=scale, weight=w)
-    if w is None or reduction != "mean" or rows.keep is None:
-        return _engine.finish(per_row, rows, reduction)
-    # Class indices with a weight: 'mean' divides by the summed weights of the kept labels, as F.cross_entropy.
-    assert rows.labels is not None
-    total = _engine.finish(per_row, rows, "sum")
-    return total / torch.where(rows.keep, w[rows.labels], 0.0).sum()
+    w = None if class_weights is None else class_weights.to(device=z.device, dtype=z.dtype)
+    margins = _margins(counts.to(z.device), max_margin, z.dtype)
+    per_row = _engine.softmax_per_row(rows, scale=scale, margin=margins, class_weights=w)
+    # Class indices with weights: 'mean' divides by the summed weights of the kept labels, as F.cross_entropy.
+    row_weights = None if w is None or rows.labels is None else w[rows.labels]
+    return _engine.finish(per_row, rows, options.reduction, row_weights=row_weights)
 
 
 def ldam_loss(
@@ -185,7 +130,7 @@ def ldam_loss(
     *,
     max_margin: float = 0.5,
     scale: float = 30.0,
-    weight: Optional[Tensor] = None,
+    class_weights: Optional[CountsLike] = None,
     **options: Unpack[LossOptions],
 ) -> Tensor:
     r"""Label-distribution-aware margin (LDAM) loss :cite:`cao2019ldam`, eq. (13).
@@ -198,20 +143,20 @@ def ldam_loss(
         = w_y\, \mathrm{CE}\bigl(s\,(z - m_y e_y),\, y\bigr),
         \qquad m_j = m_{\max} \Bigl(\frac{\min_i n_i}{n_j}\Bigr)^{1/4},
 
-    with :math:`w` the optional class weights (``weight``; 1 without it), e.g. those of deferred re-weighting,
+    with :math:`w` the optional class weights (``class_weights``; 1 without it), e.g. those of deferred re-weighting,
     :func:`drw_weights`. Cao et al. use it with a cosine classifier (normalised features and weights, so
     :math:`z_j \in [-1, 1]`) and :math:`s = 30`, :math:`m_{\max} = 0.5`; the raw logits of a linear layer need a
     smaller ``scale``. With ``max_margin=0`` and ``scale=1`` it is exactly
-    ``F.cross_entropy(logits, target, weight=weight, ...)``.
+    ``F.cross_entropy(logits, target, weight=class_weights, ...)``.
 
     **Probability targets** :math:`t` (mixup, cutmix, and labels smoothed by ``label_smoothing``) give the
     expected loss over the target distribution, :math:`\sum_k t_k\, \ell_{LDAM}(z, k)`, each class with its own
     margin; a one-hot :math:`t` gives the class-index loss, and without margins this is
-    :func:`~torch.nn.functional.cross_entropy` with probabilities (and ``weight``).
+    :func:`~torch.nn.functional.cross_entropy` with probabilities (and ``weight=class_weights``).
 
-    **Reduction** follows :func:`~torch.nn.functional.cross_entropy`: with class-index targets and a ``weight``,
+    **Reduction** follows :func:`~torch.nn.functional.cross_entropy`: with class-index targets and ``class_weights``,
     ``'mean'`` divides the sum by :math:`\sum_n w_{y_n}` over the samples that are not ignored (with or without
-    label smoothing); without ``weight``, by their number; with probability targets, by the number of samples.
+    label smoothing); without them, by their number; with probability targets, by the number of samples.
     Half and bfloat16 logits are computed (and returned) in float32.
 
     Args:
@@ -221,17 +166,17 @@ def ldam_loss(
         class_counts: Training samples per class :math:`n_j`, all ``> 0``.
         max_margin: The margin :math:`m_{\max} \ge 0` of the rarest class.
         scale: The scale :math:`s > 0` of the logits.
-        weight: Per-class weights :math:`w_j` (floating point), or ``None`` for ones.
+        class_weights: Per-class loss weights :math:`w_j \ge 0`, or ``None`` for ones.
         **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``: :ref:`call-options`.
 
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
         target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).
-        weight: :math:`(C)`.
+        class_weights: :math:`(C)`.
         output: a scalar, or the shape of the class-index target if ``reduction='none'`` (zero where ignored).
 
     Raises:
-        TypeError: If ``logits`` or ``weight`` is not floating point, or ``target`` is neither integer nor
+        TypeError: If ``logits`` is not floating point, or ``target`` is neither integer nor
             floating point.
         ValueError: If the shapes disagree, a count or label is invalid, ``max_margin < 0`` or ``scale <= 0``.
 
@@ -240,39 +185,40 @@ def ldam_loss(
         >>> target = torch.tensor([0, 1])
         >>> ldam_loss(logits, target, [90, 10])
         tensor(3.0012)
-        >>> ldam_loss(logits, target, [90, 10], weight=drw_weights([90, 10], epoch=5, start_epoch=3))
+        >>> ldam_loss(logits, target, [90, 10], class_weights=drw_weights([90, 10], epoch=5, start_epoch=3))
         tensor(5.4001)
     """
-    return _ldam(
-        logits,
-        target,
-        class_counts,
-        max_margin=check_finite("max_margin", max_margin, low=0.0),
-        scale=check_finite("scale", scale, low=0.0, strict=True),
-        weight=weight,
-        **options,
-    )
+    max_margin = check_finite("max_margin", max_margin, low=0.0)
+    scale = check_finite("scale", scale, low=0.0, strict=True)
+    counts, checked = _engine.function_args(logits, class_counts, options)
+    if class_weights is not None:
+        class_weights = as_counts(
+            class_weights, "class_weights", num_classes=counts.shape[0], minimum=0, dtype=torch.float64,
+            check_values=checked.check_values,
+        )
+    return _ldam(logits, target, counts, class_weights, checked, max_margin=max_margin, scale=scale)
 
 
 @fill
 class LDAMLoss(CountsLoss):
     r"""Module form of :func:`ldam_loss`: :math:`w_y\,\mathrm{CE}(s\,(z - m_y e_y), y)`, :math:`m_j \propto n_j^{-1/4}`.
 
-    The counts are an ``int64`` buffer; ``weight`` is a floating-point buffer (or ``None``), so both follow
+    The counts are an ``int64`` buffer; ``class_weights`` is a float64 buffer (or ``None``), so both follow
     ``.to()`` and ``state_dict()``. For LDAM-DRW assign the deferred weights at the start of every epoch::
 
         criterion = LDAMLoss(counts)
         for epoch in range(200):
-            criterion.weight = drw_weights(counts, epoch, start_epoch=160).to(device)
+            criterion.class_weights = drw_weights(counts, epoch, start_epoch=160).to(device)
             ...
 
-    A ``state_dict`` saved with a weight loads into a module built without one.
+    A ``state_dict`` saved with class weights loads into a module built without them, and one saved without
+    them into a module built with them (which then has none); both are checked on loading.
 
     Args:
         class_counts: Training samples per class, all ``> 0``.
         max_margin: Margin of the rarest class, ``>= 0``. Default: ``0.5``.
         scale: Scale of the logits, ``> 0``. Default: ``30.0``.
-        weight: Per-class weights, a floating-point tensor of shape :math:`(C)`, or ``None``. Default: ``None``.
+        class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0``, or ``None``. Default: ``None``.
         {module_options}
 
     Shape:
@@ -286,7 +232,10 @@ class LDAMLoss(CountsLoss):
         tensor(3.0012)
     """
 
-    weight: Optional[Tensor]
+    class_weights: Optional[Tensor]
+    _per_class = {"class_counts": (1, torch.int64), "class_weights": (0, torch.float64)}
+    _optional = ("class_weights",)
+    _float64 = ("class_weights",)
     _hyperparameters = ("max_margin", "scale", "weighted")
 
     def __init__(
@@ -295,39 +244,25 @@ class LDAMLoss(CountsLoss):
         *,
         max_margin: float = 0.5,
         scale: float = 30.0,
-        weight: Optional[Tensor] = None,
+        class_weights: Optional[CountsLike] = None,
         **options: Unpack[LossOptions],
     ) -> None:
         super().__init__(class_counts, **options)
         self.max_margin = check_finite("max_margin", max_margin, low=0.0)
         self.scale = check_finite("scale", scale, low=0.0, strict=True)
-        weight = check_class_weight(weight, self.num_classes)
-        self.register_buffer("weight", None if weight is None else weight.detach().clone())
+        self._register_per_class("class_weights", class_weights)
 
     @property
     def weighted(self) -> bool:
-        """Whether a per-class ``weight`` is set."""
-        return self.weight is not None
+        """Whether ``class_weights`` are set."""
+        return self.class_weights is not None
 
     @property
     def margins(self) -> Tensor:
         """The margins :math:`m_j` (float32, on the device of the counts)."""
         return _margins(self.class_counts, self.max_margin, torch.float32)
 
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        key = prefix + "weight"
-        if key in state_dict and self.weight is None:  # a DRW checkpoint into a fresh module
-            self.weight = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`ldam_loss`."""
-        return _ldam(
-            logits,
-            target,
-            self.class_counts,
-            max_margin=self.max_margin,
-            scale=self.scale,
-            weight=self.weight,
-            **self._options(),
-        )
+        hyper = {"max_margin": self.max_margin, "scale": self.scale}
+        return _ldam(logits, target, self.class_counts, self.class_weights, self.options, **hyper)

@@ -17,7 +17,7 @@ from torch import Tensor
 from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
-    as_class_counts,
+    as_counts,
     check_finite,
     check_ignore_index,
     check_logits_target,
@@ -87,9 +87,9 @@ def logit_adjusted_loss(
         >>> logit_adjusted_loss(logits, target, [90, 10], tau=0.5)
         tensor(0.3939)
     """
-    return _engine.mixture_loss(
-        logits, target, class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=check_finite("tau", tau), **options
-    )
+    tau = check_finite("tau", tau)
+    counts, checked = _engine.function_args(logits, class_counts, options)
+    return _engine.mixture_loss(logits, target, counts, checked, alpha=0.0, beta=0.0, gamma=0.0, tau=tau)
 
 
 @fill
@@ -129,9 +129,8 @@ class LogitAdjustedLoss(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`logit_adjusted_loss`."""
-        return _engine.mixture_loss(
-            logits, target, self.class_counts, alpha=0.0, beta=0.0, gamma=0.0, tau=self.tau, **self._options()
-        )
+        hyper = {"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "tau": self.tau}
+        return _engine.mixture_loss(logits, target, self.class_counts, self.options, **hyper)
 
 
 def _log_prior(counts: Tensor, dtype: torch.dtype) -> Tensor:
@@ -176,7 +175,7 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
         tensor([1, 1])
     """
     tau = check_finite("tau", tau)
-    counts = as_class_counts(class_counts)
+    counts = as_counts(class_counts)
     if not isinstance(logits, Tensor):
         raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
     if not logits.dtype.is_floating_point:
@@ -184,7 +183,7 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
     class_dim = 0 if logits.ndim == 1 else 1
     if logits.ndim == 0 or logits.shape[class_dim] != counts.shape[0]:
         raise ValueError(
-            f"Expected `logits` to have C = len(class_counts) = {counts.shape[0]} classes on dimension "
+            f"Expected `logits` to have C = {counts.shape[0]} classes on dimension "
             f"{class_dim}, but got shape {tuple(logits.shape)}"
         )
     shift = _log_prior(counts, _engine.compute_dtype(logits.dtype)).to(logits.device)
@@ -245,7 +244,7 @@ def tune_tau(
         >>> tune_tau(logits, target, [90, 10], taus=[0.0, 0.5, 1.0])
         0.5
     """
-    counts = as_class_counts(class_counts)
+    counts = as_counts(class_counts)
     check_logits_target(logits, target, counts.shape[0])
     if logits.ndim != 2 or target.dtype.is_floating_point:
         raise ValueError(

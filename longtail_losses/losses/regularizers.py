@@ -6,14 +6,12 @@ from typing import Union
 
 from torch import Tensor, nn
 
-from longtail_losses._compat import renamed_argument
 from longtail_losses._validation import check_weight_decay, check_weight_matrix
 from longtail_losses.losses._engine import compute_dtype
 
 __all__ = ["classifier_norm_penalty"]
 
 
-@renamed_argument("weight", "classifier")
 def classifier_norm_penalty(classifier: Union[nn.Module, Tensor], *, weight_decay: float = 5e-3) -> Tensor:
     r"""Half the squared L2 norm of the classifier's class rows, times ``weight_decay``.
 

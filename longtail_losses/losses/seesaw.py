@@ -7,14 +7,11 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from longtail_losses._validation import (
-    as_per_class,
-    check_int,
-    check_number,
-)
-from longtail_losses.losses import _engine, _stateful
+from longtail_losses._validation import CountsLike, as_counts, check_number, check_tensor
+from longtail_losses.losses import _engine
+from longtail_losses.losses._base import CountsLoss, all_reduce
 from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["SeesawLoss", "seesaw_loss"]
@@ -24,17 +21,21 @@ __all__ = ["SeesawLoss", "seesaw_loss"]
 # Seesaw
 
 
-def _seesaw_per_row(rows: _engine.Rows, class_counts: Tensor, *, p: float, q: float, eps: float) -> Tensor:
-    r"""Cross-entropy of :math:`z_j + \log S_{y j}` (:math:`j \ne y`), in log space; only (M, C) tensors.
+def _seesaw(logits: Tensor, target: Tensor, counts: Tensor, options: _engine.CallOptions, **hyper: float) -> Tensor:
+    rows = _engine.prepare(logits, target, counts.shape[0], options, loss="Seesaw")
+    return _engine.finish(_seesaw_per_row(rows, counts.to(rows.logits.device), **hyper), rows, options.reduction)
 
-    :math:`\log S_{y j} = p \min(0, \log N_j - \log N_y) + q \max(0, \log\sigma_j - \log\max(\sigma_y, \epsilon))`
-    is built in place in one (M, C) buffer, which then receives :math:`z` in place.
+
+def _seesaw_per_row(rows: _engine.Rows, counts: Tensor, *, p: float, q: float, eps: float) -> Tensor:
+    r"""The softmax term with the per-row shift :math:`\log S_{y j}` (:math:`j \ne y`), built in log space.
+
+    :math:`\log S_{y j} = p \min(0, \log N_j - \log N_y) + q \max(0, \log\sigma_j - \log\max(\sigma_y, \epsilon))`.
     """
     z, labels = rows.logits, rows.labels
     assert labels is not None
     y = labels.unsqueeze(1)
     if p > 0.0:  # mitigation: (N_j / N_y)^p where N_j < N_y
-        log_n = class_counts.clamp_min(1).to(z.dtype).log()
+        log_n = counts.clamp_min(1).to(z.dtype).log()
         log_weight = (log_n - log_n[labels].unsqueeze(1)).clamp_max_(0.0).mul_(p)
     else:
         log_weight = torch.zeros_like(z)
@@ -42,22 +43,13 @@ def _seesaw_per_row(rows: _engine.Rows, class_counts: Tensor, *, p: float, q: fl
         log_sigma = F.log_softmax(z.detach(), dim=1)
         log_sigma_y = log_sigma.gather(1, y).clamp_min(math.log(eps))
         log_weight.add_(log_sigma.sub_(log_sigma_y).clamp_min_(0.0).mul_(q))
-        del log_sigma
-    log_weight.scatter_(1, y, 0.0)  # the factors are for j != y (both terms are already 0 at y)
-    return F.cross_entropy(log_weight.add_(z), labels, reduction="none")  # z + log S, in the same buffer
-
-
-def _batch_counts(rows: _engine.Rows, num_classes: int) -> Tensor:
-    """(C,) int64: the valid labels of the batch counted per class (``index_add_``, no data-dependent shape)."""
-    assert rows.labels is not None
-    counts = torch.zeros(num_classes, dtype=torch.int64, device=rows.logits.device)
-    return counts.index_add_(0, rows.labels, _stateful.valid(rows).to(torch.int64))
+    return _engine.softmax_per_row(rows, shift=log_weight.scatter_(1, y, 0.0))  # the factors are for j != y
 
 
 def seesaw_loss(
     logits: Tensor,
     target: Tensor,
-    class_counts: Any,
+    accumulated_counts: CountsLike,
     *,
     p: float = 0.8,
     q: float = 2.0,
@@ -87,7 +79,8 @@ def seesaw_loss(
         logits: Unnormalised class scores :math:`z`.
         target: Class indices in ``[0, C)`` or ``ignore_index``. Class probabilities are refused: the factors
             are defined for one target class.
-        class_counts: Accumulated samples per class :math:`N_j`, whole numbers ``>= 0``.
+        accumulated_counts: Accumulated samples per class :math:`N_j`, whole numbers ``>= 0`` (not the training
+            counts of the other losses: zeros are allowed and read as 1).
         p: Exponent of the mitigation factor, ``>= 0``.
         q: Exponent of the compensation factor, ``>= 0``.
         eps: Floor of :math:`\sigma_y` in the compensation factor, in ``(0, 1]``.
@@ -97,7 +90,7 @@ def seesaw_loss(
     Shape:
         logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.
         target: :math:`()`, :math:`(N)` or :math:`(N, d_1, ..., d_k)`.
-        class_counts: :math:`(C)`.
+        accumulated_counts: :math:`(C)`.
         output: a scalar, or the shape of ``target`` if ``reduction='none'`` (zero where ignored).
 
     Raises:
@@ -113,19 +106,10 @@ def seesaw_loss(
         tensor(1.2887)
     """
     p, q, eps = _check_seesaw(p, q, eps)
-    opts = _stateful.call_options(options, "Seesaw")
-    check_values = opts.validate_args
-    num_classes = logits.shape[0 if logits.ndim == 1 else 1] if isinstance(logits, Tensor) and logits.ndim else 0
-    rows = _stateful.class_indices(
-        logits,
-        target,
-        num_classes,
-        opts,
-        loss="Seesaw",
-    )
-    counts = as_per_class("class_counts", class_counts, num_classes, dtype=torch.int64, check_values=check_values)
-    per_row = _seesaw_per_row(rows, counts.to(rows.logits.device), p=p, q=q, eps=eps)
-    return _engine.finish(per_row, rows, opts.reduction)
+    checked = _engine.check_options(**options).without_smoothing("Seesaw")
+    check_tensor("logits", logits)
+    counts = as_counts(accumulated_counts, "accumulated_counts", minimum=0, check_values=checked.check_values)
+    return _seesaw(logits, target, counts, checked, p=p, q=q, eps=eps)
 
 
 def _check_seesaw(p: object, q: object, eps: object) -> tuple[float, float, float]:
@@ -136,11 +120,11 @@ def _check_seesaw(p: object, q: object, eps: object) -> tuple[float, float, floa
     )
 
 
-class SeesawLoss(nn.Module):
+class SeesawLoss(CountsLoss):
     r"""Module form of :func:`seesaw_loss` that accumulates the class counts :math:`N` while it trains.
 
     In training mode every call first adds the batch's labels (``ignore_index`` excluded) to the ``int64`` buffer
-    ``class_counts``, summed over the ranks when :mod:`torch.distributed` is initialised, and then computes the
+    ``accumulated_counts``, summed over the ranks when :mod:`torch.distributed` is initialised, and then computes the
     loss with the updated counts, as the official code does. In evaluation mode the counts are only read.
     ``state_dict`` saves them; :meth:`reset_statistics` sets them back to their initial value.
 
@@ -149,7 +133,7 @@ class SeesawLoss(nn.Module):
         p: Exponent of the mitigation factor. Default: ``0.8``.
         q: Exponent of the compensation factor. Default: ``2.0``.
         eps: Floor of :math:`\sigma_y` in the compensation factor. Default: ``1e-2``.
-        class_counts: Counts to start from (e.g. known training counts), whole numbers ``>= 0``.
+        initial_counts: Counts to start from (e.g. known training counts), whole numbers ``>= 0``.
             Default: zeros.
         process_group: Group whose ranks share the counts (``None``: the default group).
         **options: ``reduction``, ``ignore_index`` (its samples are not counted either), ``validate_args``
@@ -166,12 +150,14 @@ class SeesawLoss(nn.Module):
         SeesawLoss(num_classes=3, p=0.8, q=2.0, eps=0.01, reduction='mean', ignore_index=-100)
         >>> criterion(torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]]), torch.tensor([0, 0]))
         tensor(4.3510)
-        >>> criterion.class_counts
+        >>> criterion.accumulated_counts
         tensor([2, 0, 0])
     """
 
-    class_counts: Tensor
+    accumulated_counts: Tensor
     initial_counts: Tensor
+    _per_class = {"accumulated_counts": (0, torch.int64), "initial_counts": (0, torch.int64)}
+    _hyperparameters = ("p", "q", "eps")
 
     def __init__(
         self,
@@ -180,53 +166,32 @@ class SeesawLoss(nn.Module):
         p: float = 0.8,
         q: float = 2.0,
         eps: float = 1e-2,
-        class_counts: Optional[Any] = None,
+        initial_counts: Optional[CountsLike] = None,
         process_group: Optional[Any] = None,
         **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__()
-        self.num_classes = check_int("num_classes", num_classes, 1)
+        super().__init__(num_classes=num_classes, **options)
+        self.options.without_smoothing("Seesaw")
         self.p, self.q, self.eps = _check_seesaw(p, q, eps)
-        initial = (
-            torch.zeros(num_classes, dtype=torch.int64)
-            if class_counts is None
-            else as_per_class("class_counts", class_counts, num_classes, dtype=torch.int64, check_values=True)
-        )
-        self.register_buffer("class_counts", initial.clone())
-        self.register_buffer("initial_counts", initial.clone())
-        self.reduction, self.ignore_index, self.label_smoothing, self.validate_args = _stateful.call_options(
-            options, "Seesaw"
-        )
+        initial = torch.zeros(self.num_classes, dtype=torch.int64) if initial_counts is None else initial_counts
+        self._register_per_class("initial_counts", initial)
+        self._register_per_class("accumulated_counts", self.initial_counts)
         self.process_group = process_group
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Update the counts (training mode), then compute the loss; see :func:`seesaw_loss`."""
-        rows = _stateful.class_indices(
-            logits,
-            target,
-            self.num_classes,
-            _engine.Options(self.reduction, self.ignore_index, self.label_smoothing, self.validate_args),
-            loss="Seesaw",
-        )
+        rows = _engine.prepare(logits, target, self.num_classes, self.options, loss="Seesaw")
         if self.training:
             with torch.no_grad():
-                batch = _stateful.all_reduce(_batch_counts(rows, self.num_classes), self.process_group)
-                self.class_counts.add_(batch.to(self.class_counts.device))
-        counts = self.class_counts.to(rows.logits.device)
-        return _engine.finish(_seesaw_per_row(rows, counts, p=self.p, q=self.q, eps=self.eps), rows, self.reduction)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
-        _stateful.check_loaded(state_dict, prefix, ("class_counts", "initial_counts"), self.num_classes, torch.int64)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+                batch = torch.zeros(self.num_classes, dtype=torch.int64, device=rows.logits.device)
+                assert rows.labels is not None
+                batch.index_add_(0, rows.labels, rows.valid.to(torch.int64))
+                self.accumulated_counts.add_(all_reduce(batch, self.process_group).to(self.accumulated_counts.device))
+        counts = self.accumulated_counts.to(rows.logits.device)
+        hyper = {"p": self.p, "q": self.q, "eps": self.eps}
+        return _engine.finish(_seesaw_per_row(rows, counts, **hyper), rows, self.reduction)
 
     def reset_statistics(self) -> None:
-        """Set the accumulated counts back to their initial value (``class_counts`` of ``__init__``, or zeros)."""
+        """Set the accumulated counts back to their initial value (``initial_counts`` of ``__init__``, or zeros)."""
         with torch.no_grad():
-            self.class_counts.copy_(self.initial_counts)
-
-    def extra_repr(self) -> str:
-        """Show the number of classes and the hyperparameters in ``repr``."""
-        return (
-            f"num_classes={self.num_classes}, p={self.p}, q={self.q}, eps={self.eps}, "
-            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
-        )
+            self.accumulated_counts.copy_(self.initial_counts)

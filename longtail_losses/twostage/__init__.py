@@ -59,9 +59,6 @@ et al.: cRT's re-training is :func:`train_classifier`, plus LWS, tau-normalisati
 
 from __future__ import annotations
 
-from typing import Any
-
-from longtail_losses._compat import moved_attribute
 from longtail_losses.twostage.decoupled import (
     LearnableWeightScaling,
     NearestClassMean,
@@ -87,15 +84,3 @@ __all__ = [
     "train_classifier",
     "train_classifier_epoch",
 ]
-
-# Moved out in 0.2: the generic loops to `longtail_losses.training`, the sampler to `longtail_losses.data`.
-_MOVED = {
-    "train_one_epoch": "longtail_losses.training",
-    "predict": "longtail_losses.training",
-    "warn_double_decay": "longtail_losses.training",
-    "SeededBatchSampler": "longtail_losses.data",
-}
-
-
-def __getattr__(name: str) -> Any:
-    return moved_attribute(__name__, name, _MOVED)

@@ -7,8 +7,7 @@ from typing import Any, Callable, Union
 import torch
 from torch import Tensor, nn
 
-from longtail_losses._compat import renamed_argument
-from longtail_losses._validation import check_int
+from longtail_losses._validation import check_int, replaced_classifiers
 
 __all__ = ["BackboneFreeze", "freeze_backbone", "get_classifier", "replace_classifier"]
 
@@ -47,7 +46,6 @@ def _resolve(model: nn.Module, classifier_attr: str) -> tuple[nn.Module, str, nn
     return parent, name, module
 
 
-@renamed_argument("attr", "classifier_attr")
 def get_classifier(model: nn.Module, classifier_attr: str = "fc") -> nn.Module:
     """Return the submodule of ``model`` named by ``classifier_attr``.
 
@@ -151,7 +149,6 @@ def freeze_backbone(model: nn.Module, classifier_attr: str = "fc") -> BackboneFr
     return BackboneFreeze(model, handles, frozen)
 
 
-@renamed_argument("attr", "classifier_attr")
 def replace_classifier(
     model: nn.Module, num_classes: int, *, classifier_attr: str = "fc", bias: bool = True, freeze: bool = True
 ) -> nn.Linear:
@@ -194,10 +191,9 @@ def replace_classifier(
     ).requires_grad_(True)
     new.train(old.training)
     setattr(parent, name, new)
-    # Mark the old layer (and its weight) so that a BWLM still pointing at it fails loudly instead of penalising a
-    # dead weight; see BWLM.rebind.
-    old._ltl_replaced_by = new
-    old.weight._ltl_replaced_by = new  # type: ignore[attr-defined]
+    # Record the replacement (on the library's side) so that a BWLM still pointing at the old layer or its weight
+    # fails loudly instead of penalising a dead weight; see BWLM.rebind.
+    replaced_classifiers[old] = replaced_classifiers[old.weight] = new
     if freeze:
         freeze_backbone(model, classifier_attr)
     return new

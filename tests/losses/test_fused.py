@@ -1,4 +1,4 @@
-"""The fused fast paths (losses._fused) equal the straightforward reference paths: values and gradients."""
+"""The fused fast paths (losses._kernel) equal the straightforward reference paths: values and gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from longtail_losses import functional as LF
-from longtail_losses.losses import _engine, _fused
+from longtail_losses.losses import _engine, _kernel
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "balanced_softmax": lambda z, y, n, **kw: LF.balanced_softmax_loss(
@@ -36,19 +36,19 @@ class ForwardSpy:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        original = _fused._forward
+        original = _kernel._forward
 
         def spy(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(_fused, "_forward", spy)
+        monkeypatch.setattr(_kernel, "_forward", spy)
 
 
 def run(fn: Callable[..., torch.Tensor], z: torch.Tensor, *args: Any, reference: bool, **kw: Any):
     """Loss and gradient (of the summed loss) with the fast or the reference path."""
     logits = z.detach().clone().requires_grad_()
-    with _fused.reference_path(reference):
+    with _kernel.reference_path(reference):
         loss = fn(logits, *args, **kw)
         (grad,) = torch.autograd.grad(loss.sum(), logits)
     return loss, grad
@@ -121,7 +121,7 @@ def test_fast_equals_reference_many_blocks(
     monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, name: str, reduction: str
 ) -> None:
     # 300 classes and a budget of 1000 elements: focal blocks of 3 rows, the last one short.
-    monkeypatch.setattr(_fused, "BLOCK_ELEMENTS", 1000)
+    monkeypatch.setattr(_kernel, "BLOCK_ELEMENTS", 1000)
     spy = ForwardSpy(monkeypatch)
     z, y, counts = make_case(32, 300, dtype, seed=1)
     y[5] = -100
@@ -201,7 +201,7 @@ def test_no_grad_forward_equals_reference(monkeypatch: pytest.MonkeyPatch, name:
     kw = {"beta": 0.99, "gamma": 2.0, "alpha": 0.1, "reduction": "none"}
     with torch.no_grad():
         fast = LOSSES[name](z, y, counts, **kw)
-        with _fused.reference_path():
+        with _kernel.reference_path():
             reference = LOSSES[name](z, y, counts, **kw)
     torch.testing.assert_close(fast, reference)
     assert spy.calls == 1
@@ -219,7 +219,7 @@ def test_half_inputs_under_autocast(dtype: torch.dtype, name: str) -> None:
     results = []
     for reference in (False, True):
         fc.zero_grad()
-        with _fused.reference_path(reference), torch.autocast("cpu", dtype=dtype):
+        with _kernel.reference_path(reference), torch.autocast("cpu", dtype=dtype):
             logits = fc(features)
             logits.retain_grad()
             loss = LOSSES[name](logits, y, counts, **kw)
@@ -234,15 +234,15 @@ def test_half_inputs_under_autocast(dtype: torch.dtype, name: str) -> None:
 
 def test_dispatch_rule() -> None:
     z = torch.zeros(2, 3)
-    assert _fused.use_fast_path(z)
-    assert _fused.use_fast_path(z.double())
-    assert not _fused.use_fast_path(z.half())
-    with _fused.reference_path():
-        assert not _fused.use_fast_path(z)
-        with _fused.reference_path(False):
-            assert _fused.use_fast_path(z)
-        assert not _fused.use_fast_path(z)
-    assert _fused.use_fast_path(z)
+    assert _kernel.use_fast_path(z)
+    assert _kernel.use_fast_path(z.double())
+    assert not _kernel.use_fast_path(z.half())
+    with _kernel.reference_path():
+        assert not _kernel.use_fast_path(z)
+        with _kernel.reference_path(False):
+            assert _kernel.use_fast_path(z)
+        assert not _kernel.use_fast_path(z)
+    assert _kernel.use_fast_path(z)
 
 
 def test_functorch_transforms_use_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -250,7 +250,7 @@ def test_functorch_transforms_use_the_reference(monkeypatch: pytest.MonkeyPatch)
     z, y, counts = make_case(4, 5, torch.float64, seed=11)
     grad = torch.func.grad(lambda logits: LF.bfs_loss(logits, y, counts))(z)
     logits = z.clone().requires_grad_()
-    with _fused.reference_path():
+    with _kernel.reference_path():
         (reference,) = torch.autograd.grad(LF.bfs_loss(logits, y, counts), logits)
     torch.testing.assert_close(grad, reference)
     assert spy.calls == 0

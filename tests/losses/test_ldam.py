@@ -53,7 +53,7 @@ class TestLDAMLoss:
         logits = torch.tanh(logits)  # cosine-like scores, as in Cao et al.
         counts = torch.tensor(COUNTS)
         weight = WEIGHT if weighted else None
-        options = {"max_margin": 0.4, "scale": 10.0, "weight": weight}
+        options = {"max_margin": 0.4, "scale": 10.0, "class_weights": weight}
 
         def library(x: Tensor) -> Tensor:
             return LF.ldam_loss(x, target, counts, reduction=reduction, label_smoothing=smoothing, **options)
@@ -75,7 +75,7 @@ class TestLDAMLoss:
         logits, target = make_inputs(form, kind, seed=21)
         options = {"reduction": reduction, "label_smoothing": smoothing}
         ldam = common.grad(
-            lambda x: LF.ldam_loss(x, target, COUNTS, max_margin=0.0, scale=1.0, weight=WEIGHT, **options), logits
+            lambda x: LF.ldam_loss(x, target, COUNTS, max_margin=0.0, scale=1.0, class_weights=WEIGHT, **options), logits
         )
         ce = common.grad(lambda x: F.cross_entropy(x, target, weight=WEIGHT, **options), logits)
         torch.testing.assert_close(ldam, ce)
@@ -84,7 +84,7 @@ class TestLDAMLoss:
         logits, target = make_inputs("spatial", "index", seed=22)
         one_hot = F.one_hot(target, C).movedim(-1, 1).to(torch.float64)
         for reduction in ("none", "sum"):
-            options = {"weight": WEIGHT, "reduction": reduction}
+            options = {"class_weights": WEIGHT, "reduction": reduction}
             by_index = common.grad(lambda x, o=options: LF.ldam_loss(x, target, COUNTS, **o), logits)
             by_probs = common.grad(lambda x, o=options: LF.ldam_loss(x, one_hot, COUNTS, **o), logits)
             torch.testing.assert_close(by_index, by_probs)
@@ -135,10 +135,10 @@ class TestLDAMLoss:
     def test_ignore_index(self) -> None:
         logits, target = make_inputs("batched", "index", seed=23)
         target[1] = 99
-        out = LF.ldam_loss(logits, target, COUNTS, weight=WEIGHT, ignore_index=99, reduction="none")
+        out = LF.ldam_loss(logits, target, COUNTS, class_weights=WEIGHT, ignore_index=99, reduction="none")
         assert out[1] == 0.0
         kept = torch.arange(7) != 1
-        mean = LF.ldam_loss(logits, target, COUNTS, weight=WEIGHT, ignore_index=99)
+        mean = LF.ldam_loss(logits, target, COUNTS, class_weights=WEIGHT, ignore_index=99)
         torch.testing.assert_close(mean, out.sum() / WEIGHT[target[kept]].sum())
         assert LF.ldam_loss(logits[0], torch.tensor(-100), COUNTS, reduction="sum") == 0.0
 
@@ -161,12 +161,12 @@ class TestLDAMLoss:
             ltl.LDAMLoss(COUNTS, scale=0)
         with pytest.raises(TypeError, match="Expected `scale` to be a real number, but got None"):
             ltl.LDAMLoss(COUNTS, scale=None)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match=r"Expected `weight` to have shape \(5,\), one weight per class, but got"):
-            LF.ldam_loss(logits, target, COUNTS, weight=torch.ones(3))
-        with pytest.raises(TypeError, match="Expected `weight` to be a floating-point tensor, but got dtype"):
-            ltl.LDAMLoss(COUNTS, weight=torch.ones(C, dtype=torch.int64))
-        with pytest.raises(TypeError, match=r"Expected `weight` to be None or a torch\.Tensor, but got list"):
-            ltl.LDAMLoss(COUNTS, weight=[1.0] * C)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"Expected `class_weights` to have shape \(5,\), but got"):
+            LF.ldam_loss(logits, target, COUNTS, class_weights=torch.ones(3))
+        with pytest.raises(ValueError, match=r"Expected `class_weights` to hold finite numbers >= 0, but got -1.0"):
+            ltl.LDAMLoss(COUNTS, class_weights=[-1.0] + [1.0] * (C - 1))
+        with pytest.raises(TypeError, match=r"Expected `class_weights` to be a sequence, NumPy array or tensor"):
+            ltl.LDAMLoss(COUNTS, class_weights="heavy")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="Expected every `target` label to be in"):
             LF.ldam_loss(logits, torch.full_like(target, -1), COUNTS)
         with pytest.raises(ValueError, match="Expected `target` of class probabilities to be finite"):
@@ -176,44 +176,44 @@ class TestLDAMLoss:
         logits, target = make_inputs("spatial", "index_ignore", seed=26)
         probs = make_inputs("batched", "probs", seed=26)
         assert torch.autograd.gradcheck(
-            lambda x: LF.ldam_loss(x, target, COUNTS, scale=3.0, weight=WEIGHT), (logits.requires_grad_(),),
+            lambda x: LF.ldam_loss(x, target, COUNTS, scale=3.0, class_weights=WEIGHT), (logits.requires_grad_(),),
             fast_mode=True,
         )  # fmt: skip
         assert torch.autograd.gradcheck(
-            lambda x: LF.ldam_loss(x, probs[1], COUNTS, scale=3.0, weight=WEIGHT, label_smoothing=0.1),
+            lambda x: LF.ldam_loss(x, probs[1], COUNTS, scale=3.0, class_weights=WEIGHT, label_smoothing=0.1),
             (probs[0].requires_grad_(),),
             fast_mode=True,
         )
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        options = {"max_margin": 0.3, "scale": 7.0, "weight": WEIGHT, "reduction": reduction, "label_smoothing": 0.1}
+        options = {"max_margin": 0.3, "scale": 7.0, "class_weights": WEIGHT, "reduction": reduction, "label_smoothing": 0.1}
         fields = "max_margin=0.3, scale=7.0, weighted=True"
         common.assert_module_equals_functional(ltl.LDAMLoss, LF.ldam_loss, options, seed=27, fields=fields)
 
     def test_state_dict_pickle_roundtrip(self) -> None:
         logits, target = make_inputs("batched", "index", seed=28)
         common.roundtrip_checks(ltl.LDAMLoss(COUNTS, scale=5.0), logits, target)
-        common.roundtrip_checks(ltl.LDAMLoss(COUNTS, scale=5.0, weight=WEIGHT), logits, target)
+        common.roundtrip_checks(ltl.LDAMLoss(COUNTS, scale=5.0, class_weights=WEIGHT), logits, target)
 
     def test_drw_checkpoint_loads_into_a_fresh_module(self) -> None:
         logits, target = make_inputs("batched", "index", seed=29)
         trained = ltl.LDAMLoss(COUNTS)
-        trained.weight = ltl.drw_weights(COUNTS, 5, 3, dtype=torch.float64)
+        trained.class_weights = ltl.drw_weights(COUNTS, 5, 3, dtype=torch.float64)
         fresh = ltl.LDAMLoss(COUNTS)
         fresh.load_state_dict(trained.state_dict())
         assert fresh.weighted
         torch.testing.assert_close(fresh(logits, target), trained(logits, target))
 
     def test_to_moves_buffers(self) -> None:
-        module = ltl.LDAMLoss(COUNTS, weight=WEIGHT.float()).to(torch.float64)
-        assert module.weight is not None
-        assert module.weight.dtype == torch.float64
+        module = ltl.LDAMLoss(COUNTS, class_weights=WEIGHT.float()).to(torch.float64)
+        assert module.class_weights is not None
+        assert module.class_weights.dtype == torch.float64
         assert module.class_counts.dtype == torch.int64
         meta = module.to("meta")
         assert meta.class_counts.device.type == "meta"
-        assert meta.weight is not None
-        assert meta.weight.device.type == "meta"
+        assert meta.class_weights is not None
+        assert meta.class_weights.device.type == "meta"
 
     def test_drw_training_step_on_cpu(self) -> None:
         torch.manual_seed(0)
@@ -222,7 +222,7 @@ class TestLDAMLoss:
         optimizer = torch.optim.SGD(fc.parameters(), lr=0.1)
         x, y = torch.randn(16, 4), torch.randint(0, C, (16,))
         for epoch in range(4):
-            criterion.weight = ltl.drw_weights(COUNTS, epoch, start_epoch=2)
+            criterion.class_weights = ltl.drw_weights(COUNTS, epoch, start_epoch=2)
             loss = criterion(fc(x), y)
             optimizer.zero_grad()
             loss.backward()
@@ -277,7 +277,7 @@ class TestDRWWeights:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "module",
-    [lambda: ltl.LogitAdjustedLoss(COUNTS, tau=0.5), lambda: ltl.LDAMLoss(COUNTS, scale=5.0, weight=WEIGHT)],
+    [lambda: ltl.LogitAdjustedLoss(COUNTS, tau=0.5), lambda: ltl.LDAMLoss(COUNTS, scale=5.0, class_weights=WEIGHT)],
     ids=["LogitAdjustedLoss", "LDAMLoss"],
 )
 def test_compile(module) -> None:

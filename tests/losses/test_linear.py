@@ -331,12 +331,12 @@ class TestFunctionalExceptions:
     def test_unknown_option_is_a_type_error(self) -> None:
         x, w, y, counts = self._args()
         with pytest.raises(
-            TypeError, match=r"linear_balanced_softmax_loss\(\) got an unexpected keyword argument 'alpha'"
+            TypeError, match=r"keyword argument 'alpha'"
         ):
             LF.linear_balanced_softmax_loss(x, w, y, counts, alpha=0.5)  # type: ignore[call-arg]
-        with pytest.raises(TypeError, match=r"linear_bfs_loss\(\) got an unexpected keyword argument 'chunk'"):
+        with pytest.raises(TypeError, match=r"keyword argument 'chunk'"):
             LF.linear_bfs_loss(x, w, y, counts, chunk=2)  # type: ignore[call-arg]
-        with pytest.raises(TypeError, match=r"LinearBalancedSoftmax\(\) got an unexpected keyword argument 'gamma'"):
+        with pytest.raises(TypeError, match=r"keyword argument 'gamma'"):
             ltl.LinearBalancedSoftmax(counts, 2, gamma=1.0)  # type: ignore[call-arg]
 
     def test_types_and_shapes(self) -> None:
@@ -350,7 +350,7 @@ class TestFunctionalExceptions:
             f(x[:, 0], w, y, counts)
         with pytest.raises(ValueError, match=r"Expected `weight` to have shape \(C, D\) with D = 2"):
             f(x, w[:, :1], y, counts)
-        with pytest.raises(ValueError, match=r"Expected `weight` to have C = len\(class_counts\) = 4 rows"):
+        with pytest.raises(ValueError, match=r"Expected `weight` to have C = 4 rows"):
             f(x, w[:3], y, counts)
         with pytest.raises(ValueError, match=r"Expected `bias` to have shape \(C,\) = \(4,\)"):
             f(x, w, y, counts, torch.zeros(3))

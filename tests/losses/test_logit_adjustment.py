@@ -96,7 +96,7 @@ class TestLogitAdjustedLoss:
             ltl.LogitAdjustedLoss(COUNTS, tau=math.nan)
         with pytest.raises(TypeError, match="Expected `tau` to be a real number, but got '1'"):
             ltl.LogitAdjustedLoss(COUNTS, tau="1")  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="Expected `logits` to have C = len"):
+        with pytest.raises(ValueError, match="Expected `logits` to have C = "):
             LF.logit_adjusted_loss(logits[:, :3], target, COUNTS)
         with pytest.raises(ValueError, match="Expected every `target` label to be in"):
             LF.logit_adjusted_loss(logits, torch.full_like(target, C), COUNTS)
@@ -166,9 +166,9 @@ class TestPosthocAdjust:
         assert ltl.posthoc_adjust(logits, COUNTS).dtype == dtype
 
     def test_exceptions(self) -> None:
-        with pytest.raises(ValueError, match=r"Expected `logits` to have C = len\(class_counts\) = 5 classes on dim"):
+        with pytest.raises(ValueError, match=r"Expected `logits` to have C = 5 classes on dim"):
             ltl.posthoc_adjust(torch.zeros(2, 3), COUNTS)
-        with pytest.raises(ValueError, match="Expected `logits` to have C = len"):
+        with pytest.raises(ValueError, match="Expected `logits` to have C = "):
             ltl.posthoc_adjust(torch.tensor(1.0), [1])
         with pytest.raises(TypeError, match="Expected `logits` to be a floating-point tensor, but got dtype"):
             ltl.posthoc_adjust(torch.zeros(2, C, dtype=torch.int64), COUNTS)

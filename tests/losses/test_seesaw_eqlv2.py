@@ -177,7 +177,7 @@ class TestSeesawLoss:  # test_shapes: TestBoth
         reference = SeesawReference(C, **hyper)
         for step in range(4):
             step_both(module, reference, *batch(step), reduction)
-            assert module.class_counts.tolist() == reference.counts
+            assert module.accumulated_counts.tolist() == reference.counts
 
     def test_known_values(self) -> None:
         # Counts (4, 1), p = 1, equal logits (no compensation): the head sample sees the tail class scaled by 1/4,
@@ -195,7 +195,7 @@ class TestSeesawLoss:  # test_shapes: TestBoth
         out = module(torch.zeros(3, 2, dtype=torch.float64), torch.tensor([0, 0, 1]))
         # counts (2, 1) already on the first call: head rows -log(1 / (1 + 1/2)), tail row log 2
         torch.testing.assert_close(out, torch.tensor((2 * math.log(1.5) + math.log(2.0)) / 3, dtype=torch.float64))
-        assert module.class_counts.tolist() == [2, 1]
+        assert module.accumulated_counts.tolist() == [2, 1]
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_no_factors_is_cross_entropy(self, reduction: str) -> None:
@@ -239,20 +239,20 @@ class TestSeesawLoss:  # test_shapes: TestBoth
         for step in range(3):
             logits, target = batch(step)
             out = module(logits, target)
-            expected = LF.seesaw_loss(logits, target, module.class_counts, p=1.1, q=1.5, eps=0.05, reduction="sum")
+            expected = LF.seesaw_loss(logits, target, module.accumulated_counts, p=1.1, q=1.5, eps=0.05, reduction="sum")
             torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
     def test_eval_mode_reads_only_and_reset(self) -> None:
-        module = ltl.SeesawLoss(C, class_counts=[5, 0, 0, 1, 2])
+        module = ltl.SeesawLoss(C, initial_counts=[5, 0, 0, 1, 2])
         logits, target = batch(0)
         module(logits, target)
-        counts = module.class_counts.clone()
+        counts = module.accumulated_counts.clone()
         assert counts.sum() == 5 + 3 + (target != IGNORE).sum()
         module.eval()
         module(logits, target)
-        assert torch.equal(module.class_counts, counts)
+        assert torch.equal(module.accumulated_counts, counts)
         module.reset_statistics()
-        assert module.class_counts.tolist() == [5, 0, 0, 1, 2]
+        assert module.accumulated_counts.tolist() == [5, 0, 0, 1, 2]
 
     def test_exceptions(self) -> None:
         with pytest.raises(ValueError, match=r"Expected `num_classes` to be >= 1, but got 0"):
@@ -267,20 +267,20 @@ class TestSeesawLoss:  # test_shapes: TestBoth
             ltl.SeesawLoss(C, p="a")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match=r"Expected `eps` to be a finite number > 0 and <= 1, but got 0"):
             ltl.SeesawLoss(C, eps=0)
-        with pytest.raises(ValueError, match=r"Expected `class_counts` to have shape \(5,\), but got \(2,\)"):
-            ltl.SeesawLoss(C, class_counts=[1, 2])
-        with pytest.raises(ValueError, match=r"Expected `class_counts` to hold whole numbers >= 0, but got -1 "):
-            ltl.SeesawLoss(C, class_counts=[1, -1, 0, 0, 0])
-        with pytest.raises(ValueError, match=r"to hold whole numbers >= 0, but got 1.5 for class 0"):
-            ltl.SeesawLoss(C, class_counts=[1.5, 1, 0, 0, 0])
-        with pytest.raises(TypeError, match=r"Expected `class_counts` to hold real numbers, but got dtype torch.bool"):
-            ltl.SeesawLoss(C, class_counts=torch.ones(C, dtype=torch.bool))
+        with pytest.raises(ValueError, match=r"Expected `initial_counts` to have shape \(5,\), but got \(2,\)"):
+            ltl.SeesawLoss(C, initial_counts=[1, 2])
+        with pytest.raises(ValueError, match=r"Expected every entry of `initial_counts` to be >= 0, but got -1 "):
+            ltl.SeesawLoss(C, initial_counts=[1, -1, 0, 0, 0])
+        with pytest.raises(ValueError, match=r"to hold finite whole numbers, but got 1.5 for class 0"):
+            ltl.SeesawLoss(C, initial_counts=[1.5, 1, 0, 0, 0])
+        with pytest.raises(TypeError, match=r"Expected `initial_counts` to hold real numbers, but got dtype torch.bool"):
+            ltl.SeesawLoss(C, initial_counts=torch.ones(C, dtype=torch.bool))
         with pytest.raises(ValueError, match=r"Expected `reduction` to be one of"):
             ltl.SeesawLoss(C, reduction="avg")
         module = ltl.SeesawLoss(C)
-        with pytest.raises(ValueError, match=r"Expected `logits` to have 5 columns on dimension 1, but got shape"):
+        with pytest.raises(ValueError, match=r"Expected `logits` to have C = 5 classes on dimension 1, but got shape"):
             module(torch.randn(2, 4), torch.tensor([0, 1]))
-        with pytest.raises(TypeError, match=r"to hold integer class indices \(Seesaw's factors compare"):
+        with pytest.raises(TypeError, match=r"to hold integer class indices \(Seesaw needs one class"):
             module(torch.randn(2, C), torch.softmax(torch.randn(2, C), 1))
         with pytest.raises(ValueError, match=r"Expected every `target` label to be in \[0, 5\)"):
             module(torch.randn(2, C), torch.tensor([0, 5]))
@@ -288,8 +288,8 @@ class TestSeesawLoss:  # test_shapes: TestBoth
             module(torch.randn(2, C), torch.tensor([0, 1, 2]))
         with pytest.raises(TypeError, match=r"Expected `logits` to be a torch.Tensor, but got list"):
             module([0.0] * C, torch.tensor(0))  # type: ignore[arg-type]
-        assert module.class_counts.sum() == 0  # a refused call counts nothing
-        with pytest.raises(ValueError, match=r"Expected `class_counts` to have shape \(5,\), but got \(4,\)"):
+        assert module.accumulated_counts.sum() == 0  # a refused call counts nothing
+        with pytest.raises(ValueError, match=r"Expected `logits` to have C = 4 classes on dimension 1"):
             LF.seesaw_loss(torch.randn(2, C), torch.tensor([0, 1]), [1, 1, 1, 1])
 
     def test_validate_args_false_gives_nan_and_counts_nothing(self) -> None:
@@ -297,12 +297,12 @@ class TestSeesawLoss:  # test_shapes: TestBoth
         out = module(torch.randn(2, C), torch.tensor([1, 7]))
         assert torch.isfinite(out[0])
         assert torch.isnan(out[1])
-        assert module.class_counts.tolist() == [0, 1, 0, 0, 0]
+        assert module.accumulated_counts.tolist() == [0, 1, 0, 0, 0]
 
     def test_all_ignored_mean_is_nan_like_cross_entropy(self) -> None:
         module = ltl.SeesawLoss(C)
         assert torch.isnan(module(torch.randn(2, C), torch.full((2,), IGNORE)))
-        assert module.class_counts.sum() == 0
+        assert module.accumulated_counts.sum() == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -435,11 +435,11 @@ class TestEQLv2Loss:  # test_shapes: TestBoth
         with pytest.raises(ValueError, match=r"Expected `num_classes` to be >= 1, but got -3"):
             ltl.EQLv2Loss(-3)
         module = ltl.EQLv2Loss(C, background=True)
-        with pytest.raises(ValueError, match=r"Expected `logits` to have 6 columns on dimension 1, but got shape"):
+        with pytest.raises(ValueError, match=r"Expected `logits` to have C = 6 classes on dimension 1, but got shape"):
             module(torch.randn(2, C), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"Expected every `target` label to be in \[0, 6\)"):
             module(torch.randn(2, C + 1), torch.tensor([0, 6]))
-        with pytest.raises(TypeError, match=r"Expected `target` to hold integer class indices \(EQLv2 accumulates"):
+        with pytest.raises(TypeError, match=r"Expected `target` to hold integer class indices \(EQLv2 needs one class"):
             module(torch.randn(2, C + 1), torch.rand(2, C + 1))
         assert module.num_updates == 0
         logits, target = torch.randn(2, C), torch.tensor([0, 1])
@@ -510,7 +510,7 @@ class TestBoth:
             function(logits, target, label_smoothing=0.1)
         with pytest.raises(ValueError, match="Expected `reduction` to be one of"):
             make(name, reduction="avg")
-        with pytest.raises(TypeError, match="unexpected keyword argument 'smoothing'"):
+        with pytest.raises(TypeError, match="keyword argument 'smoothing'"):
             function(logits, target, smoothing=0.1)
         module = make(name, reduction="sum", ignore_index=1)
         torch.testing.assert_close(
@@ -546,15 +546,15 @@ class TestBoth:
 
     def test_state_dict_keys(self, name: str) -> None:
         keys = set(make(name).state_dict())
-        expected = {"class_counts", "initial_counts"} if name == "seesaw" else {"pos_grad", "neg_grad", "num_updates"}
+        expected = {"accumulated_counts", "initial_counts"} if name == "seesaw" else {"pos_grad", "neg_grad", "num_updates"}
         assert keys == expected
 
     def test_load_state_dict_checks_the_statistics(self, name: str) -> None:
         module = make(name)
         state = module.state_dict()
-        key = "class_counts" if name == "seesaw" else "neg_grad"
+        key = "accumulated_counts" if name == "seesaw" else "neg_grad"
         state[key] = -torch.ones(C, dtype=state[key].dtype)
-        with pytest.raises(ValueError, match=rf"Expected `state_dict\['{key}'\]` to hold (whole|finite) numbers >= 0"):
+        with pytest.raises(ValueError, match=rf"`state_dict\['{key}'\]` to (hold finite numbers|be) >= 0"):
             module.load_state_dict(state)
         state[key] = torch.ones(C + 1, dtype=state[key].dtype)
         with pytest.raises(ValueError, match=rf"Expected `state_dict\['{key}'\]` to have shape \(5,\), but got \(6,\)"):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Optional, TypedDict
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -12,42 +11,19 @@ from torch import Tensor
 from longtail_losses._docstrings import fill
 from longtail_losses._validation import (
     CountsLike,
+    as_counts,
     check_bfs,
-    check_bool,
-    check_ignore_index,
     check_int,
     check_linear_inputs,
-    check_reduction,
     check_target_values,
     check_weight_decay,
 )
 from longtail_losses.losses import _engine
-from longtail_losses.losses._engine import Unpack
+from longtail_losses.losses._engine import LossOptions, Unpack
 from longtail_losses.losses.class_balanced import class_balanced_weights
-from longtail_losses.losses.linear._kernel import LinearLoss, Options, ProcessGroup
+from longtail_losses.losses.linear._chunked import LinearLoss, Plan, ProcessGroup
 
-__all__ = [
-    "OPTION_NAMES",
-    "LinearOptions",
-    "check_options",
-    "linear_balanced_softmax_loss",
-    "linear_bfs_loss",
-    "linear_loss",
-]
-
-
-class LinearOptions(TypedDict, total=False):
-    """The keyword options of the linear losses after their hyperparameters (:func:`linear_balanced_softmax_loss`)."""
-
-    weight_decay: float
-    reduction: str
-    ignore_index: int
-    validate_args: bool
-    chunk_size: Optional[int]
-    process_group: Optional[ProcessGroup]
-
-
-LinearOptions.__module__ = "longtail_losses.losses.linear"  # documented there, with the public functions
+__all__ = ["linear_balanced_softmax_loss", "linear_bfs_loss", "linear_loss"]
 
 
 def _shard_start(num_local: int, num_classes: int, group: ProcessGroup, device: torch.device) -> int:
@@ -65,87 +41,77 @@ def _shard_start(num_local: int, num_classes: int, group: ProcessGroup, device: 
     return sum(counts[: dist.get_rank(group)])
 
 
-#: The names of :class:`LinearOptions`, in their order.
-OPTION_NAMES: tuple[str, ...] = tuple(LinearOptions.__annotations__)
-
-
-def check_options(options: Mapping[str, Any], function: str) -> dict[str, Any]:
-    """The options of :class:`LinearOptions`, checked, with their defaults: the one place that holds them.
-
-    Raises:
-        TypeError: For a keyword that is no option of ``function`` (as Python does for a plain signature).
-    """
-    for name in options:
-        if name not in OPTION_NAMES:
-            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
-    return {
-        "weight_decay": check_weight_decay(options.get("weight_decay", 0.0)),
-        "reduction": check_reduction(options.get("reduction", "mean")),
-        "ignore_index": check_ignore_index(options.get("ignore_index", -100)),
-        "validate_args": check_bool("validate_args", options.get("validate_args", True)),
-        "chunk_size": check_int("chunk_size", options.get("chunk_size"), 1, optional=True),
-        "process_group": options.get("process_group"),
-    }
-
-
 def linear_loss(
+    features: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    counts: Tensor,
+    bias: Optional[Tensor],
+    options: _engine.CallOptions,
+    *,
+    alpha: float,
+    beta: float,
+    gamma: float,
+    weight_decay: float,
+    chunk_size: Optional[int],
+    process_group: Optional[ProcessGroup],
+    class_start: Optional[int] = None,
+) -> Tensor:
+    """Prepare the per-class tensors and apply :class:`LinearLoss`; everything but the inputs comes checked.
+
+    ``class_start`` is the first class of this rank's slice (None: gathered from the ranks).
+    """
+    check_linear_inputs(features, weight, bias, target)
+    counts = counts.to(features.device)
+    num_classes = counts.shape[0]
+    if process_group is None:
+        if weight.shape[0] != num_classes:
+            raise ValueError(
+                f"Expected `weight` to have C = {num_classes} rows, "
+                f"but got shape {tuple(weight.shape)}"
+            )
+        class_start = 0
+    elif class_start is None:
+        class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
+    checked = options.check_values
+    if checked:
+        check_target_values(target.long(), num_classes, options.ignore_index)
+    safe_target, keep, invalid = _engine.labels(target, num_classes, options, checked=checked)
+    dtype = _engine.compute_dtype(features.dtype)
+    cb = class_balanced_weights(counts, beta, dtype=dtype) if alpha > 0.0 else None
+    needs = (features.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    if not torch.is_grad_enabled():
+        needs = (False, False, False)
+    plan = Plan(alpha, gamma, weight_decay, options.reduction, chunk_size, class_start, process_group)
+    loss: Tensor = LinearLoss.apply(
+        features, weight, bias, safe_target, keep, counts.to(dtype).log(), counts.to(dtype), cb, plan, needs
+    )
+    if invalid is not None:  # unchecked labels out of range: nan, never another class's loss
+        loss = torch.where(invalid if options.reduction == "none" else invalid.any(), math.nan, loss)
+    return loss
+
+
+def _linear(
     features: Tensor,
     weight: Tensor,
     target: Tensor,
     class_counts: CountsLike,
     bias: Optional[Tensor],
     hyper: tuple[float, float, float],
-    options: Mapping[str, Any],
-    *,
+    weight_decay: float,
+    chunk_size: Optional[int],
+    process_group: Optional[ProcessGroup],
+    options: LossOptions,
     function: str,
-    check_counts: Optional[bool] = None,
-    class_start: Optional[int] = None,
 ) -> Tensor:
-    """Check the arguments, prepare the per-class tensors and apply :class:`LinearLoss`.
-
-    ``hyper`` is ``(alpha, beta, gamma)`` of the focal term (zeros: balanced softmax), ``options`` those of
-    :class:`LinearOptions` and ``function`` the caller's name. ``check_counts`` (default: the option
-    ``validate_args``) checks the counts' values; ``class_start`` is the first class of this rank's slice (None:
-    gathered from the ranks).
-    """
     alpha, beta, gamma = check_bfs(*hyper)
-    checked = check_options(options, function)
-    weight_decay, reduction, ignore_index, validate_args, chunk_size, process_group = (checked[k] for k in OPTION_NAMES)
-    check_linear_inputs(features, weight, bias, target)
-    counts = _engine._counts(class_counts, features.device, validate_args if check_counts is None else check_counts)
-    num_classes = counts.shape[0]
-    if process_group is None:
-        if weight.shape[0] != num_classes:
-            raise ValueError(
-                f"Expected `weight` to have C = len(class_counts) = {num_classes} rows, "
-                f"but got shape {tuple(weight.shape)}"
-            )
-        class_start = 0
-    elif class_start is None:
-        class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
-    target = target.long()  # before any comparison: a uint8 156 must not compare equal to ignore_index -100
-    values_checked = _engine._checks_values(validate_args)
-    if values_checked:
-        check_target_values(target, num_classes, ignore_index)
-    dtype = _engine.compute_dtype(features.dtype)
-    keep = target != ignore_index
-    # Unchecked labels out of range give their sample a nan loss, never another class's (as the other losses).
-    invalid = None if values_checked else keep & ((target < 0) | (target >= num_classes))
-    safe_target = torch.where(keep if invalid is None else keep & ~invalid, target, 0)
-    log_counts = counts.to(dtype).log()
-    cb = None
-    if alpha > 0.0:
-        cb = class_balanced_weights(counts, beta, dtype=dtype)
-    needs = (features.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
-    if not torch.is_grad_enabled():
-        needs = (False, False, False)
-    kernel = Options(alpha, gamma, weight_decay, reduction, chunk_size, class_start, process_group)
-    loss: Tensor = LinearLoss.apply(
-        features, weight, bias, safe_target, keep, log_counts, counts.to(dtype), cb, kernel, needs
+    checked = _engine.check_options(**options).without_smoothing(function)
+    counts = as_counts(class_counts, check_values=checked.check_values)
+    return linear_loss(
+        features, weight, target, counts, bias, checked, alpha=alpha, beta=beta, gamma=gamma,
+        weight_decay=check_weight_decay(weight_decay), chunk_size=check_int("chunk_size", chunk_size, 1, optional=True),
+        process_group=process_group,
     )
-    if invalid is not None:
-        loss = torch.where(invalid if reduction == "none" else invalid.any(), math.nan, loss)
-    return loss
 
 
 @fill
@@ -155,7 +121,11 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linea
     target: Tensor,
     class_counts: CountsLike,
     bias: Optional[Tensor] = None,
-    **options: Unpack[LinearOptions],
+    *,
+    weight_decay: float = 0.0,
+    chunk_size: Optional[int] = None,
+    process_group: Optional[ProcessGroup] = None,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r""":func:`~longtail_losses.functional.balanced_softmax_loss` of a linear classifier, without its logits.
 
@@ -183,16 +153,11 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linea
 
     Args:
         {linear_args}
-        **options: The keyword options below (:class:`~longtail_losses.losses.linear.LinearOptions`).
-
-    Keyword Args:
         weight_decay: :math:`\lambda \ge 0` of the penalty :math:`\frac{\lambda}{2}\lVert W\rVert^2`. Default: ``0``.
-        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. Default: ``'mean'``.
-        ignore_index: Label whose samples contribute nothing. Default: ``-100``.
-        validate_args: Check tensor values (counts, label range); this synchronises with the device. Default:
-            ``True``.
         chunk_size: Classes per block; None (the default) picks about :math:`2^{21} / N`.
         process_group: Shard the classes over this ``torch.distributed`` group (see above). Default: ``None``.
+        **options: ``reduction``, ``ignore_index``, ``validate_args``: :ref:`call-options`; ``label_smoothing``
+            must be 0.
 
     {linear_sections}
 
@@ -204,8 +169,9 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linea
         >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], chunk_size=1)
         tensor(0.7380)
     """
-    name = "linear_balanced_softmax_loss"
-    return linear_loss(features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), options, function=name)
+    hyper = (0.0, 0.0, 0.0)
+    args = (features, weight, target, class_counts, bias, hyper, weight_decay, chunk_size, process_group)
+    return _linear(*args, options, "linear_balanced_softmax_loss")
 
 
 @fill
@@ -219,7 +185,10 @@ def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_so
     alpha: float = 0.1,
     beta: float = 0.9999,
     gamma: float = 1.0,
-    **options: Unpack[LinearOptions],
+    weight_decay: float = 0.0,
+    chunk_size: Optional[int] = None,
+    process_group: Optional[ProcessGroup] = None,
+    **options: Unpack[LossOptions],
 ) -> Tensor:
     r""":func:`~longtail_losses.functional.bfs_loss` (and BWLM) of a linear classifier, without its logits.
 
@@ -246,8 +215,11 @@ def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_so
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
         gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
-        **options: ``weight_decay`` (:math:`\lambda \ge 0` of the penalty), ``reduction``, ``ignore_index``,
-            ``validate_args``, ``chunk_size``, ``process_group``: as for :func:`linear_balanced_softmax_loss`.
+        weight_decay: :math:`\lambda \ge 0` of the penalty. Default: ``0``.
+        chunk_size: Classes per block, as for :func:`linear_balanced_softmax_loss`.
+        process_group: As for :func:`linear_balanced_softmax_loss`.
+        **options: ``reduction``, ``ignore_index``, ``validate_args``: :ref:`call-options`; ``label_smoothing``
+            must be 0.
 
     {linear_sections}
 
@@ -259,5 +231,6 @@ def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_so
         >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, weight_decay=0.1)
         tensor(0.9564)
     """
-    name = "linear_bfs_loss"
-    return linear_loss(features, weight, target, class_counts, bias, (alpha, beta, gamma), options, function=name)
+    hyper = (alpha, beta, gamma)
+    args = (features, weight, target, class_counts, bias, hyper, weight_decay, chunk_size, process_group)
+    return _linear(*args, options, "linear_bfs_loss")

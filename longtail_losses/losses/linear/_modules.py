@@ -10,15 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses._validation import (
-    CountsLike,
-    as_class_counts,
-    check_bfs,
-    check_int,
-)
-from longtail_losses.losses._engine import Unpack
-from longtail_losses.losses.linear._functions import OPTION_NAMES, LinearOptions, check_options, linear_loss
-from longtail_losses.losses.linear._kernel import default_chunk
+from longtail_losses._validation import CountsLike, check_bfs, check_int, check_weight_decay
+from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._engine import LossOptions, Unpack
+from longtail_losses.losses.linear._chunked import ProcessGroup, default_chunk
+from longtail_losses.losses.linear._functions import linear_loss
 
 __all__ = ["LinearBFS", "LinearBalancedSoftmax", "shard_range"]
 
@@ -34,7 +30,7 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
     return num_classes * rank // world_size, num_classes * (rank + 1) // world_size
 
 
-class LinearBalancedSoftmax(nn.Module):
+class LinearBalancedSoftmax(CountsLoss):
     r"""Module form of :func:`~longtail_losses.functional.linear_balanced_softmax_loss`: classifier and loss.
 
     It owns the classifier's ``weight`` :math:`(C, D)` and ``bias`` :math:`(C)` (initialised as
@@ -52,9 +48,11 @@ class LinearBalancedSoftmax(nn.Module):
         bias: Whether the classifier has a bias. Default: ``True``.
         device: Device of the parameters.
         dtype: Floating-point dtype of the parameters.
-        **options: ``weight_decay``, ``reduction``, ``ignore_index``, ``validate_args`` (checked on every call: the
-            label range, a device sync), ``chunk_size``, ``process_group``: as for
-            :func:`~longtail_losses.functional.linear_balanced_softmax_loss`, with the same defaults.
+        weight_decay: :math:`\lambda \ge 0` of the penalty on ``weight``. Default: ``0``.
+        chunk_size: Classes per block; None picks about :math:`2^{21} / N`. Default: ``None``.
+        process_group: Shard the classes over this group. Default: ``None``.
+        **options: ``reduction``, ``ignore_index``, ``validate_args`` (checked on every call: the label range, a
+            device sync): :ref:`call-options`; ``label_smoothing`` must be 0.
 
     Shape:
         features: :math:`(N, D)`.
@@ -72,8 +70,7 @@ class LinearBalancedSoftmax(nn.Module):
         (torch.Size([3, 4]), torch.Size([8, 3]))
     """
 
-    class_counts: Tensor
-    _hyperparameters: tuple[str, ...] = ("weight_decay",)
+    _hyperparameters = ("weight_decay",)
 
     def __init__(
         self,
@@ -83,22 +80,23 @@ class LinearBalancedSoftmax(nn.Module):
         bias: bool = True,
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
-        **options: Unpack[LinearOptions],
+        weight_decay: float = 0.0,
+        chunk_size: Optional[int] = None,
+        process_group: Optional[ProcessGroup] = None,
+        **options: Unpack[LossOptions],
     ) -> None:
-        super().__init__()
-        self.register_buffer("class_counts", as_class_counts(class_counts))
+        super().__init__(class_counts, **options)
+        self.options.without_smoothing(type(self).__name__)
         self.in_features = check_int("in_features", in_features, 1)
-        checked = check_options(options, type(self).__name__)
-        self.weight_decay, self.reduction, self.ignore_index = (checked[k] for k in OPTION_NAMES[:3])
-        self.validate_args, self.chunk_size, self.process_group = (checked[k] for k in OPTION_NAMES[3:])
-        process_group = self.process_group
-        num_classes = self.class_counts.shape[0]
-        if process_group is None:
-            start, stop = 0, num_classes
-        else:
+        self.weight_decay = check_weight_decay(weight_decay)
+        self.chunk_size = check_int("chunk_size", chunk_size, 1, optional=True)
+        self.process_group = process_group
+        start, stop = 0, self.num_classes
+        if process_group is not None:
             import torch.distributed as dist
 
-            start, stop = shard_range(num_classes, dist.get_rank(process_group), dist.get_world_size(process_group))
+            rank, world = dist.get_rank(process_group), dist.get_world_size(process_group)
+            start, stop = shard_range(self.num_classes, rank, world)
         self.class_start = start
         self.num_local_classes = stop - start
         factory = {"device": device, "dtype": dtype}
@@ -113,28 +111,30 @@ class LinearBalancedSoftmax(nn.Module):
             bound = 1.0 / math.sqrt(self.in_features)
             nn.init.uniform_(self.bias, -bound, bound)
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes C (over all ranks)."""
-        return self.class_counts.shape[0]
-
     def extra_repr(self) -> str:
         """Show the sizes and the hyperparameters in ``repr``."""
-        fields = [f"num_classes={self.num_classes}", f"in_features={self.in_features}", f"bias={self.bias is not None}"]
+        fields = [f"in_features={self.in_features}", f"bias={self.bias is not None}"]
         if self.process_group is not None:
             fields.append(f"class_start={self.class_start}, num_local_classes={self.num_local_classes}")
-        fields += [f"{name}={getattr(self, name)}" for name in self._hyperparameters]
-        fields += [f"reduction={self.reduction!r}", f"ignore_index={self.ignore_index}"]
-        return ", ".join(fields)
+        head, rest = super().extra_repr().split(", ", 1)
+        return ", ".join([head, *fields, rest])
+
+    @property
+    def classifier_weight(self) -> Tensor:
+        """The weight the penalty acts on: ``weight`` (read by :func:`~longtail_losses.training.warn_double_decay`)."""
+        return self.weight
 
     def _hyper(self) -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0)
 
     def forward(self, features: Tensor, target: Tensor) -> Tensor:
         """Compute the loss of the classifier's logits on ``features``; see :func:`linear_bfs_loss`."""
-        options = {name: getattr(self, name) for name in OPTION_NAMES}
-        args = (features, self.weight, target, self.class_counts, self.bias, self._hyper(), options)
-        return linear_loss(*args, function=type(self).__name__, check_counts=False, class_start=self.class_start)
+        alpha, beta, gamma = self._hyper()
+        return linear_loss(
+            features, self.weight, target, self.class_counts, self.bias, self.options, alpha=alpha, beta=beta,
+            gamma=gamma, weight_decay=self.weight_decay, chunk_size=self.chunk_size,
+            process_group=self.process_group, class_start=self.class_start,
+        )
 
     def logits(self, features: Tensor) -> Tensor:
         """The plain logits ``features @ weight.T + bias`` (this rank's classes when sharded), shape (N, C)."""

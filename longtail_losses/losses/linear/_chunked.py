@@ -1,7 +1,8 @@
 """The chunked autograd kernel: two passes over blocks of classes, and the collectives of the sharded form.
 
-See :mod:`longtail_losses.losses.linear` for the method. :class:`LinearLoss` checks nothing: its caller
-``_functions.linear_loss`` does.
+See :mod:`longtail_losses.losses.linear` for the method. The element-wise terms are those of
+:mod:`longtail_losses.losses._kernel` (:func:`~longtail_losses.losses._kernel.focal_terms`, the softmax's
+``exp(x - lse)``); :class:`LinearLoss` checks nothing: its caller ``_functions.linear_loss`` does.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from longtail_losses.losses import _engine
+from longtail_losses.losses import _engine, _kernel
 
-__all__ = ["CHUNK_ELEMENTS", "LinearLoss", "Options", "ProcessGroup", "default_chunk"]
+__all__ = ["CHUNK_ELEMENTS", "LinearLoss", "Plan", "ProcessGroup", "default_chunk"]
 
 #: Elements of one block of logits when ``chunk_size`` is None: 2**21 (8 MiB of float32), i.e. 8192 classes for a
 #: batch of 256: small enough to stay in cache, large enough that the ~30 tensor ops per block are not dominated
@@ -123,30 +123,15 @@ class _Engine:
         z_y = torch.where(inside, z_y, 0.0)
         return _all_reduce(z_y, self.group)
 
-    # -- the focal term, element-wise over a block ------------------------------------------------------------
-    def _focal_parts(self, z: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        r"""For every entry treated as a non-target class: ``(log(1 - p), p, p**gamma)`` with ``p = sigmoid(z)``.
+    # -- the focal term over a block: every entry as a negative (the target column is the caller's) ----------
+    def _focal(self, z: Tensor, *, derivative: bool) -> tuple[Tensor, Optional[Tensor]]:
+        r""":math:`f(-z)` and :math:`\partial f(-z) / \partial z = -f'(-z)` of every entry of the block."""
+        value, d = _kernel.focal_terms(torch.neg(z), self.gamma, derivative=derivative)
+        return value, None if d is None else d.neg_()
 
-        :math:`\log(1-p) = \log\sigma(-z)` is one ``logsigmoid`` (finite for any finite logit) and
-        :math:`p^\gamma = \exp(\gamma (z + \log\sigma(-z)))`; the third item is None for ``gamma = 0`` and
-        ``p`` itself for ``gamma = 1``. Three block-sized operations for ``gamma`` in {0, 1}.
-        """
-        log_q = F.logsigmoid(torch.neg(z))
-        p = torch.sigmoid(z)
-        if self.gamma == 0.0:
-            return log_q, p, None
-        if self.gamma == 1.0:
-            return log_q, p, p
-        p_gamma = torch.add(z, log_q)  # log p
-        p_gamma.mul_(self.gamma).exp_()
-        return log_q, p, p_gamma
-
-    def _focal_row_sum(self, log_q: Tensor, p_gamma: Optional[Tensor], inside: Tensor, cols: Tensor) -> Tensor:
-        r"""Row sums of :math:`-p^\gamma \log(1-p)` over the block's non-target classes (overwrites ``log_q``)."""
-        log_q.scatter_(1, cols, torch.where(inside, 0.0, log_q.gather(1, cols)))
-        if p_gamma is not None:
-            log_q.mul_(p_gamma)
-        return log_q.sum(dim=1).neg_()
+    def _focal_row_sum(self, value: Tensor, inside: Tensor, cols: Tensor) -> Tensor:
+        """Row sums of the block's focal values over its non-target classes (overwrites ``value``)."""
+        return value.scatter_(1, cols, torch.where(inside, 0.0, value.gather(1, cols))).sum(dim=1)
 
     # -- pass 1 ---------------------------------------------------------------------------------------------
     def statistics(self, *, want_logsumexp: bool, want_focal: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
@@ -159,8 +144,7 @@ class _Engine:
             z = self.block_logits(start, stop, self.block_weight(start, stop), shifted=focal is None)
             if focal is not None:
                 inside, cols = self.target_columns(start, stop)
-                log_q, _, p_gamma = self._focal_parts(z)
-                focal += self._focal_row_sum(log_q, p_gamma, inside, cols)
+                focal += self._focal_row_sum(self._focal(z, derivative=False)[0], inside, cols)
                 if lse is not None:
                     z += self.log_counts[self.class_start + start : self.class_start + stop]
             if lse is not None:
@@ -215,20 +199,10 @@ class _Engine:
             inside, cols = self.target_columns(start, stop)
             grad: Optional[Tensor] = None
             if focal_scale is not None:
-                log_q, p, p_gamma = self._focal_parts(z)
-                if self.gamma == 0.0:
-                    grad = p  # d/dz of -log(1 - p)
-                else:
-                    # p**gamma * (p - gamma * (1 - p) * log(1 - p))
-                    grad = torch.mul(p, log_q)
-                    grad.sub_(log_q)
-                    if self.gamma != 1.0:
-                        grad.mul_(self.gamma)
-                    grad.add_(p)
-                    assert p_gamma is not None
-                    grad.mul_(p_gamma)
-                if focal is not None:  # after the gradient: this overwrites `log_q`
-                    focal += self._focal_row_sum(log_q, p_gamma, inside, cols)
+                value, grad = self._focal(z, derivative=True)
+                assert grad is not None
+                if focal is not None:
+                    focal += self._focal_row_sum(value, inside, cols)
                 grad.mul_(focal_scale[:, None])
             if shift is not None:
                 counts = self.counts[self.class_start + start : self.class_start + stop]
@@ -262,7 +236,9 @@ class _Engine:
 
 
 @dataclass(frozen=True)
-class Options:
+class Plan:
+    """What one call of :class:`LinearLoss` computes, besides its tensors."""
+
     alpha: float
     gamma: float
     weight_decay: float
@@ -273,13 +249,10 @@ class Options:
 
 
 def _target_terms(z_y: Tensor, gamma: float) -> tuple[Tensor, Tensor]:
-    r"""Focal loss :math:`-(1-p)^\gamma \log p` and its derivative at the target logit, per sample."""
-    log_p, log_q = F.logsigmoid(z_y), F.logsigmoid(-z_y)
-    p, q = torch.exp(log_p), torch.exp(log_q)
-    if gamma == 0.0:
-        return -log_p, -q
-    q_gamma = torch.exp(gamma * log_q)
-    return -q_gamma * log_p, q_gamma * (gamma * p * log_p - q)
+    """Focal loss and its derivative at the target logit, per sample (the target is a positive)."""
+    value, derivative = _kernel.focal_terms(z_y, gamma)
+    assert derivative is not None
+    return value, derivative
 
 
 class LinearLoss(torch.autograd.Function):
@@ -296,7 +269,7 @@ class LinearLoss(torch.autograd.Function):
         log_counts: Tensor,
         counts: Tensor,
         cb_weights: Optional[Tensor],
-        options: Options,
+        options: Plan,
         needs: tuple[bool, bool, bool],
     ) -> Tensor:
         dtype = _engine.compute_dtype(features.dtype)
@@ -357,16 +330,11 @@ class LinearLoss(torch.autograd.Function):
             target_loss, _ = _target_terms(z_y, gamma)
             per_sample = per_sample + alpha * engine.cb_weight * (focal + target_loss)
         per_sample = torch.where(keep, per_sample, 0.0)
-        if options.reduction == "none":
-            loss = per_sample
-            if squared_norm is not None:
-                loss = loss + keep.to(dtype) * (0.5 * options.weight_decay * squared_norm / kept.clamp_min(1.0))
-        else:
-            loss = per_sample.sum()
-            if options.reduction == "mean":
-                loss = loss / kept
-            if squared_norm is not None:
-                loss = loss + 0.5 * options.weight_decay * squared_norm
+        loss = per_sample if options.reduction == "none" else per_sample.sum()
+        if options.reduction == "mean":
+            loss = loss / kept
+        if squared_norm is not None:
+            loss = _engine.add_penalty(loss, 0.5 * options.weight_decay * squared_norm, keep, options.reduction)
 
         ctx.engine = engine
         ctx.options = options
@@ -381,7 +349,7 @@ class LinearLoss(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Optional[Tensor], ...]:
         features, _, _, z_y, lse = ctx.saved_tensors  # also checks that none was modified in place
         engine: _Engine = ctx.engine
-        options: Options = ctx.options
+        options: Plan = ctx.options
         dtype = engine.dtype
         g = grad_output.to(dtype)
         if ctx.saved is not None:
@@ -414,9 +382,9 @@ def _row_weights(keep: Tensor, reduction: str, grad_output: Tensor) -> tuple[Ten
     """Per-sample weight :math:`r_n` of each loss in the gradient, and the factor of the penalty's gradient."""
     kept_mask = keep.to(grad_output.dtype)
     kept = kept_mask.sum().clamp_min(1.0)
-    if reduction == "none":  # the penalty is spread over the kept samples
-        rows = kept_mask * grad_output
-        return rows, rows.sum() / kept
+    if reduction == "none":  # the penalty is spread over the kept samples (over all of them when none is kept)
+        share = torch.where(kept_mask.sum() > 0, kept_mask / kept, 1.0 / max(1, keep.numel()))
+        return kept_mask * grad_output, (grad_output * share).sum()
     scale = grad_output / kept if reduction == "mean" else grad_output
     return kept_mask * scale, grad_output
 

@@ -1,0 +1,263 @@
+r"""The element-wise maths of every loss, each written once as value and derivative, and the dense fast path.
+
+Two terms make up every loss of the library:
+
+* the **sigmoid focal term** :math:`f(s) = -\sigma(-s)^\gamma \log\sigma(s)` of a *signed* logit :math:`s`
+  (:math:`s = z_j` where class :math:`j` is a positive, :math:`-z_j` where it is a negative), whose derivative is
+
+  .. math::
+      f'(s) = \sigma(-s)^\gamma \bigl(\gamma\, \sigma(s) \log\sigma(s) - \sigma(-s)\bigr);
+
+  :func:`focal_terms` is its one definition. :math:`\gamma` may be a tensor (one exponent per element), so
+  asymmetric exponents for positives and negatives are a parameter, not another kernel;
+* the **softmax term**, the cross-entropy of the adjusted logits :math:`x = z \odot \text{scale} + \text{shift}`
+  with an optional margin :math:`m` subtracted at the target (:func:`adjusted_logits`; balanced softmax and logit
+  adjustment shift by :math:`\tau \log n`, LDAM scales and subtracts a margin, Seesaw shifts every row by its own
+  factors). Its value is :math:`\operatorname{lse}(x) - x_y` and its gradient :math:`\operatorname{softmax}(x) -
+  e_y` (:func:`softmax_terms`).
+
+Three paths use them: the reference of :mod:`~longtail_losses.losses._engine` (plain autograd through the values),
+the dense fast path below (:func:`fused_loss`: loss and gradient in one pass) and the chunked path of
+:mod:`~longtail_losses.losses.linear`. The fast path writes the gradient into one (N, C) buffer that the autograd
+function owns; its backward multiplies it in place by ``grad_output`` times a per-row scale, so a forward and
+backward allocate one (N, C) tensor besides the block-sized temporaries. The reference runs instead:
+
+* under :func:`reference_path` (tests, debugging);
+* while ``torch.compile``/dynamo traces, or inside ``torch.func`` transforms (:func:`tracing`);
+* for dtypes other than float32/float64 (the losses compute half/bfloat16 inputs in float32 anyway).
+
+Double backward (``create_graph=True``) and a second backward through a retained graph recompute the gradient
+with the reference path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["adjusted_logits", "focal_terms", "fused_loss", "reference_path", "softmax_terms", "tracing", "use_fast_path"]
+
+#: Most elements in one block of rows of the dense fast path (64 MiB of float32).
+BLOCK_ELEMENTS = 1 << 24
+
+_state = threading.local()
+
+
+def focal_terms(s: Tensor, gamma: Union[float, Tensor], *, derivative: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+    r"""The sigmoid focal loss :math:`f(s)` of signed logits and, with ``derivative``, :math:`f'(s)`, element-wise.
+
+    :math:`\log\sigma(\pm s)` come from one ``sigmoid`` and one ``log`` of a number in :math:`[\tfrac12, 1]`:
+    :math:`\log\sigma(s) = \log\max(\sigma(s), \sigma(-s)) - \max(-s, 0)`, so both are finite for any finite
+    :math:`s` without the slow ``log1p``/``logsigmoid`` kernels; :math:`\sigma(-s) = \exp\log\sigma(-s)` keeps its
+    relative accuracy where :math:`1 - \sigma(s)` would round to 0. The value is differentiable by autograd
+    (the reference path), with the exact derivative also at :math:`s = 0`.
+
+    Args:
+        s: Signed logits (any shape).
+        gamma: Focusing exponent :math:`\gamma \ge 0`, a float or a tensor broadcastable to ``s``.
+        derivative: Also return :math:`f'(s)` (not differentiable; for the fast paths).
+
+    Returns:
+        ``(f(s), f'(s))``, the second ``None`` without ``derivative``.
+    """
+    p = torch.sigmoid(s)
+    log_max = torch.where(s >= 0, p, 1.0 - p).log()  # log sigma(|s|), exact branch also at s = 0
+    log_p = log_max - torch.relu(-s)  # log sigma(s)
+    log_q = log_max - s.clamp_min(0.0)  # log sigma(-s); clamp's derivative at 0 is 1, as this branch needs
+    constant = isinstance(gamma, (int, float))
+    if constant and gamma == 0.0:
+        q_gamma: Optional[Tensor] = None
+    elif constant and gamma == 1.0:
+        q_gamma = log_q.exp()
+    else:
+        q_gamma = torch.exp(gamma * log_q)
+    value = -log_p if q_gamma is None else -(q_gamma * log_p)
+    if not derivative:
+        return value, None
+    q = q_gamma if constant and gamma == 1.0 else log_q.exp()
+    assert q is not None
+    grad = -q if q_gamma is None else q_gamma * (gamma * p * log_p - q)
+    return value, grad
+
+
+def adjusted_logits(
+    z: Tensor,
+    labels: Optional[Tensor] = None,
+    *,
+    shift: Optional[Tensor] = None,
+    scale: Union[float, Tensor] = 1.0,
+    margin: Optional[Tensor] = None,
+) -> Tensor:
+    r"""The logits of the softmax term, :math:`x = \text{scale} \cdot (z - m_y e_y) + \text{shift}`, rows (M, C).
+
+    ``shift`` is (C,) (a per-class log prior) or (M, C) (a per-row shift, Seesaw); ``scale`` a float or (C,);
+    ``margin`` (C,) is subtracted from the target logit of each row (needs ``labels``).
+    """
+    x = z
+    if margin is not None:
+        assert labels is not None  # noqa: PT018 - a margin is defined at the target
+        is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
+        x = torch.where(is_target, z - margin[labels].unsqueeze(1), z)
+    if not (isinstance(scale, float) and scale == 1.0):
+        x = x * scale
+    return x if shift is None else x + shift
+
+
+def softmax_terms(x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per row, :math:`\operatorname{lse}(x) - x_y`, and its gradient :math:`\operatorname{softmax}(x) - e_y`."""
+    log_probs = torch.log_softmax(x, dim=1)
+    at_y = (torch.arange(x.shape[0], device=x.device), labels)
+    value = -log_probs[at_y]
+    grad = log_probs.exp_()
+    grad[at_y] -= 1.0
+    return value, grad
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# When the fast path runs
+
+
+@contextlib.contextmanager
+def reference_path(enabled: bool = True) -> Iterator[None]:
+    """Within this context (per thread), every loss uses its straightforward reference implementation.
+
+    Args:
+        enabled: ``True`` forces the reference path, ``False`` restores the automatic choice.
+
+    Example:
+        >>> from longtail_losses.functional import bfs_loss
+        >>> logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+        >>> with reference_path():
+        ...     slow = bfs_loss(logits, target, [90, 10])
+        >>> torch.allclose(slow, bfs_loss(logits, target, [90, 10]))
+        True
+    """
+    previous = getattr(_state, "force_reference", False)
+    _state.force_reference = enabled
+    try:
+        yield
+    finally:
+        _state.force_reference = previous
+
+
+def tracing() -> bool:
+    """Whether ``torch.compile`` or a ``torch.func`` transform (``vmap``, ``grad``) is tracing the call."""
+    compiler = getattr(torch, "compiler", None)
+    compiling = getattr(compiler, "is_compiling", None) or getattr(torch._dynamo, "is_compiling", None)
+    functorch = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(
+        torch.jit.is_scripting()
+        or (compiling is not None and compiling())
+        or (functorch is not None and functorch())
+    )
+
+
+def use_fast_path(logits: Tensor) -> bool:
+    """Whether the dense fast path applies to these (prepared, 2-D) logits; see the module docstring."""
+    if getattr(_state, "force_reference", False) or tracing():
+        return False
+    return logits.dtype in (torch.float32, torch.float64) and logits.device.type in ("cpu", "cuda")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The dense fast path: alpha * w_y * sum_j f(s_j) + (1 - alpha) * CE(z + shift), loss and gradient in one pass
+
+
+def _forward(
+    z: Tensor, labels: Tensor, *, shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float,
+    grad: Optional[Tensor],
+) -> tuple[Tensor, Tensor]:
+    """Per-row loss and, if ``grad`` is given, its gradient: the gradient of row i is ``scale[i] * grad[i]``."""
+    n = z.shape[0]
+    loss = torch.empty(n, dtype=z.dtype, device=z.device)
+    use_softmax, use_focal = alpha < 1.0, alpha > 0.0
+    if use_focal:
+        assert weights is not None  # noqa: PT018 - the engine passes weights with alpha > 0
+        scale = alpha * weights[labels]
+        if use_softmax:
+            # The softmax part is stored divided by the row scale: a subnormal alpha * w_y is raised so that
+            # (1 - alpha) / scale stays finite (it overstates only a focal gradient below 1e-37).
+            scale = scale.clamp(min=2.0 * (1.0 - alpha) / torch.finfo(z.dtype).max)
+    else:
+        scale = torch.ones(n, dtype=z.dtype, device=z.device)
+    rows = max(1, min(n, BLOCK_ELEMENTS // max(1, z.shape[1])))
+    for start in range(0, n, rows):
+        zb, yb = z[start : start + rows], labels[start : start + rows]
+        at_y = (torch.arange(zb.shape[0], device=z.device), yb)
+        out = grad[start : start + rows] if grad is not None else None
+        row_loss = torch.zeros(zb.shape[0], dtype=z.dtype, device=z.device)
+        if use_focal:
+            signed = torch.neg(zb)
+            signed[at_y] = zb[at_y]
+            value, derivative = focal_terms(signed, gamma, derivative=out is not None)
+            row_loss += scale[start : start + rows] * value.sum(dim=1)
+            if out is not None:
+                assert derivative is not None
+                torch.neg(derivative, out=out)
+                out[at_y] = derivative[at_y]
+        if use_softmax:
+            assert shift is not None  # noqa: PT018 - the engine passes the shift with alpha < 1
+            value, softmax_grad = softmax_terms(zb + shift, yb)
+            row_loss += (1.0 - alpha) * value
+            if out is not None:
+                if use_focal:
+                    out.addcmul_(softmax_grad, ((1.0 - alpha) / scale[start : start + rows]).unsqueeze(1))
+                else:
+                    out.copy_(softmax_grad)
+        loss[start : start + rows] = row_loss
+    return loss, scale
+
+
+class _FusedLoss(torch.autograd.Function):
+    """Per-row loss whose forward also computes the gradient; backward is one in-place row scaling."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, labels: Tensor, kwargs: dict[str, Any], reference: Callable) -> Tensor:
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        loss, scale = _forward(logits, labels, **kwargs, grad=grad)
+        ctx.save_for_backward(logits)
+        ctx.grad, ctx.scale, ctx.reference, ctx.args = grad, scale, reference, (labels, kwargs)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Optional[Tensor], ...]:
+        (logits,) = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, from the reference
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(ctx.reference(logits), logits, grad_output, create_graph=True)
+            return g, None, None, None
+        grad = ctx.grad
+        if grad is None:  # a second backward through a retained graph: the buffer was handed over
+            grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
+            labels, kwargs = ctx.args
+            _forward(logits, labels, **kwargs, grad=grad)
+        ctx.grad = None  # hand the buffer over: autograd can keep it as .grad without a copy
+        return grad.mul_((grad_output * ctx.scale).unsqueeze(1)), None, None, None
+
+
+def fused_loss(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    shift: Optional[Tensor],
+    weights: Optional[Tensor],
+    alpha: float,
+    gamma: float,
+    reference: Callable[[Tensor], Tensor],
+) -> Tensor:
+    r"""Per-row :math:`\alpha\, w_y \sum_j f(s_j) + (1-\alpha)\, \mathrm{CE}(z + \text{shift}, y)` by the fast path.
+
+    ``logits`` (N, C) float32/float64 and ``labels`` (N,) in ``[0, C)`` come prepared by the engine; ``shift`` is
+    used when ``alpha < 1``, ``weights`` (C,) when ``alpha > 0``; ``reference`` is the same loss as a function of the
+    logits, for double backward. The output (N,) is not masked (the engine zeroes ignored rows).
+    """
+    kwargs: dict[str, Any] = {"shift": shift, "weights": weights, "alpha": alpha, "gamma": gamma}
+    if torch.is_grad_enabled() and logits.requires_grad:
+        out: Tensor = _FusedLoss.apply(logits, labels, kwargs, reference)
+        return out
+    return _forward(logits, labels, **kwargs, grad=None)[0]
