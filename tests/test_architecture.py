@@ -14,7 +14,7 @@ import longtail_losses
 ROOT = Path(longtail_losses.__file__).parent
 
 # The base layer: every part may import it; it imports nothing of the package.
-BASE = {"_validation", "_compat", "_docstrings"}
+BASE = {"_validation", "_docstrings"}
 # part of the package -> the other parts it may import (docs/architecture.rst, "What may import what").
 ALLOWED: dict[str, set[str]] = {
     **{part: set() for part in BASE},

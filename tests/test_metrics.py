@@ -87,7 +87,7 @@ class TestShotGroups:
             M.shot_groups([1, 2], few_threshold=float("nan"))
         with pytest.raises(ValueError, match="`class_counts` to be >= 0, but got -1 for class 1"):
             M.shot_groups([1, -1])
-        with pytest.raises(ValueError, match=r"`class_counts` to be 1-D.*shape \(0,\)"):
+        with pytest.raises(ValueError, match=r"`class_counts` to hold at least one class"):
             M.shot_groups([])
         with pytest.raises(TypeError, match="`class_counts` to hold ints"):
             M.shot_groups([1.0, 2.0])

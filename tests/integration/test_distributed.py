@@ -163,4 +163,4 @@ def test_two_gloo_processes_follow_the_single_process(tmp_path: Path) -> None:
                     else:  # float64 sums in another order: equal up to rounding (default float64 tolerance)
                         torch.testing.assert_close(got[key], expected[key], msg=msg)
         # all-reduced: after the first step each rank's counts hold the whole first batch, not its half
-        assert int(ranked["seesaw"][0]["class_counts"].sum()) == 2 * DDP_HALF
+        assert int(ranked["seesaw"][0]["accumulated_counts"].sum()) == 2 * DDP_HALF
