@@ -11,7 +11,7 @@ from .common import SHOTS
 from .method_study import DECOUPLED, EXTRA_PAIRS, GROUP, ROWS, STEM, TWO_STAGE, Design
 from .plots import method_plots
 from .runner import write_json
-from .stats import Comparison, fmt, mean_std
+from .stats import Comparison, fmt, mean_std, t_critical
 
 
 def report(results: dict[str, Any], design: Design, out: Path) -> None:
@@ -104,7 +104,8 @@ def markdown(results: dict[str, Any], design: Design) -> str:
         "",
         f'Cells: mean ± std over {n} seeds, in %. "Δ vs CE": paired difference to the CE row of the same '
         f"(IF, seed), mean ± std, seeds with a positive difference, and a two-sided paired t-test at 5% "
-        "(better / worse / n.s. = not significant; no correction for the number of comparisons).",
+        f"(`scipy.stats.ttest_rel`; p < 0.05, i.e. |t| >= {t_critical(n - 1):.3f} for {n} seeds; better / worse / "
+        "n.s. = not significant; no correction for the number of comparisons).",
         "",
     ]
     lines += [
@@ -166,15 +167,16 @@ def markdown(results: dict[str, Any], design: Design) -> str:
         "",
         "## Further paired comparisons (All accuracy, fixed in advance)",
         "",
-        "| Comparison | A | B | A − B | seeds A > B | t | result |",
-        "|---|---|---|---|---|---|---|",
+        "| Comparison | A | B | A − B | seeds A > B | t (df) | p | result |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k in ifs:
         for s in summary["pairs"][k]:
             verdict = {"replicates": "A better", "contradicted": "B better"}.get(s["verdict"], "n.s.")
             lines.append(
                 f"| {s['label']} | {fmt(s['a_mean_std'])} | {fmt(s['b_mean_std'])} | "
-                f"{fmt((s['mean_diff'], s['std_diff']))} | {s['wins']}/{s['n']} | {s['t']:.2f} | {verdict} |"
+                f"{fmt((s['mean_diff'], s['std_diff']))} | {s['wins']}/{s['n']} | {s['t']:.2f} ({s['df']}) | "
+                f"{s['p']:.3f} | {verdict} |"
             )
     lines += [
         "",

@@ -51,7 +51,8 @@ def verdict_markdown(verdicts: list[dict[str, Any]], recipe: Recipe) -> list[str
         "",
         f"Each claim is tested by paired differences over the {n} seeds (same data subsample, stage-1 model, initial "
         "classifier and batches within a seed): mean ± std of the difference, the number of seeds in which it has "
-        f"the claimed sign, and a two-sided paired t-test at 5% (|t| >= {t_critical(n - 1):.3f} for {n} seeds; no "
+        f"the claimed sign, and a two-sided paired t-test at 5% (`scipy.stats.ttest_rel`; p < 0.05, i.e. "
+        f"|t| >= {t_critical(n - 1):.3f} for {n} seeds; no "
         "correction for the number of comparisons, so expect an occasional false call among the many below). "
         "**replicates**: significant in the claimed direction; **contradicted**: significant in the other; "
         "**not resolved**: neither, at this scale and seed count.",
@@ -93,13 +94,16 @@ def verdict_markdown(verdicts: list[dict[str, Any]], recipe: Recipe) -> list[str
             "",
         ]
         if v["comparisons"]:
-            lines += ["| Comparison | A | B | A − B | seeds A > B | t | verdict |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                "| Comparison | A | B | A − B | seeds A > B | t (df) | p | verdict |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for s in v["comparisons"]:
                 digits = 1 if s["unit"] == "pt" else 3
                 lines.append(
                     f"| {s['label']} | {fmt(s['a_mean_std'], digits)} | {fmt(s['b_mean_std'], digits)} | "
                     f"{fmt((s['mean_diff'], s['std_diff']), digits)} | {s['wins']}/{s['n']} | "
-                    f"{s['t']:.2f} | {s['verdict']} |"
+                    f"{s['t']:.2f} ({s['df']}) | {s['p']:.3f} | {s['verdict']} |"
                 )
             lines.append("")
     return lines

@@ -1,14 +1,16 @@
-"""Statistics over seeds: mean and sample std, and paired comparisons with a two-sided t-test at 5%."""
+"""Statistics over seeds: mean and sample std, and paired comparisons with a two-sided t-test at 5% (scipy)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Two-sided 5% critical values of Student's t by degrees of freedom (tables of any statistics textbook).
-T_CRIT_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from scipy import stats as sps
+
+ALPHA = 0.05  # two-sided significance level of every paired comparison
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -22,8 +24,19 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def t_critical(df: int) -> float:
-    """Two-sided 5% critical value of t with ``df`` degrees of freedom (2.228 up to 10, then 1.96)."""
-    return T_CRIT_975.get(df, 2.228 if df <= 10 else 1.96)
+    """Two-sided 5% critical value of Student's t with ``df`` degrees of freedom (2.776 for 4, 2.131 for 15)."""
+    return float(sps.t.ppf(1 - ALPHA / 2, df))
+
+
+def paired_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """The t statistic and two-sided p of the paired t-test of ``a`` against ``b`` (:func:`scipy.stats.ttest_rel`).
+
+    Equal differences give t = +-inf and p = 0 (or nan and nan if they are all 0).
+    """
+    with warnings.catch_warnings():  # "precision loss" on nearly equal differences: t is still right
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        res = sps.ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
 
 
 def fmt(ms: Sequence[float], digits: int = 1) -> str:
@@ -45,21 +58,17 @@ class Comparison:
 
     def evaluate(self) -> dict[str, Any]:
         """Paired statistics and the verdict."""
-        d = [x - y for x, y in zip(self.a, self.b) if not (math.isnan(x) or math.isnan(y))]
+        pairs = [(x, y) for x, y in zip(self.a, self.b) if not (math.isnan(x) or math.isnan(y))]
+        d = [x - y for x, y in pairs]
         n = len(d)
         m, s = mean_std(d)
-        if n < 2:
-            t = math.nan
-        elif s == 0.0:
-            t = math.copysign(math.inf, m) if m != 0 else 0.0
-        else:
-            t = m / (s / math.sqrt(n))
+        t, p = paired_t(*zip(*pairs)) if n >= 2 else (math.nan, math.nan)
         crit = t_critical(n - 1) if n >= 2 else math.nan
         if n < 2:
             verdict = "n/a"
-        elif t >= crit:
+        elif p < ALPHA and t > 0:
             verdict = "replicates"
-        elif t <= -crit:
+        elif p < ALPHA and t < 0:
             verdict = "contradicted"
         elif self.kind == "not_worse":
             verdict = "consistent (no significant drop)"
@@ -73,6 +82,8 @@ class Comparison:
             "mean_diff": m,
             "std_diff": s,
             "t": t,
+            "df": max(n - 1, 0),
+            "p": p,
             "t_crit": crit,
             "wins": sum(x > 0 for x in d),
             "a_mean_std": mean_std(self.a),

@@ -33,12 +33,38 @@ class TestStatistics:
         assert all(math.isnan(v) for v in stats.mean_std([math.nan]))
 
     def test_paired_t_known_values(self):
-        # d = [1, 2, 3]: mean 2, sample std 1, t = 2 / (1 / sqrt(3)) = 3.464 < t_crit(2) = 4.303.
+        # d = [1, 2, 3]: mean 2, sample std 1, t = 2 / (1 / sqrt(3)) = 3.464 < t_crit(2) = 4.303 (p = 0.074).
         result = stats.Comparison("x", [2.0, 4.0, 6.0], [1.0, 2.0, 3.0]).evaluate()
         torch.testing.assert_close(result["mean_diff"], 2.0)
         torch.testing.assert_close(result["std_diff"], 1.0)
         torch.testing.assert_close(result["t"], 2.0 * math.sqrt(3.0))
         assert result["wins"] == 3
+        assert result["verdict"] == "not resolved"
+
+    def test_t_critical_known_values(self):
+        # Two-sided 5% critical values of Student's t (any textbook table): df 4, 10, 15, 30.
+        for df, crit in ((4, 2.776), (10, 2.228), (15, 2.131), (30, 2.042)):
+            assert abs(stats.t_critical(df) - crit) < 5e-4, df
+
+    def test_paired_t_textbook_example(self):
+        # Student's sleep data (Cushny and Peebles; R's `t.test(extra ~ group, data = sleep, paired = TRUE)`):
+        # t = -4.0621, df = 9, p-value = 0.002833.
+        drug1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+        drug2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+        result = stats.Comparison("x", drug1, drug2).evaluate()
+        assert abs(result["t"] - (-4.0621)) < 1e-4
+        assert result["df"] == 9
+        assert abs(result["p"] - 0.002833) < 1e-6
+        assert result["verdict"] == "contradicted"
+
+    def test_sixteen_seeds_use_the_t_distribution_not_the_normal(self):
+        # d = 0.53 + [1, -1, ...] over 16 pairs: t = 0.53 * 4 / sqrt(16 / 15) = 2.053, between the normal 1.96 and
+        # t_crit(15) = 2.131, so p = 0.058 and the difference is not significant at 5%.
+        b = [0.0] * 16
+        a = [0.53 + (1.0 if i % 2 == 0 else -1.0) for i in range(16)]
+        result = stats.Comparison("x", a, b).evaluate()
+        assert abs(result["t"] - 2.053) < 1e-3
+        assert 0.05 < result["p"] < 0.06
         assert result["verdict"] == "not resolved"
 
     def test_verdicts(self):
