@@ -21,24 +21,8 @@ from longtail_losses.training import train_one_epoch
 from longtail_losses.twostage import data_balanced_review, extract_features
 from longtail_losses.twostage.decoupled import LearnableWeightScaling, nearest_class_mean, tau_normalize
 
-from .common import (
-    COMPARISON_HEADER,
-    NUM_CLASSES,
-    SHOTS,
-    Settings,
-    comparison_cells,
-    criterion,
-    evaluate,
-    fmt,
-    load_full,
-    md_table,
-    plot_accuracy_vs_if,
-    plot_per_class,
-    pyplot,
-    run_all,
-    save,
-    write_json,
-)
+from . import common
+from .common import NUM_CLASSES, SHOTS, Settings, criterion, evaluate, fmt, load_full
 from .stats import compare, mean_std, t_critical
 from .training import TinyCNN, logits_of, run_stage2, train_sgd
 
@@ -281,7 +265,7 @@ def run_study(root: str, design: Design, jobs: int) -> dict[str, Any]:
         _, f, s, k, t, _ = call
         return f"IF={f:g} seed={s} {k}{'' if math.isnan(t) else f' tau={t:g}'}: {done['task']['seconds']['task']:.0f} s"
 
-    done = run_all(run_task, [(root, f, s, k, t, design) for f, s, k, t in task_list(design)], jobs, describe)
+    done = common.run_all(run_task, [(root, f, s, k, t, design) for f, s, k, t in task_list(design)], jobs, describe)
     runs = select_logit_adjusted([r for d in done for r in d["runs"]], design)
     return {
         "tasks": sorted((d["task"] for d in done), key=lambda t: (t["imbalance_factor"], t["seed"], t["kind"])),
@@ -322,7 +306,7 @@ def report(results: dict[str, Any], design: Design, out: Path) -> None:
             if row in present
         }
     results["summary"] = summary
-    write_json(out / f"{STEM}.json", results)
+    common.write_json(out / f"{STEM}.json", results)
     (out / f"{STEM}.md").write_text(markdown(results, design))
     plots(results, design, out)
 
@@ -394,7 +378,7 @@ def markdown(results: dict[str, Any], design: Design) -> str:
             cells.append(f"{best}: {fmt(rows[best]['all'])}, Δ {mark(vs[best]['all'])}" if best else "–")
         glance.append(cells)
     header = ("IF", "CE", "CE + post-hoc", "best one-stage loss", "best decoupled", "best two-stage (paper)")
-    lines += [*md_table(header, glance), ""]
+    lines += [*common.md_table(header, glance), ""]
     for key in ifs:
         rows, vs = summary["rows"][key], summary["vs_ce"][key]
         cells = [
@@ -407,7 +391,7 @@ def markdown(results: dict[str, Any], design: Design) -> str:
             for row, m in rows.items()
         ]
         header = ("Method", "Group", "Many", "Medium", "Few", "All", "Δ All vs CE", "Δ Few vs CE")
-        lines += [f"## IF = {key}", "", *md_table(header, cells), ""]
+        lines += [f"## IF = {key}", "", *common.md_table(header, cells), ""]
     ranks = [
         [
             str(i + 1),
@@ -421,15 +405,17 @@ def markdown(results: dict[str, Any], design: Design) -> str:
     lines += [
         "## Ranking per IF (mean All accuracy, best first)",
         "",
-        *md_table(("Rank", *(f"IF = {k}" for k in ifs)), ranks),
+        *common.md_table(("Rank", *(f"IF = {k}" for k in ifs)), ranks),
     ]
     verdicts = {"replicates": "A better", "contradicted": "B better"}
-    pairs = [[*comparison_cells(s), verdicts.get(s["verdict"], "n.s.")] for k in ifs for s in summary["pairs"][k]]
+    pairs = [
+        [*common.comparison_cells(s), verdicts.get(s["verdict"], "n.s.")] for k in ifs for s in summary["pairs"][k]
+    ]
     lines += ["", "## Further paired comparisons (All accuracy, fixed in advance)", ""]
-    lines += md_table((*COMPARISON_HEADER, "result"), pairs)
+    lines += common.md_table((*common.COMPARISON_HEADER, "result"), pairs)
     tuned = [[k, *(", ".join(f"{t:g}" for t in summary["tuned"][k].get(row, [])) or "–" for row in TUNED)] for k in ifs]
     lines += ["", "## Tuned values (chosen on the validation split, one per seed)", ""]
-    lines += md_table(("IF", "LogitAdjusted tau", "CE + post-hoc tau", "tau-norm tau"), tuned)
+    lines += common.md_table(("IF", "LogitAdjusted tau", "CE + post-hoc tau", "tau-norm tau"), tuned)
     tasks = results["tasks"]
     by_kind: dict[str, list[float]] = {}
     for t in tasks:
@@ -456,7 +442,7 @@ def markdown(results: dict[str, Any], design: Design) -> str:
 
 def plots(results: dict[str, Any], design: Design, out: Path) -> None:
     """Accuracy against IF for every row, and per-class accuracy of a few rows."""
-    plt, ifs = pyplot(), list(design.imbalance_factors)
+    plt, ifs = common.pyplot(), list(design.imbalance_factors)
     line = {"one-stage": "-", "decoupled (CE backbone)": "--", "two-stage (paper)": ":"}
     style = {
         row: {
@@ -468,18 +454,20 @@ def plots(results: dict[str, Any], design: Design, out: Path) -> None:
         for row in ROWS
     }
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
-    plot_accuracy_vs_if(axes, results["summary"], ROWS, ifs, style)
+    common.plot_accuracy_vs_if(axes, results["summary"], ROWS, ifs, style)
     axes[1].legend(fontsize=7, ncol=2)
     fig.suptitle(
         f"Fashion-MNIST-LT, permuted class order: accuracy vs IF (mean ± std, {len(design.seeds)} seeds); "
         "solid one-stage, dashed decoupled, dotted two-stage"
     )
-    save(fig, out / f"{STEM}_accuracy_vs_if.png")
+    common.save(fig, out / f"{STEM}_accuracy_vs_if.png")
 
     f_plot = 100 if 100 in ifs else max(ifs)
     fig, ax = plt.subplots(figsize=(8, 4.4))
-    plot_per_class(ax, results["runs"], PLOT_ROWS, f_plot, {row: {"capsize": 2, "marker": "o"} for row in PLOT_ROWS})
+    common.plot_per_class(
+        ax, results["runs"], PLOT_ROWS, f_plot, {row: {"capsize": 2, "marker": "o"} for row in PLOT_ROWS}
+    )
     ax.set_xlabel("frequency rank (0 = head; a different Fashion-MNIST class per seed)")
     ax.set_title(f"Per-class accuracy by frequency rank, IF = {f_plot:g} (mean ± std over seeds)")
     ax.legend(fontsize=7, ncol=2)
-    save(fig, out / f"{STEM}_per_class.png")
+    common.save(fig, out / f"{STEM}_per_class.png")

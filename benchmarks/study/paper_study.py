@@ -15,25 +15,8 @@ from longtail_losses import class_counts, paper
 from longtail_losses.data import fashion_mnist_lt
 from longtail_losses.twostage import data_balanced_review
 
-from .common import (
-    COMPARISON_HEADER,
-    NUM_CLASSES,
-    SHOTS,
-    Settings,
-    comparison_cells,
-    criterion,
-    evaluate,
-    fmt,
-    load_full,
-    md_table,
-    normalise,
-    plot_accuracy_vs_if,
-    plot_per_class,
-    pyplot,
-    run_all,
-    save,
-    write_json,
-)
+from . import common
+from .common import NUM_CLASSES, SHOTS, Settings, criterion, evaluate, fmt, load_full, normalise
 from .stats import claim, compare, mean_std, t_critical
 from .training import TinyCNN, logits_of, run_stage2, train_sgd
 
@@ -134,7 +117,7 @@ def task_list(recipe: Recipe) -> list[tuple[float, int]]:
 def run_study(root: str, recipe: Recipe, jobs: int) -> dict[str, Any]:
     """Every job of ``recipe`` on ``jobs`` workers: the jobs and the sorted runs."""
     describe = lambda call, d: f"IF={call[1]:g} seed={call[2]}: {d['job']['seconds']['job']:.0f} s"  # noqa: E731
-    done = run_all(run_job, [(root, f, s, recipe) for f, s in task_list(recipe)], jobs, describe)
+    done = common.run_all(run_job, [(root, f, s, recipe) for f, s in task_list(recipe)], jobs, describe)
     return {
         "jobs": sorted((d["job"] for d in done), key=lambda j: (j["imbalance_factor"], j["seed"])),
         "runs": sorted(
@@ -312,7 +295,7 @@ def report(results: dict[str, Any], recipe: Recipe, out: Path) -> None:
             summary["alpha"][f"{a:g}"] = {m: mean_std(tab.get(f"alpha={a:g}", m, recipe.alpha_sweep_if)) for m in SHOTS}
     results["summary"] = summary
     results["verdicts"] = build_claims(tab)
-    write_json(out / f"{STEM}.json", results)
+    common.write_json(out / f"{STEM}.json", results)
     (out / f"{STEM}.md").write_text(markdown(results, recipe))
     plots(results, recipe, out)
 
@@ -361,8 +344,9 @@ def markdown(results: dict[str, Any], recipe: Recipe) -> str:
         "",
     ]
     for f, rows in summary["rows"].items():
-        table = md_table(
-            ("Method", "Many", "Medium", "Few", "All"), [[row, *(fmt(m[k]) for k in SHOTS)] for row, m in rows.items()]
+        table = common.md_table(
+            ("Method", "Many", "Medium", "Few", "All"),
+            [[row, *(fmt(m[k]) for k in SHOTS)] for row, m in rows.items()],
         )
         lines += [f"**IF = {f}**", "", *table, ""]
     f_norm = f"{r.alpha_sweep_if:g}"
@@ -373,10 +357,10 @@ def markdown(results: dict[str, Any], recipe: Recipe) -> str:
             for row, per in summary["weight_norms"][f_norm].items()
         ]
         lines += [f"## Classifier weight norms per class (IF = {f_norm}, classes by descending count), mean ± std", ""]
-        lines += [*md_table(header, cells), ""]
+        lines += [*common.md_table(header, cells), ""]
     if summary["alpha"]:
         lines += [f"## BWLM alpha sweep (IF = {r.alpha_sweep_if:g}), accuracy (%) mean ± std", ""]
-        lines += md_table(
+        lines += common.md_table(
             ("alpha", "Many", "Medium", "Few", "All"),
             [[a, *(fmt(m[k]) for k in SHOTS)] for a, m in summary["alpha"].items()],
         )
@@ -455,8 +439,10 @@ def verdict_markdown(verdicts: list[dict[str, Any]], recipe: Recipe) -> list[str
             "",
         ]
         if v["comparisons"]:
-            cells = [[*comparison_cells(s, 1 if s["unit"] == "pt" else 3), s["verdict"]] for s in v["comparisons"]]
-            lines += [*md_table((*COMPARISON_HEADER, "verdict"), cells), ""]
+            cells = [
+                [*common.comparison_cells(s, 1 if s["unit"] == "pt" else 3), s["verdict"]] for s in v["comparisons"]
+            ]
+            lines += [*common.md_table((*common.COMPARISON_HEADER, "verdict"), cells), ""]
     plots_md = ("accuracy_vs_if", "All and Few accuracy vs IF"), ("weight_norms", "Classifier weight norms")
     plots_md += ("alpha_sweep", "BWLM alpha sweep"), ("per_class", "Per-class accuracy")
     return [*lines, "## Plots", "", *(f"![{alt}]({STEM}_{name}.png)" for name, alt in plots_md), ""]
@@ -464,17 +450,17 @@ def verdict_markdown(verdicts: list[dict[str, Any]], recipe: Recipe) -> list[str
 
 def plots(results: dict[str, Any], recipe: Recipe, out: Path) -> None:
     """Figures 4, 5a, 5b and 7 of the paper, redrawn from the study's ``results``."""
-    plt, summary, ifs = pyplot(), results["summary"], list(recipe.imbalance_factors)
+    plt, summary, ifs = common.pyplot(), results["summary"], list(recipe.imbalance_factors)
     styles = {
         row: {"marker": "o" if row in ("naive", "+BWLM") else ".", "lw": 2.5 if row == "+BWLM" else 1.2} for row in ROWS
     }
     with_caps = {row: {**s, "capsize": 3} for row, s in styles.items()}
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    plot_accuracy_vs_if(axes, summary, ROWS, ifs, with_caps)
+    common.plot_accuracy_vs_if(axes, summary, ROWS, ifs, with_caps)
     axes[0].legend(fontsize=8, ncol=2)
     fig.suptitle(f"Fashion-MNIST-LT: accuracy vs IF (mean ± std, {len(recipe.seeds)} seeds) — cf. paper Fig. 5b")
-    save(fig, out / f"{STEM}_accuracy_vs_if.png")
+    common.save(fig, out / f"{STEM}_accuracy_vs_if.png")
 
     f = f"{recipe.alpha_sweep_if:g}"
     norms = summary["weight_norms"].get(f, {})
@@ -496,7 +482,7 @@ def plots(results: dict[str, Any], recipe: Recipe, out: Path) -> None:
             twin.set_ylabel("training images (dashed)")
         axes[0].legend(fontsize=8)
         fig.suptitle(f"Classifier weight norms, IF = {f} (mean over seeds) — cf. paper Fig. 5a")
-        save(fig, out / f"{STEM}_weight_norms.png")
+        common.save(fig, out / f"{STEM}_weight_norms.png")
 
     if summary["alpha"]:
         fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
@@ -509,11 +495,11 @@ def plots(results: dict[str, Any], recipe: Recipe, out: Path) -> None:
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("accuracy (%)")
         fig.suptitle(f"BWLM alpha sweep, IF = {recipe.alpha_sweep_if:g} (mean ± std) — cf. paper Fig. 4")
-        save(fig, out / f"{STEM}_alpha_sweep.png")
+        common.save(fig, out / f"{STEM}_alpha_sweep.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    plot_per_class(ax, results["runs"], ("naive", "+CE", "+BWLM"), max(ifs), with_caps)
+    common.plot_per_class(ax, results["runs"], ("naive", "+CE", "+BWLM"), max(ifs), with_caps)
     ax.set_xlabel("class (descending training count)")
     ax.set_title(f"Per-class accuracy, IF = {max(ifs):g} (mean ± std) — cf. paper Fig. 7")
     ax.legend()
-    save(fig, out / f"{STEM}_per_class.png")
+    common.save(fig, out / f"{STEM}_per_class.png")
