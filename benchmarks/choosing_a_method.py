@@ -60,18 +60,19 @@ Design (fixed in this docstring before any result was seen; the same recipe for 
   steps as there. Only stage 1 is shorter (20 epochs, not 30: the one-stage recipe of this study).
   ``study.paper_study.run_job`` itself is not reused: it loads the fixed class order and trains its own naive
   model.
-* Statistics: mean +- sample std over seeds; every row is compared with ``CE`` on All and Few accuracy by
-  paired differences over seeds (same data, class order, initialisation and batches) with a two-sided paired
-  t-test at 5% (``study.stats.Comparison``; no correction for the number of comparisons). Four further pairs
-  are fixed in advance (``EXTRA_PAIRS``): LogitAdjusted and BalancedSoftmax against CE + post-hoc, cRT against
-  CE + post-hoc, and one-stage BWLM against two-stage +BWLM. Ranking per IF by mean All accuracy.
+* Statistics: mean +- sample std over seeds; every row is compared with ``CE`` on All and Few accuracy by paired
+  differences over seeds (same data, class order, initialisation and batches) with a two-sided paired t-test at
+  5% (:func:`scipy.stats.ttest_rel` in ``study.stats.compare``; no correction for the number of comparisons).
+  Four further pairs are fixed in advance (``EXTRA_PAIRS``): LogitAdjusted and BalancedSoftmax against CE +
+  post-hoc, cRT against CE + post-hoc, and one-stage BWLM against two-stage +BWLM. Ranking per IF by mean All
+  accuracy.
 
-Parallelism: ``--jobs`` worker processes (default 2) with one intra-op thread each; one task is one model of one
-(IF, seed) (the CE task also runs every decoupled row and the post-hoc adjustment, the two-stage task its stage
-2). Every task is deterministic given its seed, whatever the number of workers.
+Parallelism: ``--jobs`` worker processes (default 2, a ``concurrent.futures.ProcessPoolExecutor``) with one
+intra-op thread each; one task is one model of one (IF, seed) (the CE task also runs every decoupled row and the
+post-hoc adjustment, the two-stage task its stage 2). Every task is deterministic given its seed, whatever the
+number of workers.
 
-The code is in the package ``benchmarks/study/`` (:mod:`study.method_study`: design, data and tasks,
-:mod:`study.method_report`: the report).
+The code is in the package ``benchmarks/study/`` (:mod:`study.method_study`: design, data, tasks and report).
 """
 
 from __future__ import annotations
@@ -83,24 +84,12 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study.method_report import report
-from study.method_study import QUICK, STEM, Design, run_study, task_list
-from study.runner import command_line, output_folder, parse_args, rebuild_report
+from study import method_study
+from study.common import main as study_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv, (__doc__ or "").splitlines()[0], "smoke test: IF 100, 2 seeds, 1 epoch (not evidence)")
-    design = QUICK if args.quick else Design()
-    out = output_folder(args, STEM)
-    if args.report_only:
-        return rebuild_report(out, STEM, "design", Design, report)
-    print(f"{STEM}: {len(task_list(design))} tasks on {args.jobs} workers -> {out}", flush=True)
-    results = run_study(args.root, design, args.jobs, command_line("choosing_a_method.py", argv, sys.argv).strip())
-    report(results, design, out)
-    print(f"wrote {out / (STEM + '.json')}, {STEM}.md and plots in {results['meta']['wall_seconds']:.0f} s")
-    for k, ranking in results["summary"]["ranking"].items():
-        print(f"  IF={k}: " + " > ".join(ranking))
-    return 0
+    return study_main(argv, method_study, __doc__ or "", "smoke test: IF 100, 2 seeds, 1 epoch (not evidence)")
 
 
 if __name__ == "__main__":

@@ -34,59 +34,38 @@ Design (chosen once, before any result was seen; the same recipe for every row):
   convention, gradient ``lambda * theta``) with the same lambda = 5e-3 for CEW, CBW, BSW and BWLM; the plain
   rows have no decay at all.
 * Alpha sweep (paper Fig. 4): BWLM with alpha = 0.1 ... 0.9 at IF = 100, same seeds and stage-1 models.
-* Statistics: mean +- sample std over seeds; each claim is checked as paired differences over seeds (same
-  data, stage-1 model and initial classifier), with a two-sided paired t-test at 5% (no correction for the
-  number of comparisons). "Replicates": significant in the claimed direction; "contradicted": significant in
-  the other; otherwise "not resolved at this scale".
+* Statistics: mean +- sample std over seeds; each claim is checked as paired differences over seeds (same data,
+  stage-1 model and initial classifier), with a two-sided paired t-test at 5% (:func:`scipy.stats.ttest_rel`; no
+  correction for the number of comparisons). "Replicates": significant in the claimed direction; "contradicted":
+  significant in the other; otherwise "not resolved at this scale".
 
 Rows of several stage-2 losses are trained together as one module of independent heads whose loss is the sum of
 the heads' losses: each head's gradient, momentum buffer, schedule and batches are exactly those of training it
 alone, and the per-step overhead is paid once (``tests/integration/test_real_data_lt.py`` checks the equivalence).
 
-Parallelism: ``--jobs`` worker processes (default 2) with one intra-op thread each; one job is one
-(imbalance factor, seed) pair. Every job is deterministic given its seed, whatever the number of workers.
+Parallelism: ``--jobs`` worker processes (default 2, a ``concurrent.futures.ProcessPoolExecutor``) with one
+intra-op thread each; one job is one (imbalance factor, seed) pair. Every job is deterministic given its seed,
+whatever the number of workers.
 
-The code is in the package ``benchmarks/study/`` (:mod:`study.paper_study`: recipe and jobs,
-:mod:`study.paper_claims`: the claims, :mod:`study.paper_report`: the report); the rows and their losses are
-those of :mod:`longtail_losses.paper`.
+The code is in the package ``benchmarks/study/`` (:mod:`study.paper_study`: recipe, jobs, claims and report); the
+rows and their losses are those of :mod:`longtail_losses.paper`.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study.paper_report import report
-from study.paper_study import QUICK, STEM, Recipe, run_study
-from study.runner import command_line, output_folder, parse_args, rebuild_report, write_json
+from study import paper_study
+from study.common import main as study_main
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(
-        argv, __doc__.splitlines()[0], "smoke test: IF 100, 2 seeds, few epochs (not evidence)", seeds=True
-    )
-    recipe = QUICK if args.quick else Recipe()
-    if args.seeds is not None:
-        recipe = replace(recipe, seeds=tuple(range(args.seeds)))
-    out = output_folder(args, STEM)
-    if args.report_only:
-        return rebuild_report(out, STEM, "recipe", Recipe, report)
-    start = time.perf_counter()
-    print(f"real_data_lt: {len(recipe.imbalance_factors) * len(recipe.seeds)} jobs on {args.jobs} workers -> {out}")
-    results = run_study(args.root, recipe, args.jobs, command_line("real_data_lt.py", argv, sys.argv).strip())
-    report(results, recipe, out)
-    results["meta"]["wall_seconds_with_report"] = time.perf_counter() - start
-    write_json(out / f"{STEM}.json", results)
-    print(f"wrote {out / (STEM + '.json')}, {STEM}.md and plots in {results['meta']['wall_seconds']:.0f} s")
-    for v in results["verdicts"]:
-        print(f"  {v['key']}: {v['verdict']}")
-    return 0
+    return study_main(argv, paper_study, __doc__ or "", "smoke test: IF 100, 2 seeds, few epochs (not evidence)")
 
 
 if __name__ == "__main__":

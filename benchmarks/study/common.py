@@ -1,16 +1,32 @@
-"""What both studies share: their common settings, the Fashion-MNIST data and the metrics of one run."""
+"""What both studies share: settings, data, metrics, running the tasks, the command line and report helpers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import torch
 from torch import Tensor, nn
 
 from longtail_losses import paper
 from longtail_losses.data import fashion_mnist_lt
 from longtail_losses.metrics import classifier_weight_norms, per_class_accuracy, shot_accuracy
+
+from .stats import mean_std
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -40,25 +56,21 @@ class Settings:
     stage2_steps: int = 3_392
     quick: bool = False
 
-    @classmethod
-    def from_json(cls, record: dict[str, Any]) -> Any:
-        """The settings written to a study's JSON (lists back to tuples)."""
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
-        return cls(**values)
-
 
 def criterion(
     row: str, counts: Tensor, classifier: nn.Module, settings: Settings, alpha: Optional[float] = None
 ) -> Any:
     """The loss of the paper's ``row`` with the study's hyperparameters (``alpha``: a sweep's, else the study's)."""
+    alpha = settings.alpha if alpha is None else alpha
+    s = settings
     return paper.criterion(
         row,
         counts,
         classifier,
-        alpha=settings.alpha if alpha is None else alpha,
-        beta=settings.beta,
-        gamma=settings.gamma,
-        weight_decay=settings.weight_decay,
+        alpha=alpha,
+        beta=s.beta,
+        gamma=s.gamma,
+        weight_decay=s.weight_decay,
         validate_args=False,
     )
 
@@ -80,14 +92,170 @@ def load_full(root: str, *, train: bool) -> tuple[Tensor, Tensor]:
 
 
 def evaluate(
-    logits: Tensor, targets: Tensor, train_counts: Tensor, weight: Tensor, settings: Settings
+    logits: Tensor, target: Tensor, train_counts: Tensor, weight: Tensor, settings: Settings
 ) -> dict[str, Any]:
     """Shot accuracies (thresholds of ``settings``), per-class accuracy and the classifier's per-class norms."""
     shots = shot_accuracy(
-        logits, targets, train_counts, many_threshold=settings.many_threshold, few_threshold=settings.few_threshold
+        logits, target, train_counts, many_threshold=settings.many_threshold, few_threshold=settings.few_threshold
     )
     return {
         **shots,
-        "per_class_accuracy": per_class_accuracy(logits, targets, NUM_CLASSES).tolist(),
+        "per_class_accuracy": per_class_accuracy(logits, target, NUM_CLASSES).tolist(),
         "weight_norms": classifier_weight_norms(weight).tolist(),
     }
+
+
+def run_all(fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]], jobs: int, describe: Callable) -> list[Any]:
+    """``fn(*call)`` for every call, in order, on ``jobs`` spawned processes (in this process if ``jobs <= 1``).
+
+    Every call is deterministic given its arguments, so the results do not depend on ``jobs``.
+    """
+    start = time.perf_counter()
+    done = []
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else nullcontext() as pool:
+        for call, result in zip(calls, (pool.map if pool else map)(fn, *zip(*calls))):
+            done.append(result)
+            took = time.perf_counter() - start
+            print(f"  [{len(done)}/{len(calls)}] {describe(call, result)} ({took:.0f} s)", flush=True)
+    return done
+
+
+def _commit() -> str:
+    try:
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        return subprocess.run(git, capture_output=True, text=True, check=True, cwd=RESULTS.parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_meta(*, command: str, jobs: int, root: str, load_start: Sequence[float], start: float) -> dict[str, Any]:
+    """The record of a study's run: command, versions, machine, commit, load and wall time."""
+    return {
+        "command": command,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "jobs": jobs,
+        "threads_per_job": 1,
+        "commit": _commit(),
+        "root": root,
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "wall_seconds": time.perf_counter() - start,
+    }
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    """``results`` as indented JSON (``NaN`` and ``Infinity`` allowed), with a final newline."""
+    path.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+
+
+def main(argv: Optional[Sequence[str]], study: Any, doc: str, quick_help: str) -> int:
+    """The command line of both scripts; ``study`` is the module with ``STEM``, ``KEY``, ``QUICK`` and so on.
+
+    Flags: ``--root --quick --out --jobs --seeds --report-only``.
+    """
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="folder with the Fashion-MNIST IDX files")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", type=Path, help="output folder (default benchmarks/results; --quick: a new temp one)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; --quick 2)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild Markdown and plots from the JSON in --out")
+    args = parser.parse_args(argv)
+    stem = study.STEM
+    out = args.out or (Path(tempfile.mkdtemp(prefix=f"{stem}_quick_")) if args.quick else RESULTS)
+    if args.report_only:
+        results = json.loads((out / f"{stem}.json").read_text())
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in results[study.KEY].items()}
+        study.report(results, type(study.QUICK)(**settings), out)
+        print(f"rebuilt the report in {out}")
+        return 0
+    settings = study.QUICK if args.quick else type(study.QUICK)()
+    if args.seeds is not None:
+        settings = replace(settings, seeds=tuple(range(args.seeds)))
+    command = f"python benchmarks/{stem}.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"{stem}: {len(study.task_list(settings))} tasks on {args.jobs} workers -> {out}", flush=True)
+    start, load_start = time.perf_counter(), os.getloadavg()
+    fashion_mnist_lt(args.root, 1, train=False)  # fail early, with the reader's message, if the data are missing
+    results = study.run_study(args.root, settings, args.jobs)
+    meta = run_meta(command=command.strip(), jobs=args.jobs, root=args.root, load_start=load_start, start=start)
+    results = {"meta": meta, study.KEY: asdict(settings), **results}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"{stem}.json", results)  # the raw runs first
+    study.report(results, settings, out)
+    print(f"wrote {out / (stem + '.json')}, {stem}.md and plots in {meta['wall_seconds']:.0f} s")
+    for line in study.headline(results):
+        print(f"  {line}")
+    return 0
+
+
+# Report helpers.
+
+
+def fmt(ms: Sequence[float], digits: int = 1) -> str:
+    """``mean ± std`` with ``digits`` decimals; an en dash for ``nan``."""
+    m, s = ms
+    return "–" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a Markdown table."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+COMPARISON_HEADER = ("Comparison", "A", "B", "A − B", "seeds A > B", "t (df)", "p")
+
+
+def comparison_cells(s: dict[str, Any], digits: int = 1) -> list[str]:
+    """The cells of :data:`COMPARISON_HEADER` for the statistics ``s`` of :func:`.stats.compare`."""
+    a, b, d = fmt(s["a_mean_std"], digits), fmt(s["b_mean_std"], digits), fmt((s["mean_diff"], s["std_diff"]), digits)
+    return [s["label"], a, b, d, f"{s['wins']}/{s['n']}", f"{s['t']:.2f} ({s['df']})", f"{s['p']:.3f}"]
+
+
+def pyplot() -> Any:
+    """The pyplot of matplotlib on the Agg backend (imported only when plotting)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path) -> None:
+    """Write ``fig`` as PNG and close it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+
+
+def plot_accuracy_vs_if(
+    axes: Sequence[Any], summary: dict[str, Any], rows: Sequence[str], ifs: Sequence[float], style: dict[str, Any]
+) -> None:
+    """All (left) and Few (right) accuracy against the imbalance factor, one line per row, mean ± std."""
+    for ax, metric in zip(axes, ("all", "few")):
+        for row in rows:
+            pts = [(f, summary["rows"][f"{f:g}"][row][metric]) for f in ifs if row in summary["rows"][f"{f:g}"]]
+            pts = [(f, ms) for f, ms in pts if not math.isnan(ms[0])]
+            if pts:
+                ax.errorbar(
+                    [p[0] for p in pts], [p[1][0] for p in pts], yerr=[p[1][1] for p in pts], label=row, **style[row]
+                )
+        ax.set_xscale("log")
+        ax.set_xticks(ifs, [f"{f:g}" for f in ifs])
+        ax.set_xlabel("imbalance factor")
+        ax.set_ylabel(f"{metric.capitalize()} accuracy (%)")
+        ax.grid(alpha=0.3)
+
+
+def plot_per_class(ax: Any, runs: list[dict[str, Any]], rows: Sequence[str], f: float, style: dict[str, Any]) -> None:
+    """Per-class accuracy (%) of each row at IF ``f``, mean ± std over seeds."""
+    for row in rows:
+        per = [r["per_class_accuracy"] for r in runs if r["row"] == row and r["imbalance_factor"] == f]
+        if per:
+            ms = [mean_std([100 * p[c] for p in per]) for c in range(NUM_CLASSES)]
+            ax.errorbar(range(NUM_CLASSES), [v[0] for v in ms], yerr=[v[1] for v in ms], label=row, **style[row])
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)

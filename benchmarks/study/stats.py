@@ -1,14 +1,15 @@
-"""Statistics over seeds: mean and sample std, and paired comparisons with a two-sided t-test at 5%."""
+"""Statistics over seeds: mean and sample std, and paired comparisons with a two-sided t-test at 5% (scipy)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-# Two-sided 5% critical values of Student's t by degrees of freedom (tables of any statistics textbook).
-T_CRIT_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+from scipy import stats as sps
+
+ALPHA = 0.05  # two-sided significance level of every paired comparison
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -17,103 +18,78 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not v:
         return math.nan, math.nan
     m = sum(v) / len(v)
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return m, s
+    return m, math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
 
 
 def t_critical(df: int) -> float:
-    """Two-sided 5% critical value of t with ``df`` degrees of freedom (2.228 up to 10, then 1.96)."""
-    return T_CRIT_975.get(df, 2.228 if df <= 10 else 1.96)
+    """Two-sided 5% critical value of Student's t with ``df`` degrees of freedom (2.776 for 4, 2.131 for 15)."""
+    return float(sps.t.ppf(1 - ALPHA / 2, df))
 
 
-def fmt(ms: Sequence[float], digits: int = 1) -> str:
-    """``mean ± std`` with ``digits`` decimals; an en dash for ``nan``."""
-    m, s = ms
-    return "–" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+def compare(label: str, a: Sequence[float], b: Sequence[float], kind: str = "greater", unit: str = "pt") -> dict:
+    """A claimed ``a > b`` (``kind='not_worse'``: ``a`` not worse than ``b``) on paired per-seed values.
+
+    A two-sided paired t-test at 5% (:func:`scipy.stats.ttest_rel`) on the pairs without ``nan``: "replicates"
+    if significant in the claimed direction, "contradicted" if in the other, else "not resolved" ("consistent
+    (no significant drop)" for ``not_worse``); "n/a" with fewer than two pairs. Equal differences give
+    t = +-inf and p = 0 (nan if they are all 0).
+    """
+    pairs = [(x, y) for x, y in zip(a, b) if not (math.isnan(x) or math.isnan(y))]
+    d, n = [x - y for x, y in pairs], len(pairs)
+    t = p = crit = math.nan
+    if n >= 2:
+        with warnings.catch_warnings():  # "precision loss" on nearly equal differences: t is still right
+            warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+            res = sps.ttest_rel(*zip(*pairs))
+        t, p, crit = float(res.statistic), float(res.pvalue), t_critical(n - 1)
+    if n < 2:
+        verdict = "n/a"
+    elif p < ALPHA:
+        verdict = "replicates" if t > 0 else "contradicted"
+    else:
+        verdict = "consistent (no significant drop)" if kind == "not_worse" else "not resolved"
+    m, s = mean_std(d)
+    return {
+        "label": label,
+        "kind": kind,
+        "unit": unit,
+        "n": n,
+        "mean_diff": m,
+        "std_diff": s,
+        "t": t,
+        "df": max(n - 1, 0),
+        "p": p,
+        "t_crit": crit,
+        "wins": sum(x > 0 for x in d),
+        "a_mean_std": mean_std(a),
+        "b_mean_std": mean_std(b),
+        "verdict": verdict,
+    }
 
 
-@dataclass
-class Comparison:
-    """A claimed inequality ``a > b`` (or ``a`` not worse than ``b``), tested on paired per-seed values."""
-
-    label: str
-    a: list[float]
-    b: list[float]
-    kind: str = "greater"  # or "not_worse"
-    unit: str = "pt"
-    stats: dict[str, Any] = field(default_factory=dict)
-
-    def evaluate(self) -> dict[str, Any]:
-        """Paired statistics and the verdict."""
-        d = [x - y for x, y in zip(self.a, self.b) if not (math.isnan(x) or math.isnan(y))]
-        n = len(d)
-        m, s = mean_std(d)
-        if n < 2:
-            t = math.nan
-        elif s == 0.0:
-            t = math.copysign(math.inf, m) if m != 0 else 0.0
-        else:
-            t = m / (s / math.sqrt(n))
-        crit = t_critical(n - 1) if n >= 2 else math.nan
-        if n < 2:
-            verdict = "n/a"
-        elif t >= crit:
-            verdict = "replicates"
-        elif t <= -crit:
-            verdict = "contradicted"
-        elif self.kind == "not_worse":
-            verdict = "consistent (no significant drop)"
-        else:
-            verdict = "not resolved"
-        self.stats = {
-            "label": self.label,
-            "kind": self.kind,
-            "unit": self.unit,
-            "n": n,
-            "mean_diff": m,
-            "std_diff": s,
-            "t": t,
-            "t_crit": crit,
-            "wins": sum(x > 0 for x in d),
-            "a_mean_std": mean_std(self.a),
-            "b_mean_std": mean_std(self.b),
-            "verdict": verdict,
-        }
-        return self.stats
-
-
-@dataclass
-class Claim:
-    """One of the paper's claims and the paired comparisons that test it here."""
-
-    key: str
-    source: str
-    text: str
-    comparisons: list[Comparison]
-
-    def evaluate(self) -> dict[str, Any]:
-        """Evaluate every comparison and combine their verdicts."""
-        stats = [c.evaluate() for c in self.comparisons]
-        verdicts = [s["verdict"] for s in stats if s["verdict"] != "n/a"]
-        ok = [v for v in verdicts if v == "replicates" or v.startswith("consistent")]
-        bad = [v for v in verdicts if v == "contradicted"]
-        if not verdicts:
-            overall = "not tested at this configuration"
-        elif len(ok) == len(verdicts):
-            overall = "replicates"
-        elif bad and ok:
-            overall = "mixed: partly replicates, partly contradicted"
-        elif bad:
-            overall = "does not replicate"
-        elif ok:
-            overall = "partly replicates (rest not resolved)"
-        else:
-            overall = "not resolved at this scale"
-        return {
-            "key": self.key,
-            "source": self.source,
-            "text": self.text,
-            "verdict": overall,
-            "counts": {"replicates": len(ok), "contradicted": len(bad), "total": len(verdicts)},
-            "comparisons": stats,
-        }
+def claim(key: str, source: str, text: str, comparisons: list[dict[str, Any]]) -> dict[str, Any]:
+    """One of the paper's claims with the statistics of the comparisons that test it, and their combined verdict."""
+    verdicts = [s["verdict"] for s in comparisons if s["verdict"] != "n/a"]
+    ok = [v for v in verdicts if v == "replicates" or v.startswith("consistent")]
+    bad = [v for v in verdicts if v == "contradicted"]
+    if not verdicts:
+        overall = "not tested at this configuration"
+    elif len(ok) == len(verdicts):
+        overall = "replicates"
+    elif bad and ok:
+        overall = "mixed: partly replicates, partly contradicted"
+    elif bad:
+        overall = "does not replicate"
+    elif ok:
+        overall = "partly replicates (rest not resolved)"
+    else:
+        overall = "not resolved at this scale"
+    counts = {"replicates": len(ok), "contradicted": len(bad), "total": len(verdicts)}
+    return {
+        "key": key,
+        "source": source,
+        "text": text,
+        "verdict": overall,
+        "counts": counts,
+        "comparisons": comparisons,
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import torch
@@ -16,28 +16,17 @@ from longtail_losses.twostage import extract_features, replace_classifier, train
 
 from .common import NUM_CLASSES, Settings, criterion
 
-Criterion = Callable[[Tensor, Tensor], Tensor]
-
 
 class TinyCNN(nn.Module):
     """Two conv blocks and a 64-unit feature layer for 28x28 grey images; the classifier is ``fc``."""
 
     def __init__(self, num_classes: int = NUM_CLASSES, feature_dim: int = 64) -> None:
         super().__init__()
+        block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]  # noqa: E731
         self.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1, bias=False),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1, bias=False),
-            nn.BatchNorm2d(16),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(16 * 7 * 7, feature_dim, bias=False),
-            nn.BatchNorm1d(feature_dim),
-            nn.ReLU(),
-        )
+            *block(1, 8), nn.MaxPool2d(2), *block(8, 16), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Linear(16 * 7 * 7, feature_dim, bias=False), nn.BatchNorm1d(feature_dim), nn.ReLU(),
+        )  # fmt: skip
         self.fc = nn.Linear(feature_dim, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -60,7 +49,7 @@ class Heads(nn.Module):
 class SumOfLosses:
     """Sum over heads of ``criteria[k](logits of head k, target)``: each head gets exactly its own gradient."""
 
-    def __init__(self, criteria: Sequence[Criterion], num_classes: int) -> None:
+    def __init__(self, criteria: Sequence[Callable[[Tensor, Tensor], Tensor]], num_classes: int) -> None:
         self.criteria = list(criteria)
         self.num_classes = num_classes
 
@@ -68,13 +57,6 @@ class SumOfLosses:
         """The summed loss."""
         chunks = logits.split(self.num_classes, dim=1)
         return torch.stack([crit(z, target) for crit, z in zip(self.criteria, chunks)]).sum()
-
-
-def batches(x: Tensor, y: Tensor, sampler: SeededBatchSampler) -> Iterator[tuple[Tensor, Tensor]]:
-    """The ``(x, y)`` batches of ``sampler``'s indices."""
-    for index in sampler:
-        i = torch.tensor(index)
-        yield x[i], y[i]
 
 
 def logits_of(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 2000) -> Tensor:
@@ -86,7 +68,7 @@ def train_sgd(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
-    loss: Criterion,
+    loss: Any,
     *,
     epochs: int,
     lr: float,
@@ -104,64 +86,9 @@ def train_sgd(
         if before_epoch is not None:
             before_epoch(epoch)
         sampler.set_epoch(epoch)
-        train_one_epoch(model, batches(x, y, sampler), loss, optimizer, scheduler=scheduler)
+        batches = ((x[i], y[i]) for i in map(torch.tensor, sampler))
+        train_one_epoch(model, batches, loss, optimizer, scheduler=scheduler)
     return time.perf_counter() - start
-
-
-def frozen_features(
-    model: nn.Module, train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], seed: int
-) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor]:
-    """Freeze the stage-1 ``model`` (eval mode) with a new 10-way ``fc`` drawn after ``torch.manual_seed(seed)``.
-
-    Returns the new classifier's initial state and the cached features and labels of ``train`` and the
-    features of ``test``.
-    """
-    torch.manual_seed(seed)
-    new_fc = replace_classifier(model, NUM_CLASSES, classifier_attr="fc")
-    init = {k: v.clone() for k, v in new_fc.state_dict().items()}
-    feats, labels = extract_features(model, train, classifier_attr="fc", batch_size=1000)
-    test_feats, _ = extract_features(model, test, classifier_attr="fc", batch_size=2000)
-    return init, feats, labels, test_feats
-
-
-def train_heads(
-    feats: Tensor,
-    labels: Tensor,
-    init: dict[str, Tensor],
-    specs: Sequence[tuple[str, Optional[float]]],
-    settings: Settings,
-    *,
-    lr: float,
-    seed: int,
-) -> tuple[list[nn.Linear], int, int]:
-    """Stage 2: one head per ``(row, alpha)`` of ``specs``, all from ``init``, trained together on cached features.
-
-    Each head gets the paper's loss of its row (:func:`.common.criterion`, with the class counts of ``labels``)
-    for about ``settings.stage2_steps`` steps: SGD with momentum, cosine to 0, seeded batches. Returns the heads
-    and the number of epochs and of steps per epoch.
-    """
-    counts = class_counts(labels, num_classes=NUM_CLASSES)
-    heads = []
-    for _ in specs:
-        head = nn.Linear(feats.shape[1], NUM_CLASSES)
-        head.load_state_dict(init)
-        heads.append(head)
-    criteria = [criterion(row, counts, h, settings, a) for (row, a), h in zip(specs, heads)]
-    steps_per_epoch = len(SeededBatchSampler(len(labels), settings.batch_size, seed=seed))
-    epochs = max(1, round(settings.stage2_steps / steps_per_epoch))
-    train_classifier(
-        Heads(heads),
-        feats,
-        labels,
-        SumOfLosses(criteria, NUM_CLASSES),
-        epochs=epochs,
-        batch_size=settings.batch_size,
-        lr=lr,
-        momentum=paper.RECIPE.momentum,
-        scheduler="cosine",
-        seed=seed,
-    )
-    return heads, epochs, steps_per_epoch
 
 
 def run_stage2(
@@ -175,23 +102,37 @@ def run_stage2(
     seed: int,
     init_seed: int,
 ) -> dict[str, Any]:
-    """:func:`frozen_features` then :func:`train_heads`.
+    """Stage 2: freeze the stage-1 ``model`` (eval mode), cache its features, train one head per ``(row, alpha)``.
 
-    Returns the heads, their test logits, the class counts of ``review``, the epochs and steps of stage 2 and
-    the seconds of the feature extraction and of the training.
+    The heads start from one new 10-way ``fc`` drawn after ``torch.manual_seed(init_seed)`` and are trained
+    together on the cached features of ``review``, each with the paper's loss of its row (class counts of
+    ``review``), for about ``settings.stage2_steps`` steps: SGD with momentum, cosine to 0, seeded batches.
+    Returns the heads, their test logits, the counts of ``review``, the epochs and steps, and the seconds.
     """
     start = time.perf_counter()
-    init, feats, labels, test_feats = frozen_features(model, review, test, init_seed)
-    extract_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    heads, epochs, steps_per_epoch = train_heads(feats, labels, init, specs, settings, lr=lr, seed=seed)
+    torch.manual_seed(init_seed)
+    init = {k: v.clone() for k, v in replace_classifier(model, NUM_CLASSES, classifier_attr="fc").state_dict().items()}
+    feats, labels = extract_features(model, review, classifier_attr="fc", batch_size=1000)
+    test_feats, _ = extract_features(model, test, classifier_attr="fc", batch_size=2000)
+    extract_seconds, start = time.perf_counter() - start, time.perf_counter()
+    counts = class_counts(labels, num_classes=NUM_CLASSES)
+    heads = [nn.Linear(feats.shape[1], NUM_CLASSES) for _ in specs]
+    for head in heads:
+        head.load_state_dict(init)
+    criteria = [criterion(row, counts, h, settings, a) for (row, a), h in zip(specs, heads)]
+    steps_per_epoch = len(SeededBatchSampler(len(labels), settings.batch_size, seed=seed))
+    epochs = max(1, round(settings.stage2_steps / steps_per_epoch))
+    train_classifier(
+        Heads(heads), feats, labels, SumOfLosses(criteria, NUM_CLASSES), epochs=epochs,
+        batch_size=settings.batch_size, lr=lr, momentum=paper.RECIPE.momentum, scheduler="cosine", seed=seed,
+    )  # fmt: skip
     train_seconds = time.perf_counter() - start
     with torch.no_grad():
         logits = [h(test_feats) for h in heads]
     return {
         "heads": heads,
         "logits": logits,
-        "counts": class_counts(labels, num_classes=NUM_CLASSES),
+        "counts": counts,
         "epochs": epochs,
         "steps": epochs * steps_per_epoch,
         "extract_seconds": extract_seconds,

@@ -14,7 +14,7 @@ import math
 
 import pytest
 import torch
-from study import common, paper_claims, stats, training
+from study import common, paper_study, stats, training
 from study.paper_study import QUICK, ROWS, Recipe
 from torch import nn
 
@@ -33,43 +33,69 @@ class TestStatistics:
         assert all(math.isnan(v) for v in stats.mean_std([math.nan]))
 
     def test_paired_t_known_values(self):
-        # d = [1, 2, 3]: mean 2, sample std 1, t = 2 / (1 / sqrt(3)) = 3.464 < t_crit(2) = 4.303.
-        result = stats.Comparison("x", [2.0, 4.0, 6.0], [1.0, 2.0, 3.0]).evaluate()
+        # d = [1, 2, 3]: mean 2, sample std 1, t = 2 / (1 / sqrt(3)) = 3.464 < t_crit(2) = 4.303 (p = 0.074).
+        result = stats.compare("x", [2.0, 4.0, 6.0], [1.0, 2.0, 3.0])
         torch.testing.assert_close(result["mean_diff"], 2.0)
         torch.testing.assert_close(result["std_diff"], 1.0)
         torch.testing.assert_close(result["t"], 2.0 * math.sqrt(3.0))
         assert result["wins"] == 3
         assert result["verdict"] == "not resolved"
 
+    def test_t_critical_known_values(self):
+        # Two-sided 5% critical values of Student's t (any textbook table): df 4, 10, 15, 30.
+        for df, crit in ((4, 2.776), (10, 2.228), (15, 2.131), (30, 2.042)):
+            assert abs(stats.t_critical(df) - crit) < 5e-4, df
+
+    def test_paired_t_textbook_example(self):
+        # Student's sleep data (Cushny and Peebles; R's `t.test(extra ~ group, data = sleep, paired = TRUE)`):
+        # t = -4.0621, df = 9, p-value = 0.002833.
+        drug1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+        drug2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+        result = stats.compare("x", drug1, drug2)
+        assert abs(result["t"] - (-4.0621)) < 1e-4
+        assert result["df"] == 9
+        assert abs(result["p"] - 0.002833) < 1e-6
+        assert result["verdict"] == "contradicted"
+
+    def test_sixteen_seeds_use_the_t_distribution_not_the_normal(self):
+        # d = 0.53 + [1, -1, ...] over 16 pairs: t = 0.53 * 4 / sqrt(16 / 15) = 2.053, between the normal 1.96 and
+        # t_crit(15) = 2.131, so p = 0.058 and the difference is not significant at 5%.
+        b = [0.0] * 16
+        a = [0.53 + (1.0 if i % 2 == 0 else -1.0) for i in range(16)]
+        result = stats.compare("x", a, b)
+        assert abs(result["t"] - 2.053) < 1e-3
+        assert 0.05 < result["p"] < 0.06
+        assert result["verdict"] == "not resolved"
+
     def test_verdicts(self):
         a = [10.0, 11.0, 12.0, 13.0, 14.0]
         b = [x - d for x, d in zip(a, [1.0, 1.2, 0.9, 1.1, 1.0])]  # differences ~1 +- 0.1: t ~ 22
-        assert stats.Comparison("x", a, b).evaluate()["verdict"] == "replicates"
-        assert stats.Comparison("x", b, a).evaluate()["verdict"] == "contradicted"
-        assert stats.Comparison("x", b, a, kind="not_worse").evaluate()["verdict"] == "contradicted"
+        assert stats.compare("x", a, b)["verdict"] == "replicates"
+        assert stats.compare("x", b, a)["verdict"] == "contradicted"
+        assert stats.compare("x", b, a, kind="not_worse")["verdict"] == "contradicted"
         noisy = [x + d for x, d in zip(a, [1.0, -1.0, 0.5, -0.5, 0.1])]
-        assert stats.Comparison("x", noisy, a).evaluate()["verdict"] == "not resolved"
-        assert stats.Comparison("x", noisy, a, kind="not_worse").evaluate()["verdict"].startswith("consistent")
-        assert stats.Comparison("x", [1.0], [0.0]).evaluate()["verdict"] == "n/a"
+        assert stats.compare("x", noisy, a)["verdict"] == "not resolved"
+        assert stats.compare("x", noisy, a, kind="not_worse")["verdict"].startswith("consistent")
+        assert stats.compare("x", [1.0], [0.0])["verdict"] == "n/a"
 
     def test_claim_combines_verdicts(self):
-        up = stats.Comparison("up", [2.0, 2.1, 2.2], [1.0, 1.0, 1.0])
-        down = stats.Comparison("down", [1.0, 1.0, 1.0], [2.0, 2.1, 2.2])
-        flat = stats.Comparison("flat", [1.0, 2.0, 1.5], [1.5, 1.5, 1.5])
-        assert stats.Claim("k", "s", "t", [up]).evaluate()["verdict"] == "replicates"
-        assert stats.Claim("k", "s", "t", [up, down]).evaluate()["verdict"].startswith("mixed")
-        assert stats.Claim("k", "s", "t", [down, flat]).evaluate()["verdict"] == "does not replicate"
-        assert stats.Claim("k", "s", "t", [up, flat]).evaluate()["verdict"].startswith("partly")
-        assert stats.Claim("k", "s", "t", [flat]).evaluate()["verdict"] == "not resolved at this scale"
-        assert stats.Claim("k", "s", "t", []).evaluate()["verdict"] == "not tested at this configuration"
+        up = stats.compare("up", [2.0, 2.1, 2.2], [1.0, 1.0, 1.0])
+        down = stats.compare("down", [1.0, 1.0, 1.0], [2.0, 2.1, 2.2])
+        flat = stats.compare("flat", [1.0, 2.0, 1.5], [1.5, 1.5, 1.5])
+        assert stats.claim("k", "s", "t", [up])["verdict"] == "replicates"
+        assert stats.claim("k", "s", "t", [up, down])["verdict"].startswith("mixed")
+        assert stats.claim("k", "s", "t", [down, flat])["verdict"] == "does not replicate"
+        assert stats.claim("k", "s", "t", [up, flat])["verdict"].startswith("partly")
+        assert stats.claim("k", "s", "t", [flat])["verdict"] == "not resolved at this scale"
+        assert stats.claim("k", "s", "t", [])["verdict"] == "not tested at this configuration"
 
     def test_norm_gap(self):
         recipe = Recipe()
         record = {"weight_norms": [4.0, 2.0, 1.0, 1.0]}
-        ratio, gap = paper_claims.norm_gap(record, [500, 150, 50, 10], recipe)  # Many: 4, 2 -> 3; Few: 1 -> 3
+        ratio, gap = paper_study.norm_gap(record, [500, 150, 50, 10], recipe)  # Many: 4, 2 -> 3; Few: 1 -> 3
         torch.testing.assert_close(ratio, 3.0)
         torch.testing.assert_close(gap, math.log(3.0))
-        assert math.isnan(paper_claims.norm_gap(record, [500, 150, 50, 30], recipe)[0])  # no Few class
+        assert math.isnan(paper_study.norm_gap(record, [500, 150, 50, 30], recipe)[0])  # no Few class
 
 
 def test_claims_from_fabricated_records():
@@ -91,7 +117,7 @@ def test_claims_from_fabricated_records():
     ]
     results = {"jobs": [{"imbalance_factor": 100, "seed": s, "train_counts": counts} for s in recipe.seeds]}
     results |= {"runs": runs, "alpha_runs": []}
-    verdicts = {c.key: c.evaluate() for c in paper_claims.build_claims(paper_claims.Table(results, recipe))}
+    verdicts = {c["key"]: c for c in paper_study.build_claims(paper_study.Table(results, recipe))}
     best = verdicts["bwlm_best"]
     assert best["verdict"] == "replicates"
     assert [c["label"] for c in best["comparisons"]] == [f"+BWLM > {r}, all, IF=100" for r in ROWS[:-1]]
