@@ -3,7 +3,10 @@
 Build (warnings are errors, references checked strictly)::
 
     python -m sphinx -W --keep-going -n -b html docs docs/_build/html
-    python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest
+    python -m sphinx -W --keep-going -b doctest docs docs/_build/doctest  # the pages' own examples
+
+The docstrings' examples run under pytest (``--doctest-modules``), the pages' ``doctest``/``testcode`` blocks under
+``-b doctest``: each example runs once.
 
 Both builds work offline: intersphinx tries the online inventories first and falls back to an empty local one;
 only for an inventory that could not be loaded are references into that project (``torch.*``, ``numpy.*``, ...)
@@ -12,6 +15,7 @@ excused from the nitpicky check. Online, they are resolved and checked like our 
 
 from __future__ import annotations
 
+import doctest
 import os
 import sys
 import warnings
@@ -52,6 +56,8 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
+    "ltl_docs_ext",  # docs/ltl_docs_ext.py: "Measured on commit ..." stamps, the paper's rows; between napoleon and
+    # sphinx_autodoc_typehints, whose :rtype: it keeps in place
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # PyPI sphinx-mathjax-offline: MathJax 3 copied into _static, no CDN (offline reading)
     "sphinx.ext.intersphinx",
@@ -61,11 +67,11 @@ extensions = [
     "sphinx_copybutton",
     "sphinxcontrib.bibtex",
     "matplotlib.sphinxext.plot_directive",
-    "ltl_docs_ext",  # docs/ltl_docs_ext.py: renders the benchmark markdown tables
+    "myst_parser",  # the Markdown reports of benchmarks/results, the changelog and CONTRIBUTING.md
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
-templates_path: list[str] = []
+templates_path = ["_templates"]  # autosummary: one page per public object
 nitpicky = True
 default_role = "code"
 pygments_style = "sphinx"
@@ -96,7 +102,9 @@ autodoc_typehints = "none"  # types are rendered by sphinx-autodoc-typehints onl
 autodoc_class_signature = "mixed"
 autodoc_preserve_defaults = True
 autoclass_content = "class"
-autosummary_generate = False  # the API pages are written by hand, grouped by task
+# The API pages are written by hand, grouped by task, each with autosummary tables; the page of every object is
+# generated into api/generated/ (not committed). tests/test_docs.py checks that every public name is listed.
+autosummary_generate = True
 
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
@@ -137,8 +145,8 @@ plot_basedir = str(DOCS)
 # Not part of PyTorch's documented API (only ever rendered from a return annotation): never resolvable, online or not.
 nitpick_ignore = [("py:class", "torch.utils.hooks.RemovableHandle")]
 
-# Every name in the __all__ of these modules must have an entry in the API pages (checked by ltl_docs_ext).
-ltl_public_modules = [
+# Short names used in docstrings (``:func:`bfs_loss```) resolve to the public, documented location.
+_PUBLIC_NAMESPACES = [
     "longtail_losses",
     "longtail_losses.functional",
     "longtail_losses.data",
@@ -149,26 +157,19 @@ ltl_public_modules = [
     "longtail_losses.models",
 ]
 
+# -- myst --------------------------------------------------------------------------------------------------------------
+
+myst_enable_extensions: list[str] = []  # the reports need only CommonMark and tables (on by default)
+# The pages include the reports from their "##" headings on (``:start-line: 1`` drops the "#" title).
+suppress_warnings = ["myst.header"]
+
 # -- doctest -----------------------------------------------------------------------------------------------------------
 
-# Docstring examples run under pytest --doctest-modules in their module's namespace; here they run in one shared
-# namespace, so it gets every public name (and torch, nn) first, seeded as conftest.py seeds pytest.
-doctest_global_setup = "\n".join(
-    [
-        "import torch",
-        "from torch import nn",
-        "import longtail_losses",
-        "import longtail_losses as ltl",
-        *(f"from {module} import *" for module in ltl_public_modules),
-        "torch.manual_seed(0)",
-    ]
-)
-doctest_test_doctest_blocks = "default"
-import doctest  # noqa: E402
-
-from ltl_docs_ext import NUMBER  # noqa: E402  (pytest's NUMBER option, as in pyproject.toml's doctest flags)
-
-doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.DONT_ACCEPT_TRUE_FOR_1 | NUMBER
+# Only the pages' own ``doctest`` and ``testcode`` blocks: the docstrings' examples (rendered as plain doctest
+# blocks by autodoc) run under pytest --doctest-modules, not twice.
+doctest_test_doctest_blocks = ""
+doctest_global_setup = "import torch\nfrom torch import nn\nimport longtail_losses as ltl\ntorch.manual_seed(0)"
+doctest_default_flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.DONT_ACCEPT_TRUE_FOR_1
 
 # -- intersphinx, offline-safe -----------------------------------------------------------------------------------------
 
@@ -208,9 +209,6 @@ _TORCH_PUBLIC = {
     "torch._C.Generator": "torch.Generator",
     "torch.Size": "torch.Size",
 }
-
-# Short names used in docstrings (``:func:`bfs_loss```) resolve to the public, documented location.
-_PUBLIC_NAMESPACES = ltl_public_modules
 
 
 def _excuse_missing_inventories(app: Sphinx) -> None:
