@@ -125,7 +125,7 @@ def run_seed(seed: int, train: TensorData, test: TensorData, args: argparse.Name
     drw_start = int(args.drw_start * args.epochs)
 
     def ldam_at(epoch: int) -> nn.Module:
-        ldam.weight = ltl.drw_weights(counts, epoch, drw_start, beta=paper.RECIPE.beta)
+        ldam.class_weights = ltl.drw_weights(counts, epoch, drw_start, beta=paper.RECIPE.beta)
         return ldam
 
     _digits.train_backbone(ldam_model, train, args, seed, d, ldam_at)

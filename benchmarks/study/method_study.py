@@ -175,7 +175,7 @@ def run_task(root: str, imbalance_factor: float, seed: int, kind: str, tau: floa
         if kind == "LDAM-DRW":
 
             def before_epoch(epoch: int) -> None:
-                loss.weight = ltl.drw_weights(counts, epoch, design.drw_start_epoch, beta=design.beta)
+                loss.class_weights = ltl.drw_weights(counts, epoch, design.drw_start_epoch, beta=design.beta)
 
         train_one_stage(model, x, y, loss, design, seed, before_epoch=before_epoch)
         logits, val_logits = logits_of(model, x_test, y_test), logits_of(model, data["x_val"], data["y_val"])
