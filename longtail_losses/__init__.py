@@ -32,4 +32,3 @@ __all__ = [
     "twostage",
 ]
 __all__ += losses.__all__
-

@@ -72,7 +72,9 @@ class ClassNormDecay:
         self.weight_decay = check_weight_decay(weight_decay)
         self.max_norm = check_max_norm(max_norm)
         self.per_class = (
-            None if per_class is None else as_counts(per_class, "per_class", num_classes=num_classes, minimum=0, dtype=torch.float32)
+            None
+            if per_class is None
+            else as_counts(per_class, "per_class", num_classes=num_classes, minimum=0, dtype=torch.float32)
         )
         # The largest decay factor, a Python float, so that the sign check in apply() needs no device sync.
         self._max_factor = 1.0 if self.per_class is None else float(self.per_class.max())

@@ -10,7 +10,6 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-
 __all__ = ["predict", "train_one_epoch", "warn_double_decay"]
 
 Criterion = Callable[[Tensor, Tensor], Tensor]

@@ -26,6 +26,8 @@ class CountsLoss(nn.Module):
     subclasses list their scalar hyperparameters in ``_hyperparameters`` for :meth:`extra_repr`.
     """
 
+    class_counts: Tensor
+    _num_classes: int
     _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {"class_counts": (1, torch.int64)}
     _optional: ClassVar[tuple[str, ...]] = ()
     _float64: ClassVar[tuple[str, ...]] = ()
@@ -99,4 +101,3 @@ def all_reduce(tensor: Tensor, group: Optional[Any]) -> Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
-

@@ -64,8 +64,8 @@ __all__ = [
     "check_options",
     "class_balanced_weights",
     "compute_dtype",
-    "function_args",
     "finish",
+    "function_args",
     "labels",
     "mixture_loss",
     "prepare",
@@ -388,13 +388,13 @@ def mixture_per_row(rows: Rows, counts: Tensor, *, alpha: float, beta: float, ga
         return alpha * _focal_per_row(r, weights, gamma) + (1.0 - alpha) * softmax
 
     fast = (
-        rows.probs is None
-        and (alpha > 0.0 or z.numel() >= BALANCED_SOFTMAX_MIN_ELEMENTS)
-        and _kernel.use_fast_path(z)
+        rows.probs is None and (alpha > 0.0 or z.numel() >= BALANCED_SOFTMAX_MIN_ELEMENTS) and _kernel.use_fast_path(z)
     )
     if not fast or rows.labels is None:
         return reference(z)
-    return _kernel.fused_loss(z, rows.labels, shift=shift, weights=weights, alpha=alpha, gamma=gamma, reference=reference)
+    return _kernel.fused_loss(
+        z, rows.labels, shift=shift, weights=weights, alpha=alpha, gamma=gamma, reference=reference
+    )
 
 
 def mixture_loss(
@@ -433,7 +433,9 @@ def mixture_loss(
             label_smoothing=options.label_smoothing,
         )
         if invalid is not None:
-            loss = torch.where(invalid.reshape(loss.shape) if options.reduction == "none" else invalid.any(), math.nan, loss)
+            loss = torch.where(
+                invalid.reshape(loss.shape) if options.reduction == "none" else invalid.any(), math.nan, loss
+            )
     else:
         rows = _rows(logits, target, options, is_prob=is_prob)
         keep = rows.keep

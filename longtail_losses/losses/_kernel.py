@@ -40,7 +40,15 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["adjusted_logits", "focal_terms", "fused_loss", "reference_path", "softmax_terms", "tracing", "use_fast_path"]
+__all__ = [
+    "adjusted_logits",
+    "focal_terms",
+    "fused_loss",
+    "reference_path",
+    "softmax_terms",
+    "tracing",
+    "use_fast_path",
+]
 
 #: Most elements in one block of rows of the dense fast path (64 MiB of float32).
 BLOCK_ELEMENTS = 1 << 24
@@ -100,7 +108,7 @@ def adjusted_logits(
     """
     x = z
     if margin is not None:
-        assert labels is not None  # noqa: PT018 - a margin is defined at the target
+        assert labels is not None
         is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
         x = torch.where(is_target, z - margin[labels].unsqueeze(1), z)
     if not (isinstance(scale, float) and scale == 1.0):
@@ -151,9 +159,7 @@ def tracing() -> bool:
     compiling = getattr(compiler, "is_compiling", None) or getattr(torch._dynamo, "is_compiling", None)
     functorch = getattr(torch._C, "_are_functorch_transforms_active", None)
     return bool(
-        torch.jit.is_scripting()
-        or (compiling is not None and compiling())
-        or (functorch is not None and functorch())
+        torch.jit.is_scripting() or (compiling is not None and compiling()) or (functorch is not None and functorch())
     )
 
 
@@ -169,7 +175,13 @@ def use_fast_path(logits: Tensor) -> bool:
 
 
 def _forward(
-    z: Tensor, labels: Tensor, *, shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float,
+    z: Tensor,
+    labels: Tensor,
+    *,
+    shift: Optional[Tensor],
+    weights: Optional[Tensor],
+    alpha: float,
+    gamma: float,
     grad: Optional[Tensor],
 ) -> tuple[Tensor, Tensor]:
     """Per-row loss and, if ``grad`` is given, its gradient: the gradient of row i is ``scale[i] * grad[i]``."""
@@ -177,7 +189,7 @@ def _forward(
     loss = torch.empty(n, dtype=z.dtype, device=z.device)
     use_softmax, use_focal = alpha < 1.0, alpha > 0.0
     if use_focal:
-        assert weights is not None  # noqa: PT018 - the engine passes weights with alpha > 0
+        assert weights is not None
         scale = alpha * weights[labels]
         if use_softmax:
             # The softmax part is stored divided by the row scale: a subnormal alpha * w_y is raised so that
@@ -201,7 +213,7 @@ def _forward(
                 torch.neg(derivative, out=out)
                 out[at_y] = derivative[at_y]
         if use_softmax:
-            assert shift is not None  # noqa: PT018 - the engine passes the shift with alpha < 1
+            assert shift is not None
             value, softmax_grad = softmax_terms(zb + shift, yb)
             row_loss += (1.0 - alpha) * value
             if out is not None:

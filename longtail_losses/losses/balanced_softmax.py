@@ -99,4 +99,6 @@ class BalancedSoftmax(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`balanced_softmax_loss`."""
-        return _engine.mixture_loss(logits, target, self.class_counts, self.options, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0)
+        return _engine.mixture_loss(
+            logits, target, self.class_counts, self.options, alpha=0.0, beta=0.0, gamma=0.0, tau=1.0
+        )

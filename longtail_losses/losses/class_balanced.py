@@ -165,5 +165,7 @@ class ClassBalancedFocal(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`class_balanced_focal_loss`."""
-        hyper = {"alpha": 1.0, "beta": self.beta, "gamma": self.gamma, "tau": 0.0}
-        return _engine.mixture_loss(logits, target, self.class_counts, self.options, **hyper)
+        counts, options = self.class_counts, self.options
+        return _engine.mixture_loss(
+            logits, target, counts, options, alpha=1.0, beta=self.beta, gamma=self.gamma, tau=0.0
+        )

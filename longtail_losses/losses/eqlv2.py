@@ -3,7 +3,7 @@ r"""EQLv2 loss :cite:`tan2021eqlv2`: sigmoid loss reweighted by accumulated posi
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -146,8 +146,14 @@ def eqlv2_loss(
     pos_w = neg_w = rows.logits.new_ones(num_columns)
     if pos_grad is not None and neg_grad is not None:
         pos, neg = (
-            as_counts(value, name, num_classes=num_columns - int(background), minimum=0, dtype=torch.float64,
-                      check_values=checked.check_values).to(rows.logits.device)
+            as_counts(
+                value,
+                name,
+                num_classes=num_columns - int(background),
+                minimum=0,
+                dtype=torch.float64,
+                check_values=checked.check_values,
+            ).to(rows.logits.device)
             for name, value in (("pos_grad", pos_grad), ("neg_grad", neg_grad))
         )
         pos_w, neg_w = _eqlv2_weights(pos, neg, gamma=gamma, mu=mu, alpha=alpha, background=background)
@@ -201,7 +207,10 @@ class EQLv2Loss(CountsLoss):
     pos_grad: Tensor
     neg_grad: Tensor
     num_updates: Tensor
-    _per_class = {"pos_grad": (0, torch.float64), "neg_grad": (0, torch.float64)}
+    _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {
+        "pos_grad": (0, torch.float64),
+        "neg_grad": (0, torch.float64),
+    }
     _float64 = ("pos_grad", "neg_grad")
     _hyperparameters = ("gamma", "mu", "alpha", "background")
 

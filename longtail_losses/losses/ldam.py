@@ -7,7 +7,7 @@ weights late in training (:func:`drw_weights`). Everything here runs on any devi
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import ClassVar, Optional
 
 import torch
 from torch import Tensor
@@ -193,7 +193,11 @@ def ldam_loss(
     counts, checked = _engine.function_args(logits, class_counts, options)
     if class_weights is not None:
         class_weights = as_counts(
-            class_weights, "class_weights", num_classes=counts.shape[0], minimum=0, dtype=torch.float64,
+            class_weights,
+            "class_weights",
+            num_classes=counts.shape[0],
+            minimum=0,
+            dtype=torch.float64,
             check_values=checked.check_values,
         )
     return _ldam(logits, target, counts, class_weights, checked, max_margin=max_margin, scale=scale)
@@ -233,7 +237,10 @@ class LDAMLoss(CountsLoss):
     """
 
     class_weights: Optional[Tensor]
-    _per_class = {"class_counts": (1, torch.int64), "class_weights": (0, torch.float64)}
+    _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {
+        "class_counts": (1, torch.int64),
+        "class_weights": (0, torch.float64),
+    }
     _optional = ("class_weights",)
     _float64 = ("class_weights",)
     _hyperparameters = ("max_margin", "scale", "weighted")

@@ -129,8 +129,8 @@ class LogitAdjustedLoss(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`logit_adjusted_loss`."""
-        hyper = {"alpha": 0.0, "beta": 0.0, "gamma": 0.0, "tau": self.tau}
-        return _engine.mixture_loss(logits, target, self.class_counts, self.options, **hyper)
+        counts, options = self.class_counts, self.options
+        return _engine.mixture_loss(logits, target, counts, options, alpha=0.0, beta=0.0, gamma=0.0, tau=self.tau)
 
 
 def _log_prior(counts: Tensor, dtype: torch.dtype) -> Tensor:

@@ -3,7 +3,7 @@ r"""Seesaw loss :cite:`wang2021seesaw`: mitigation and compensation factors from
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +156,10 @@ class SeesawLoss(CountsLoss):
 
     accumulated_counts: Tensor
     initial_counts: Tensor
-    _per_class = {"accumulated_counts": (0, torch.int64), "initial_counts": (0, torch.int64)}
+    _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {
+        "accumulated_counts": (0, torch.int64),
+        "initial_counts": (0, torch.int64),
+    }
     _hyperparameters = ("p", "q", "eps")
 
     def __init__(

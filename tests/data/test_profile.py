@@ -92,7 +92,7 @@ class TestLongtailIndices:
             D.longtail_indices([0, 1], [1, -1])
         with pytest.raises(TypeError, match="`labels` to hold integer"):
             D.longtail_indices(torch.tensor([0.0, 1.0]), [1, 1])
-        with pytest.raises(ValueError, match="`counts` to hold finite whole numbers, but got 1.5"):
+        with pytest.raises(ValueError, match=r"`counts` to hold finite whole numbers, but got 1\.5"):
             D.longtail_indices([0, 1], [1.5, 1])
         with pytest.raises(ValueError, match="`labels` to be 1-D"):
             D.longtail_indices(torch.zeros(2, 2, dtype=torch.long), [1])

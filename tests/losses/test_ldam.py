@@ -75,7 +75,8 @@ class TestLDAMLoss:
         logits, target = make_inputs(form, kind, seed=21)
         options = {"reduction": reduction, "label_smoothing": smoothing}
         ldam = common.grad(
-            lambda x: LF.ldam_loss(x, target, COUNTS, max_margin=0.0, scale=1.0, class_weights=WEIGHT, **options), logits
+            lambda x: LF.ldam_loss(x, target, COUNTS, max_margin=0.0, scale=1.0, class_weights=WEIGHT, **options),
+            logits,
         )
         ce = common.grad(lambda x: F.cross_entropy(x, target, weight=WEIGHT, **options), logits)
         torch.testing.assert_close(ldam, ce)
@@ -187,7 +188,13 @@ class TestLDAMLoss:
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        options = {"max_margin": 0.3, "scale": 7.0, "class_weights": WEIGHT, "reduction": reduction, "label_smoothing": 0.1}
+        options = {
+            "max_margin": 0.3,
+            "scale": 7.0,
+            "class_weights": WEIGHT,
+            "reduction": reduction,
+            "label_smoothing": 0.1,
+        }
         fields = "max_margin=0.3, scale=7.0, weighted=True"
         common.assert_module_equals_functional(ltl.LDAMLoss, LF.ldam_loss, options, seed=27, fields=fields)
 

@@ -330,9 +330,7 @@ class TestFunctionalExceptions:
 
     def test_unknown_option_is_a_type_error(self) -> None:
         x, w, y, counts = self._args()
-        with pytest.raises(
-            TypeError, match=r"keyword argument 'alpha'"
-        ):
+        with pytest.raises(TypeError, match=r"keyword argument 'alpha'"):
             LF.linear_balanced_softmax_loss(x, w, y, counts, alpha=0.5)  # type: ignore[call-arg]
         with pytest.raises(TypeError, match=r"keyword argument 'chunk'"):
             LF.linear_bfs_loss(x, w, y, counts, chunk=2)  # type: ignore[call-arg]

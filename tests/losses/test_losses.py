@@ -511,9 +511,7 @@ class TestExceptions:
             crit(z[..., None], y)
         with pytest.raises(ValueError, match=r"`logits` to have shape \(C,\), \(N, C\) or \(N, C, d1, ..., dk\)"):
             crit(z[0, 0], y)
-        with pytest.raises(
-            ValueError, match=r"C = 3 classes on dimension 1, but got shape \(4, 2\)"
-        ):
+        with pytest.raises(ValueError, match=r"C = 3 classes on dimension 1, but got shape \(4, 2\)"):
             crit(z[:, :2], y)
         with pytest.raises(TypeError, match=r"`logits` to be a floating-point tensor, but got dtype torch.int64"):
             crit(z.long(), y)

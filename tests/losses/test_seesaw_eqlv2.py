@@ -239,7 +239,9 @@ class TestSeesawLoss:  # test_shapes: TestBoth
         for step in range(3):
             logits, target = batch(step)
             out = module(logits, target)
-            expected = LF.seesaw_loss(logits, target, module.accumulated_counts, p=1.1, q=1.5, eps=0.05, reduction="sum")
+            expected = LF.seesaw_loss(
+                logits, target, module.accumulated_counts, p=1.1, q=1.5, eps=0.05, reduction="sum"
+            )
             torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
     def test_eval_mode_reads_only_and_reset(self) -> None:
@@ -273,7 +275,9 @@ class TestSeesawLoss:  # test_shapes: TestBoth
             ltl.SeesawLoss(C, initial_counts=[1, -1, 0, 0, 0])
         with pytest.raises(ValueError, match=r"to hold finite whole numbers, but got 1.5 for class 0"):
             ltl.SeesawLoss(C, initial_counts=[1.5, 1, 0, 0, 0])
-        with pytest.raises(TypeError, match=r"Expected `initial_counts` to hold real numbers, but got dtype torch.bool"):
+        with pytest.raises(
+            TypeError, match=r"Expected `initial_counts` to hold real numbers, but got dtype torch.bool"
+        ):
             ltl.SeesawLoss(C, initial_counts=torch.ones(C, dtype=torch.bool))
         with pytest.raises(ValueError, match=r"Expected `reduction` to be one of"):
             ltl.SeesawLoss(C, reduction="avg")
@@ -546,7 +550,9 @@ class TestBoth:
 
     def test_state_dict_keys(self, name: str) -> None:
         keys = set(make(name).state_dict())
-        expected = {"accumulated_counts", "initial_counts"} if name == "seesaw" else {"pos_grad", "neg_grad", "num_updates"}
+        expected = (
+            {"accumulated_counts", "initial_counts"} if name == "seesaw" else {"pos_grad", "neg_grad", "num_updates"}
+        )
         assert keys == expected
 
     def test_load_state_dict_checks_the_statistics(self, name: str) -> None:

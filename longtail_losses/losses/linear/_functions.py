@@ -66,10 +66,7 @@ def linear_loss(
     num_classes = counts.shape[0]
     if process_group is None:
         if weight.shape[0] != num_classes:
-            raise ValueError(
-                f"Expected `weight` to have C = {num_classes} rows, "
-                f"but got shape {tuple(weight.shape)}"
-            )
+            raise ValueError(f"Expected `weight` to have C = {num_classes} rows, but got shape {tuple(weight.shape)}")
         class_start = 0
     elif class_start is None:
         class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
@@ -108,8 +105,17 @@ def _linear(
     checked = _engine.check_options(**options).without_smoothing(function)
     counts = as_counts(class_counts, check_values=checked.check_values)
     return linear_loss(
-        features, weight, target, counts, bias, checked, alpha=alpha, beta=beta, gamma=gamma,
-        weight_decay=check_weight_decay(weight_decay), chunk_size=check_int("chunk_size", chunk_size, 1, optional=True),
+        features,
+        weight,
+        target,
+        counts,
+        bias,
+        checked,
+        alpha=alpha,
+        beta=beta,
+        gamma=gamma,
+        weight_decay=check_weight_decay(weight_decay),
+        chunk_size=check_int("chunk_size", chunk_size, 1, optional=True),
         process_group=process_group,
     )
 

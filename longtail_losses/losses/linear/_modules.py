@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,7 @@ class LinearBalancedSoftmax(CountsLoss):
         (torch.Size([3, 4]), torch.Size([8, 3]))
     """
 
-    _hyperparameters = ("weight_decay",)
+    _hyperparameters: ClassVar[tuple[str, ...]] = ("weight_decay",)
 
     def __init__(
         self,
@@ -131,9 +131,19 @@ class LinearBalancedSoftmax(CountsLoss):
         """Compute the loss of the classifier's logits on ``features``; see :func:`linear_bfs_loss`."""
         alpha, beta, gamma = self._hyper()
         return linear_loss(
-            features, self.weight, target, self.class_counts, self.bias, self.options, alpha=alpha, beta=beta,
-            gamma=gamma, weight_decay=self.weight_decay, chunk_size=self.chunk_size,
-            process_group=self.process_group, class_start=self.class_start,
+            features,
+            self.weight,
+            target,
+            self.class_counts,
+            self.bias,
+            self.options,
+            alpha=alpha,
+            beta=beta,
+            gamma=gamma,
+            weight_decay=self.weight_decay,
+            chunk_size=self.chunk_size,
+            process_group=self.process_group,
+            class_start=self.class_start,
         )
 
     def logits(self, features: Tensor) -> Tensor:
