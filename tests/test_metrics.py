@@ -89,8 +89,9 @@ class TestShotGroups:
             M.shot_groups([1, -1])
         with pytest.raises(ValueError, match=r"`class_counts` to hold at least one class"):
             M.shot_groups([])
-        with pytest.raises(TypeError, match="`class_counts` to hold ints"):
-            M.shot_groups([1.0, 2.0])
+        with pytest.raises(ValueError, match=r"`class_counts` to hold finite whole numbers, but got 1\.5"):
+            M.shot_groups([1.5, 2.0])
+        assert M.shot_groups([100.0, 2.0]).keys() == M.shot_groups([100, 2]).keys()  # whole floats, as every loss
         with pytest.raises(TypeError, match="`class_counts` to be a sequence"):
             M.shot_groups("100")
 
