@@ -53,8 +53,7 @@ from torch import Tensor, nn
 
 import longtail_losses as ltl
 from longtail_losses import data as ltd
-from longtail_losses import paper, training, twostage
-from longtail_losses.models import DigitsCNN
+from longtail_losses import training, twostage
 
 NUM_CLASSES = _digits.NUM_CLASSES
 
@@ -63,24 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = offline_demo.build_parser()
     parser.prog = "offline_toolbox_demo.py"
     parser.description = __doc__
-    parser.set_defaults(seeds=1)  # four backbones per seed: one seed keeps the default run under ~2 minutes
-    parser.add_argument("--tau", type=float, default=1.0, help="tau of LA, post-hoc LA and tau-norm")
-    parser.add_argument("--ldam-scale", type=float, default=30.0, help="LDAM scale s (cosine classifier)")
-    parser.add_argument("--ldam-max-margin", type=float, default=0.5, help="LDAM margin of the rarest class")
-    parser.add_argument("--drw-start", type=float, default=0.8, help="DRW starts after this fraction of the epochs")
+    parser.set_defaults(seeds=1, jobs=1)  # four backbones per seed: one seed keeps the default run under ~2 minutes
     return parser
-
-
-class CosineLinear(nn.Module):
-    """Cosine classifier of LDAM-DRW: normalised features times normalised class weights, in [-1, 1]."""
-
-    def __init__(self, in_features: int, num_classes: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_classes, in_features).uniform_(-1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Cosine similarities of the features to the class weights."""
-        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=1).T
 
 
 def train_on_draws(
@@ -111,25 +94,9 @@ def run_seed(seed: int, train: TensorData, test: TensorData, args: argparse.Name
     rows, models = _digits.paper_rows(seed, train, test, args, d, weight_norms=False)
     naive, stage1, test_feats = models.naive, models.stage1, models.test_features
 
-    # One stage on the whole long-tailed set: logit-adjusted loss; LDAM with deferred re-weighting.
-    torch.manual_seed(seed)
-    la_model = DigitsCNN(NUM_CLASSES, width=args.width)
-    la = ltl.LogitAdjustedLoss(counts, tau=args.tau)
-    _digits.train_backbone(la_model, train, args, seed, d, lambda epoch: la)
-    rows["LA"] = score(logits_of(la_model).argmax(1))
-
-    torch.manual_seed(seed)
-    ldam_model = DigitsCNN(NUM_CLASSES, width=args.width)
-    ldam_model.fc = CosineLinear(ldam_model.fc.in_features, NUM_CLASSES)  # type: ignore[assignment]
-    ldam = ltl.LDAMLoss(counts, max_margin=args.ldam_max_margin, scale=args.ldam_scale)
-    drw_start = int(args.drw_start * args.epochs)
-
-    def ldam_at(epoch: int) -> nn.Module:
-        ldam.class_weights = ltl.drw_weights(counts, epoch, drw_start, beta=paper.RECIPE.beta)
-        return ldam
-
-    _digits.train_backbone(ldam_model, train, args, seed, d, ldam_at)
-    rows["LDAM-DRW"] = score(logits_of(ldam_model).argmax(1))
+    # One stage on the whole long-tailed set (as offline_demo.py): logit-adjusted loss; LDAM with deferred re-weighting.
+    rows["LA"] = score(logits_of(_digits.train_one_stage("LogitAdjusted", seed, train, args, d)).argmax(1))
+    rows["LDAM-DRW"] = score(logits_of(_digits.train_one_stage("LDAM-DRW", seed, train, args, d)).argmax(1))
 
     # Post-hoc corrections of the naive model.
     rows["naive+posthoc-LA"] = score(ltl.posthoc_adjust(logits_of(naive), counts, tau=args.tau).argmax(1))
@@ -171,7 +138,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             f"batch {args.batch_size}, lr {args.lr} cosine; tau {args.tau:g}; {args.seeds} seed(s)."
         )
 
-    study = _digits.run_study(args, intro, lambda seed, train, test, d: run_seed(seed, train, test, args, d))
+    study = _digits.run_study(args, intro, run_seed)
     per_seed, table, wall = study.per_seed, study.table, study.wall_time_s
     if args.output is not None:
         out = Path(args.output)

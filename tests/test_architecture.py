@@ -27,6 +27,7 @@ ALLOWED: dict[str, set[str]] = {
     "training": {"losses"},
     "twostage": {"data", "training", "twostage"},
     "paper": {"losses"},
+    "integrations": {"data", "integrations"},
 }
 
 

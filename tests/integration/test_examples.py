@@ -235,15 +235,42 @@ def test_ddp_two_processes_equal_one(cifar_root: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_offline_demo_reduced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     demo = _import("offline_demo")
-    assert demo.main(["--epochs", "4", "--stage2-epochs", "4", "--seeds", "2", "--output", str(tmp_path)]) == 0
+    argv = ["--epochs", "3", "--stage2-epochs", "3", "--seeds", "2"]
+    assert demo.main([*argv, "--jobs", "1", "--output", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "Thresholds scaled" in text
+    # First the one-stage table (cross-entropy against the balanced losses), then the paper's two-stage rows.
+    one, two = text.index(", one stage |"), text.index(", two stages |")
+    assert one < two
+    for row in ("CE", "BalancedSoftmax", "LogitAdjusted", "BFS", "BWLM", "LDAM-DRW"):
+        assert one < text.index(f"| {row} |") < two
     for row in ("naive", "stage1", "+CE", "+CB", "+BS", "+BFS", "+CEW", "+CBW", "+BSW", "+BWLM"):
-        assert f"| {row} |" in text
+        assert text.index(f"| {row} |") > two
     assert " ± " in text
+    (last,) = [line for line in text.splitlines() if line.startswith("What the numbers say: ")]
+    assert "balanced losses beat cross-entropy" in last
+    assert "the paper's best two-stage row" in last
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["data"]["train_counts"] == [124, 80, 51, 33, 21, 14, 9, 5, 3, 2]
+    assert list(results["one_stage"]) == ["CE", "BalancedSoftmax", "LogitAdjusted", "BFS", "BWLM", "LDAM-DRW"]
+    assert results["one_stage"]["CE"] == results["table"]["naive"]  # naive is the one-stage CE model
     _check_png(tmp_path / "per_class_accuracy.png")
+    # Two worker processes, one seed each, give the same scores as one process running the seeds in turn.
+    assert demo.main([*argv, "--jobs", "2", "--output", str(tmp_path / "jobs2")]) == 0
+    parallel = json.loads((tmp_path / "jobs2" / "results.json").read_text())
+    assert parallel["per_seed"] == results["per_seed"]
+
+
+def test_offline_demo_verdict_reads_the_numbers() -> None:
+    demo = _import("offline_demo")
+    table = {n: {"all": (0.80, 0.01)} for n in ("CE", "BalancedSoftmax", "LogitAdjusted", "BFS", "BWLM")}
+    table["LDAM-DRW"] = {"all": (0.75, 0.0)}
+    table.update({n: {"all": (0.70, 0.0)} for n in ("+CE", "+CB", "+BS", "+BFS", "+CEW", "+CBW", "+BSW", "+BWLM")})
+    table["+BS"] = {"all": (0.85, 0.0)}
+    line = demo.verdict(table)
+    assert "0 of 5 balanced losses beat cross-entropy" in line
+    assert "(-5.0 to +0.0 points" in line
+    assert "(+BS, 85.0 %) is 5.0 points above one-stage CE" in line
 
 
 @pytest.mark.slow
