@@ -116,10 +116,34 @@ class TestBWLMFollowsTheLiveClassifier:
         z, y = torch.zeros(2, 5), torch.tensor([0, 1])
         torch.testing.assert_close(clone(z, y), criterion(z, y))
 
-    def test_deepcopy_with_the_model_follows_the_copy(self) -> None:
+    @pytest.mark.parametrize("loss_first", [False, True])
+    def test_deepcopy_with_the_model_follows_the_copy(self, loss_first: bool) -> None:
         model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 5))
-        state = copy.deepcopy({"model": model, "loss": ltl.BWLM(COUNTS, classifier=model[1])})
+        loss = ltl.BWLM(COUNTS, classifier=model[1])
+        state = copy.deepcopy({"loss": loss, "model": model} if loss_first else {"model": model, "loss": loss})
+        assert state["model"][1] is not model[1]
         assert state["loss"].classifier_weight is state["model"][1].weight
+
+    def test_deepcopy_of_a_module_that_registers_the_loss_before_the_network(self) -> None:
+        class Task(nn.Module):  # an EMA copy of such a module must not share the live classifier
+            def __init__(self) -> None:
+                super().__init__()
+                head = nn.Linear(3, 5)
+                self.loss = ltl.BWLM(COUNTS, classifier=head)
+                self.net = nn.Sequential(nn.Linear(4, 3), head)
+
+        task = Task()
+        ema = copy.deepcopy(task)
+        assert ema.net[1] is not task.net[1]
+        assert ema.loss.classifier_weight is ema.net[1].weight
+        assert task.loss.classifier_weight is task.net[1].weight
+
+    def test_shallow_copy_shares_the_classifier(self) -> None:
+        fc = nn.Linear(3, 5)
+        criterion = ltl.BWLM(COUNTS, classifier=fc, weight_decay=0.5)
+        clone = copy.copy(criterion)
+        assert clone is not criterion and clone.classifier_weight is fc.weight
+        assert clone.class_counts is criterion.class_counts
 
     def test_pickle_is_refused_with_the_way_out(self) -> None:
         criterion = ltl.BWLM(COUNTS, classifier=nn.Linear(3, 5))
@@ -136,6 +160,8 @@ class TestBWLMFollowsTheLiveClassifier:
         x, y = torch.randn(2, 4), torch.tensor([0, 1])
         with pytest.raises(RuntimeError, match=r"was replaced by Linear in twostage.replace_classifier.*rebind"):
             criterion(model(x), y)
+        old = criterion._classifier[0]
+        assert not [k for k in vars(old) if "ltl" in k]  # nothing written onto the user's layer or weight
         assert criterion.rebind(new) is criterion
         assert criterion.classifier_weight is new.weight
         criterion(model(x), y).backward()
