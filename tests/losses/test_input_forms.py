@@ -92,11 +92,23 @@ def test_engine_matches_reference_in_every_form(form: str, kind: str, smoothing:
 @pytest.mark.parametrize("name", sorted(set(LOSSES) - {"bwlm"}))
 @pytest.mark.parametrize(("form", "kind"), ENGINE_FORMS)
 def test_every_loss_matches_reference_in_every_form(name: str, form: str, kind: str) -> None:
-    # Each loss's own formula once per form, every reduction; class indices with label smoothing (a distribution,
-    # as probabilities are: both smoothed and unsmoothed are in the engine's matrix above and in the property below).
+    # Each loss's own formula once per form: every reduction, with and without label smoothing.
     logits, target = make_inputs(form, kind, seed=1)
     for reduction in REDUCTIONS:
-        assert_matches_expected(name, logits, target, reduction, 0.0 if kind == "probs" else 0.1)
+        for smoothing in (0.0, 0.2):
+            assert_matches_expected(name, logits, target, reduction, smoothing)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_empty_batch(name: str) -> None:
+    # N = 0: 'none' is empty, 'sum' is 0 (plus BWLM's penalty), 'mean' is 0 / 0 = nan (F.cross_entropy's rule).
+    logits, target = make_inputs("batched", "index", batch=0)
+    call, _ = LOSSES[name]
+    for reduction in REDUCTIONS:
+        got, got_grad = value_and_grad(lambda z, r=reduction: call(z, target, COUNTS, reduction=r), logits)
+        want = expected(name, logits, target, reduction, 0.0)
+        torch.testing.assert_close(got, want, equal_nan=True)
+        assert got_grad.shape == (0, C)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

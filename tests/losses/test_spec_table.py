@@ -128,12 +128,16 @@ class TestEveryLoss:
             lambda z: spec.functional(z, target, COUNTS, **spec.hyper), (logits,), fast_mode=True
         )
 
-    def test_gradient_matches_reference(self, spec: Spec) -> None:
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    def test_gradient_matches_reference(self, spec: Spec, reduction: str) -> None:
         logits, target = _inputs()
         mine = logits.clone().requires_grad_(True)
-        spec.functional(mine, target, COUNTS, **spec.hyper).backward()
+        got = spec.functional(mine, target, COUNTS, reduction=reduction, **spec.hyper)
+        got.sum().backward()
         theirs = logits.clone().requires_grad_(True)
-        spec.expected(theirs, target, COUNTS, "mean", **spec.hyper).backward()
+        want = spec.expected(theirs, target, COUNTS, reduction, **spec.hyper)
+        want.sum().backward()
+        torch.testing.assert_close(got, want)
         torch.testing.assert_close(mine.grad, theirs.grad)
 
     def test_ignore_index(self, spec: Spec) -> None:
