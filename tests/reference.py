@@ -1,13 +1,20 @@
 """Float64 re-derivations of every loss, written from the papers' equations without calling the library.
 
 They use the textbook formulas (explicit sigmoid, explicit prior-weighted softmax, ``beta ** n``), which are
-accurate in float64 for moderate logits; the library's stable forms must agree with them there.
+accurate in float64 for moderate logits; the library's stable forms must agree with them there. The input forms
+of ``F.cross_entropy`` (``form_rows``, ``form_loss``) are re-derived here too, with ``permute`` and ``one_hot``.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any, Callable, Optional
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+IGNORE = -100
 
 
 def cb_weights(counts: Tensor, beta: float) -> Tensor:
@@ -50,18 +57,24 @@ def bfs(logits: Tensor, target: Tensor, counts: Tensor, alpha: float, beta: floa
     )
 
 
-def reduce(per_sample: Tensor, target: Tensor, reduction: str, ignore_index: int = -100) -> Tensor:
+def reduce(per_sample: Tensor, target: Tensor, reduction: str, ignore_index: int = IGNORE) -> Tensor:
     """Zero the ignored samples; 'mean' divides by the number of kept samples."""
-    keep = target != ignore_index
-    per_sample = torch.where(keep, per_sample, torch.zeros_like(per_sample))
+    return reduce_kept(per_sample, target != ignore_index, reduction)
+
+
+def reduce_kept(per_row: Tensor, keep: Tensor, reduction: str, row_weight: Optional[Tensor] = None) -> Tensor:
+    """Zero the rows not kept; 'mean' divides by the kept rows, or by their summed weights (F.cross_entropy's rule)."""
+    per_row = torch.where(keep, per_row, torch.zeros_like(per_row))
     if reduction == "none":
-        return per_sample
+        return per_row
     if reduction == "sum":
-        return per_sample.sum()
-    return per_sample.sum() / keep.sum()
+        return per_row.sum()
+    if row_weight is None:
+        return per_row.sum() / keep.sum()
+    return per_row.sum() / torch.where(keep, row_weight, torch.zeros_like(row_weight)).sum()
 
 
-def safe(target: Tensor, ignore_index: int = -100) -> Tensor:
+def safe(target: Tensor, ignore_index: int = IGNORE) -> Tensor:
     """Labels usable as indices: ignored ones replaced by 0 (their values are zeroed by ``reduce``)."""
     return torch.where(target == ignore_index, torch.zeros_like(target), target)
 
@@ -87,6 +100,175 @@ def expected_over_classes(per_sample, logits: Tensor, probs: Tensor, counts: Ten
         label = torch.full((z.shape[0],), k, dtype=torch.int64)
         total = total + t[:, k] * per_sample(z, label, counts)
     return total
+
+
+def log_softmax(a: Tensor) -> Tensor:
+    """log(e^{a_k} / sum_j e^{a_j}) over dim 1, with the row maximum subtracted first (the ratio is unchanged)."""
+    shifted = a - a.max(dim=1, keepdim=True).values.detach()
+    return shifted - torch.log(torch.exp(shifted).sum(dim=1, keepdim=True))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The input forms of F.cross_entropy
+
+
+def form_rows(
+    logits: Tensor, target: Tensor, smoothing: float = 0.0, ignore_index: int = IGNORE
+) -> tuple[Tensor, Tensor, Tensor, Optional[Tensor], tuple[int, ...]]:
+    """Any input form as float64 rows.
+
+    Returns the rows (M, C), their target distributions (M, C) with ``smoothing`` mixed in, the kept mask (M,),
+    the labels (M,) (0 where ignored) or None for probability targets, and the shape of a ``'none'`` result.
+    """
+    z = rows_of(logits).to(torch.float64)
+    num_classes = z.shape[1]
+    if target.dtype.is_floating_point:
+        dist = rows_of(target).to(torch.float64)
+        keep = torch.ones(z.shape[0], dtype=torch.bool)
+        labels = None
+        shape = (logits.shape[0], *logits.shape[2:]) if logits.ndim > 1 else ()
+    else:
+        y = target.reshape(-1)
+        keep = y != ignore_index
+        labels = safe(y, ignore_index)
+        dist = F.one_hot(labels, num_classes).to(torch.float64)
+        shape = tuple(target.shape)
+    dist = dist * (1.0 - smoothing) + smoothing / num_classes
+    return z, dist, keep, labels, shape
+
+
+def form_loss(
+    logits: Tensor,
+    target: Tensor,
+    per_rows: Callable[[Tensor, Tensor, Optional[Tensor]], tuple[Tensor, Optional[Tensor]]],
+    *,
+    reduction: str,
+    smoothing: float = 0.0,
+) -> Tensor:
+    """Reduce ``per_rows(z, dist, labels) -> (per-row losses, per-row weights or None)`` over any input form."""
+    z, dist, keep, labels, shape = form_rows(logits, target, smoothing)
+    per_row, row_weight = per_rows(z, dist, labels)
+    out = reduce_kept(per_row, keep, reduction, row_weight)
+    return out.reshape(shape) if reduction == "none" else out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Logit adjustment and LDAM
+
+
+def logit_adjusted_rows(z: Tensor, dist: Tensor, counts: Any, tau: float) -> Tensor:
+    """Menon et al. eq. (10): -sum_k t_k log(e^{z_k + tau log pi_k} / sum_j e^{z_j + tau log pi_j})."""
+    n = torch.as_tensor(counts).to(torch.float64)
+    pi = n / n.sum()
+    return -(dist * log_softmax(z + tau * torch.log(pi))).sum(dim=1)
+
+
+def ldam_margins(counts: Any, max_margin: float) -> Tensor:
+    """Cao et al.: Delta_j = C / n_j^(1/4); their code: m = 1 / n^(1/4), rescaled so that max_j m_j = max_margin."""
+    m = 1.0 / torch.sqrt(torch.sqrt(torch.as_tensor(counts).to(torch.float64)))
+    return m * (max_margin / m.max())
+
+
+def ldam_rows(
+    z: Tensor, dist: Tensor, counts: Any, max_margin: float, scale: float, weight: Optional[Tensor]
+) -> Tensor:
+    """Cao et al. eq. (13), expected over t: -w_k log(e^{s(z_k - m_k)} / (e^{s(z_k - m_k)} + sum_{j!=k} e^{s z_j}))."""
+    m = ldam_margins(counts, max_margin)
+    w = torch.ones(z.shape[1], dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    total = torch.zeros(z.shape[0], dtype=torch.float64)
+    for k in range(z.shape[1]):
+        is_k = torch.arange(z.shape[1]) == k
+        a = torch.where(is_k, scale * (z - m[k]), scale * z)
+        total = total + dist[:, k] * w[k] * (-log_softmax(a)[:, k])
+    return total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The losses that accumulate statistics: each reference keeps its own, so a comparison covers several steps.
+
+
+class SeesawReference:
+    """Wang et al. 2021, eq. (1)-(4), with the official mmdet code's counts (updated before the loss, clamped at 1)."""
+
+    def __init__(self, num_classes: int, p: float, q: float, eps: float = 1e-2, counts: Optional[list] = None):
+        self.counts = [0.0] * num_classes if counts is None else [float(c) for c in counts]
+        self.p, self.q, self.eps = p, q, eps
+
+    def step(self, logits: Tensor, target: Tensor, *, train: bool = True) -> Tensor:
+        """Per-sample losses (0 where ignored) of a (N, C) float64 batch, after counting the batch if ``train``."""
+        if train:
+            for y in target.tolist():
+                if y != IGNORE:
+                    self.counts[y] += 1.0
+        rows = []
+        for z, y in zip(logits, target.tolist()):
+            if y == IGNORE:
+                rows.append(z.sum() * 0.0)
+                continue
+            e = [math.exp(float(v)) for v in z.detach()]
+            sigma = [v / sum(e) for v in e]  # the softmax of the detached logits
+            n_y = max(self.counts[y], 1.0)
+            denominator = torch.exp(z[y])
+            for j in range(len(e)):
+                if j == y:
+                    continue
+                s = 1.0
+                n_j = max(self.counts[j], 1.0)
+                if n_j < n_y:
+                    s *= (n_j / n_y) ** self.p
+                ratio = sigma[j] / max(sigma[y], self.eps)
+                if ratio > 1.0:
+                    s *= ratio**self.q
+                denominator = denominator + s * torch.exp(z[j])
+            rows.append(-torch.log(torch.exp(z[y]) / denominator))
+        return torch.stack(rows)
+
+
+class EQLv2Reference:
+    """Tan et al. 2021, eq. (7)-(10), following the official code's ``get_weight`` and ``collect_grad``."""
+
+    def __init__(self, num_classes: int, gamma: float, mu: float, alpha: float, background: bool = False):
+        self.pos = [0.0] * num_classes
+        self.neg = [0.0] * num_classes
+        self.started = False
+        self.gamma, self.mu, self.alpha, self.background = gamma, mu, alpha, background
+
+    def weights(self) -> tuple[list[float], list[float]]:
+        if not self.started:
+            k = len(self.pos) + int(self.background)
+            return [1.0] * k, [1.0] * k
+        neg_w = [1.0 / (1.0 + math.exp(-self.gamma * (p / (n + 1e-10) - self.mu))) for p, n in zip(self.pos, self.neg)]
+        pos_w = [1.0 + self.alpha * (1.0 - w) for w in neg_w]
+        if self.background:
+            neg_w, pos_w = [*neg_w, 1.0], [*pos_w, 1.0]
+        return pos_w, neg_w
+
+    def step(self, logits: Tensor, target: Tensor, *, train: bool = True) -> Tensor:
+        pos_w, neg_w = self.weights()
+        rows = []
+        for z, y in zip(logits, target.tolist()):
+            total = z.sum() * 0.0
+            if y != IGNORE:
+                for j in range(z.shape[0]):
+                    s = 1.0 / (1.0 + torch.exp(-z[j]))
+                    total = total - pos_w[j] * torch.log(s) if j == y else total - neg_w[j] * torch.log(1.0 - s)
+            rows.append(total)
+        if train:
+            for z, y in zip(logits.detach(), target.tolist()):
+                if y == IGNORE:
+                    continue
+                for j in range(len(self.pos)):  # the background column is not collected
+                    s = 1.0 / (1.0 + math.exp(-float(z[j])))
+                    if j == y:
+                        self.pos[j] += abs(s - 1.0) * pos_w[j]
+                    else:
+                        self.neg[j] += abs(s) * neg_w[j]
+            self.started = self.started or any(y != IGNORE for y in target.tolist())
+        return torch.stack(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Data
 
 
 def ldam_subset(targets, img_num_per_cls, seed):

@@ -1,3 +1,5 @@
+"""ClassNormDecay (Alshammari et al. 2022): the optimizer step post-hook that shrinks classifier rows."""
+
 from __future__ import annotations
 
 import pytest
@@ -125,3 +127,35 @@ class TestClassNormDecay:
         other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
         with pytest.raises(ValueError, match=r"`optimizer` to hold the classifier weight"):
             ltl.ClassNormDecay(fc, weight_decay=0.1).attach(other)
+
+    def test_refuses_a_step_that_flips_signs(self) -> None:
+        fc = nn.Linear(3, 5)
+        before = fc.weight.detach().clone()
+        hook = ltl.ClassNormDecay(fc, weight_decay=5.0, per_class=[1, 1, 1, 1, 3])
+        with pytest.raises(ValueError, match=r"`lr \* weight_decay \* per_class` to be <= 1.*0.1 \* 5.0 \* 3.0 = 1.5"):
+            hook.apply(0.1)
+        torch.testing.assert_close(fc.weight.detach(), before)
+        hook.apply(0.05)  # 0.75 <= 1 is fine: the rows shrink
+        assert bool((fc.weight.sign() == before.sign()).all())
+
+    def test_conv_1x1_classifier(self) -> None:
+        head = nn.Conv2d(3, 5, kernel_size=1)
+        before = head.weight.detach().clone()
+        ltl.ClassNormDecay(head, weight_decay=0.5, per_class=[1, 2, 0, 1, 1], max_norm=0.3).apply(0.1)
+        factors = torch.tensor([0.95, 0.9, 1.0, 0.95, 0.95]).view(5, 1, 1, 1)
+        expected = torch.renorm(before * factors, p=2, dim=0, maxnorm=0.3)
+        torch.testing.assert_close(head.weight.detach(), expected)
+
+    def test_type_checks(self) -> None:
+        fc = nn.Linear(3, 5)
+        with pytest.raises(TypeError, match=r"`per_class` to be a sequence, NumPy array or tensor of real numbers"):
+            ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=object())
+        with pytest.raises(TypeError, match=r"`per_class` to hold real numbers, but got dtype torch.bool"):
+            ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[True] * 5)
+        hook = ltl.ClassNormDecay(fc, weight_decay=0.1)
+        with pytest.raises(TypeError, match=r"`optimizer` to be a torch.optim.Optimizer, but got list"):
+            hook.attach([fc.weight])  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"`lr` to be a real number, but got '0.1'"):
+            hook.apply("0.1")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"`lr` to be a finite number >= 0, but got -1"):
+            hook.apply(-1)

@@ -10,8 +10,7 @@ from torch.nn import functional as F
 import longtail_losses as ltl
 from longtail_losses import paper
 from tests import reference as ref
-
-COUNTS = torch.tensor([60, 25, 9, 4, 2])
+from tests.inputs import COUNTS
 
 
 def test_rows_are_the_papers_table_2() -> None:
@@ -48,7 +47,7 @@ def test_unknown_row_names_the_choices(bad: object) -> None:
 def _expected(name: str, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """The row's loss from the equations: eq. (8)-(11) for the losses, eq. (14) with lambda/2 for the penalty."""
     r = paper.row(name)
-    z, n = logits.double(), COUNTS
+    z, n = logits.double(), torch.tensor(COUNTS)
     per_sample = {
         "ce": lambda: -torch.log_softmax(z, 1).gather(1, target[:, None]).squeeze(1),
         "cb": lambda: ref.cb_focal(z, target, n, 0.9999, 1.0),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 import longtail_losses as ltl
 from longtail_losses import data as D
@@ -78,3 +80,43 @@ def test_class_counts_never_decodes(tmp_path, monkeypatch):
         (D.cifar100_lt(cifar, 4), D.longtail_counts(3, 4, 4)),
     ]:
         assert ltl.class_counts(ds).tolist() == expected
+
+
+class _DictSamples(Dataset):
+    def __init__(self, labels: list[int]) -> None:
+        self.labels = labels
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        self.reads += 1
+        return {"image": torch.zeros(2), "label": self.labels[i]}
+
+
+class TestClassCountsOfDataSets:
+    def test_tensor_dataset_subset_and_loader(self) -> None:
+        data = TensorDataset(torch.zeros(6, 2), torch.tensor([0, 2, 2, 1, 2, 0]))
+        assert ltl.class_counts(data).tolist() == [2, 1, 3]
+        assert ltl.class_counts(Subset(data, [1, 2, 3])).tolist() == [0, 1, 2]
+        assert ltl.class_counts(DataLoader(data, batch_size=4), num_classes=4).tolist() == [2, 1, 3, 0]
+
+    def test_any_map_style_data_set_with_label_fn(self) -> None:
+        data = _DictSamples([1, 1, 0, 3])
+        assert ltl.class_counts(data, label_fn=lambda s: s["label"]).tolist() == [1, 2, 0, 1]
+        assert ltl.class_counts(Subset(data, [0, 3]), label_fn=lambda s: s["label"]).tolist() == [0, 1, 0, 1]
+        with pytest.raises(TypeError, match=r"each sample of the `labels` data set to be an \(input, label"):
+            ltl.class_counts(data)
+
+    def test_tuple_samples_without_targets(self) -> None:
+        pairs = [(torch.zeros(1), 2), (torch.zeros(1), 0)]
+
+        class Pairs(Dataset):
+            def __len__(self) -> int:
+                return 2
+
+            def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+                return pairs[i]
+
+        assert ltl.class_counts(Pairs()).tolist() == [1, 0, 1]

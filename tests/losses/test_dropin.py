@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-import io
-import pickle
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
-from longtail_losses import twostage
-from longtail_losses.losses import _engine
+from tests.inputs import COUNTS
+from tests.losses import _paths
 
-COUNTS = [500, 120, 40, 9, 2]
 FC = nn.Linear(3, len(COUNTS))
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "balanced_softmax": LF.balanced_softmax_loss,
@@ -63,7 +58,7 @@ def test_narrow_signed_labels_keep_ignore_index(name: str, dtype: torch.dtype) -
 def test_unchecked_bad_label_is_nan_not_another_class(name: str, large: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     # validate_args=False once read -1 as class C-1 (and the two balanced-softmax paths disagreed).
     if large:
-        monkeypatch.setattr(_engine, "BALANCED_SOFTMAX_MIN_ELEMENTS", 0)
+        _paths.fused_everywhere(monkeypatch)
     logits = torch.randn(3, 5, generator=torch.Generator().manual_seed(2))
     for bad in (-1, 5, 1000):
         labels = torch.tensor([0, bad, 4])
@@ -105,77 +100,6 @@ def test_load_state_dict_checks_counts(name: str) -> None:
     assert module.class_counts.tolist() == [5, 4, 3, 2, 1]
 
 
-class TestBWLMFollowsTheLiveClassifier:
-    def test_deepcopy_refers_to_the_live_classifier(self) -> None:
-        fc = nn.Linear(3, 5)
-        criterion = ltl.BWLM(COUNTS, classifier=fc, weight_decay=0.5)
-        clone = copy.deepcopy(criterion)
-        assert clone.classifier_weight is fc.weight
-        with torch.no_grad():
-            fc.weight.mul_(2)
-        z, y = torch.zeros(2, 5), torch.tensor([0, 1])
-        torch.testing.assert_close(clone(z, y), criterion(z, y))
-
-    @pytest.mark.parametrize("loss_first", [False, True])
-    def test_deepcopy_with_the_model_follows_the_copy(self, loss_first: bool) -> None:
-        model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 5))
-        loss = ltl.BWLM(COUNTS, classifier=model[1])
-        state = copy.deepcopy({"loss": loss, "model": model} if loss_first else {"model": model, "loss": loss})
-        assert state["model"][1] is not model[1]
-        assert state["loss"].classifier_weight is state["model"][1].weight
-
-    def test_deepcopy_of_a_module_that_registers_the_loss_before_the_network(self) -> None:
-        class Task(nn.Module):  # an EMA copy of such a module must not share the live classifier
-            def __init__(self) -> None:
-                super().__init__()
-                head = nn.Linear(3, 5)
-                self.loss = ltl.BWLM(COUNTS, classifier=head)
-                self.net = nn.Sequential(nn.Linear(4, 3), head)
-
-        task = Task()
-        ema = copy.deepcopy(task)
-        assert ema.net[1] is not task.net[1]
-        assert ema.loss.classifier_weight is ema.net[1].weight
-        assert task.loss.classifier_weight is task.net[1].weight
-
-    def test_shallow_copy_shares_the_classifier(self) -> None:
-        fc = nn.Linear(3, 5)
-        criterion = ltl.BWLM(COUNTS, classifier=fc, weight_decay=0.5)
-        clone = copy.copy(criterion)
-        assert clone is not criterion and clone.classifier_weight is fc.weight
-        assert clone.class_counts is criterion.class_counts
-
-    def test_pickle_is_refused_with_the_way_out(self) -> None:
-        criterion = ltl.BWLM(COUNTS, classifier=nn.Linear(3, 5))
-        with pytest.raises(TypeError, match=r"not to be pickled.*Save `criterion.state_dict\(\)`"):
-            pickle.dumps(criterion)
-        with pytest.raises(TypeError, match=r"not to be pickled"):
-            torch.save(criterion, io.BytesIO())
-
-    @pytest.mark.parametrize("by_tensor", [False, True])
-    def test_replace_classifier_then_rebind(self, by_tensor: bool) -> None:
-        model = nn.Sequential(nn.Flatten(), nn.Linear(4, 5))
-        criterion = ltl.BWLM(COUNTS, classifier=model[1].weight if by_tensor else model[1])
-        new = twostage.replace_classifier(model, 5, classifier_attr="1")
-        x, y = torch.randn(2, 4), torch.tensor([0, 1])
-        with pytest.raises(RuntimeError, match=r"was replaced by Linear in twostage.replace_classifier.*rebind"):
-            criterion(model(x), y)
-        old = criterion._classifier[0]
-        assert not [k for k in vars(old) if "ltl" in k]  # nothing written onto the user's layer or weight
-        assert criterion.rebind(new) is criterion
-        assert criterion.classifier_weight is new.weight
-        criterion(model(x), y).backward()
-        assert new.weight.grad is not None
-
-    def test_conv_1x1_classifier_for_dense_heads(self) -> None:
-        head = nn.Conv2d(3, 5, kernel_size=1)
-        criterion = ltl.BWLM(COUNTS, classifier=head, weight_decay=0.1)
-        features, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 5, (2, 4, 4))
-        loss = criterion(head(features), labels)
-        expected = LF.bfs_loss(head(features), labels, COUNTS) + 0.05 * head.weight.pow(2).sum()
-        torch.testing.assert_close(loss, expected)
-
-
 @names
 def test_compile_fullgraph_with_the_defaults(name: str) -> None:
     pytest.importorskip("torch._dynamo")
@@ -215,89 +139,6 @@ def test_per_sample_gradients_with_vmap(name: str) -> None:
         layer.zero_grad()
         module(layer(x[i : i + 1]), y[i : i + 1]).backward()
         torch.testing.assert_close(per_sample["weight"][i], layer.weight.grad)
-
-
-def test_bwlm_none_summed_equals_sum_when_nothing_is_kept() -> None:
-    fc = nn.Linear(3, 5)
-    z, y = torch.randn(4, 5), torch.full((4,), -100)
-    none = LF.bwlm_loss(z, y, COUNTS, fc, weight_decay=0.3, reduction="none")
-    total = LF.bwlm_loss(z, y, COUNTS, fc, weight_decay=0.3, reduction="sum")
-    torch.testing.assert_close(total, 0.15 * fc.weight.detach().pow(2).sum())
-    torch.testing.assert_close(none.sum(), total)
-
-
-class TestClassNormDecay:
-    def test_refuses_a_step_that_flips_signs(self) -> None:
-        fc = nn.Linear(3, 5)
-        before = fc.weight.detach().clone()
-        hook = ltl.ClassNormDecay(fc, weight_decay=5.0, per_class=[1, 1, 1, 1, 3])
-        with pytest.raises(ValueError, match=r"`lr \* weight_decay \* per_class` to be <= 1.*0.1 \* 5.0 \* 3.0 = 1.5"):
-            hook.apply(0.1)
-        torch.testing.assert_close(fc.weight.detach(), before)
-        hook.apply(0.05)  # 0.75 <= 1 is fine: the rows shrink
-        assert bool((fc.weight.sign() == before.sign()).all())
-
-    def test_conv_1x1_classifier(self) -> None:
-        head = nn.Conv2d(3, 5, kernel_size=1)
-        before = head.weight.detach().clone()
-        ltl.ClassNormDecay(head, weight_decay=0.5, per_class=[1, 2, 0, 1, 1], max_norm=0.3).apply(0.1)
-        factors = torch.tensor([0.95, 0.9, 1.0, 0.95, 0.95]).view(5, 1, 1, 1)
-        expected = torch.renorm(before * factors, p=2, dim=0, maxnorm=0.3)
-        torch.testing.assert_close(head.weight.detach(), expected)
-
-    def test_type_checks(self) -> None:
-        fc = nn.Linear(3, 5)
-        with pytest.raises(TypeError, match=r"`per_class` to be a sequence, NumPy array or tensor of real numbers"):
-            ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=object())
-        with pytest.raises(TypeError, match=r"`per_class` to hold real numbers, but got dtype torch.bool"):
-            ltl.ClassNormDecay(fc, weight_decay=0.1, per_class=[True] * 5)
-        hook = ltl.ClassNormDecay(fc, weight_decay=0.1)
-        with pytest.raises(TypeError, match=r"`optimizer` to be a torch.optim.Optimizer, but got list"):
-            hook.attach([fc.weight])  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match=r"`lr` to be a real number, but got '0.1'"):
-            hook.apply("0.1")  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match=r"`lr` to be a finite number >= 0, but got -1"):
-            hook.apply(-1)
-
-
-class _DictSamples(Dataset):
-    def __init__(self, labels: list[int]) -> None:
-        self.labels = labels
-        self.reads = 0
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        self.reads += 1
-        return {"image": torch.zeros(2), "label": self.labels[i]}
-
-
-class TestClassCountsOfDataSets:
-    def test_tensor_dataset_subset_and_loader(self) -> None:
-        data = TensorDataset(torch.zeros(6, 2), torch.tensor([0, 2, 2, 1, 2, 0]))
-        assert ltl.class_counts(data).tolist() == [2, 1, 3]
-        assert ltl.class_counts(Subset(data, [1, 2, 3])).tolist() == [0, 1, 2]
-        assert ltl.class_counts(DataLoader(data, batch_size=4), num_classes=4).tolist() == [2, 1, 3, 0]
-
-    def test_any_map_style_data_set_with_label_fn(self) -> None:
-        data = _DictSamples([1, 1, 0, 3])
-        assert ltl.class_counts(data, label_fn=lambda s: s["label"]).tolist() == [1, 2, 0, 1]
-        assert ltl.class_counts(Subset(data, [0, 3]), label_fn=lambda s: s["label"]).tolist() == [0, 1, 0, 1]
-        with pytest.raises(TypeError, match=r"each sample of the `labels` data set to be an \(input, label"):
-            ltl.class_counts(data)
-
-    def test_tuple_samples_without_targets(self) -> None:
-        pairs = [(torch.zeros(1), 2), (torch.zeros(1), 0)]
-
-        class Pairs(Dataset):
-            def __len__(self) -> int:
-                return 2
-
-            def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-                return pairs[i]
-
-        assert ltl.class_counts(Pairs()).tolist() == [1, 0, 1]
 
 
 def test_balanced_softmax_is_cross_entropy_in_the_callers_form() -> None:

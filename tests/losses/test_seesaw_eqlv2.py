@@ -1,7 +1,7 @@
 """Tests of the losses that accumulate statistics while they train: SeesawLoss and EQLv2Loss.
 
-The references below re-derive each paper's formula in float64 with explicit loops and never call the library;
-they keep their own statistics, so every comparison covers several steps of the statistics too.
+The references (tests/reference.py) re-derive each paper's formula in float64 with explicit loops and never call
+the library; they keep their own statistics, so every comparison covers several steps of the statistics too.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import copy
 import io
 import math
 import pickle
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import pytest
 import torch
@@ -23,104 +23,9 @@ from torch.utils._pytree import tree_leaves
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
-from tests.strategies import problems
-
-REDUCTIONS = ["none", "mean", "sum"]
-C = 5
-IGNORE = -100
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Float64 re-derivations of the papers' formulas (with the official code's choices), statistics included.
-
-
-class SeesawReference:
-    """Wang et al. 2021, eq. (1)-(4), with the official mmdet code's counts (updated before the loss, clamped at 1)."""
-
-    def __init__(self, num_classes: int, p: float, q: float, eps: float = 1e-2, counts: Optional[list] = None):
-        self.counts = [0.0] * num_classes if counts is None else [float(c) for c in counts]
-        self.p, self.q, self.eps = p, q, eps
-
-    def step(self, logits: Tensor, target: Tensor, *, train: bool = True) -> Tensor:
-        """Per-sample losses (0 where ignored) of a (N, C) float64 batch, after counting the batch if ``train``."""
-        if train:
-            for y in target.tolist():
-                if y != IGNORE:
-                    self.counts[y] += 1.0
-        rows = []
-        for z, y in zip(logits, target.tolist()):
-            if y == IGNORE:
-                rows.append(z.sum() * 0.0)
-                continue
-            e = [math.exp(float(v)) for v in z.detach()]
-            sigma = [v / sum(e) for v in e]  # the softmax of the detached logits
-            n_y = max(self.counts[y], 1.0)
-            denominator = torch.exp(z[y])
-            for j in range(len(e)):
-                if j == y:
-                    continue
-                s = 1.0
-                n_j = max(self.counts[j], 1.0)
-                if n_j < n_y:
-                    s *= (n_j / n_y) ** self.p
-                ratio = sigma[j] / max(sigma[y], self.eps)
-                if ratio > 1.0:
-                    s *= ratio**self.q
-                denominator = denominator + s * torch.exp(z[j])
-            rows.append(-torch.log(torch.exp(z[y]) / denominator))
-        return torch.stack(rows)
-
-
-class EQLv2Reference:
-    """Tan et al. 2021, eq. (7)-(10), following the official code's ``get_weight`` and ``collect_grad``."""
-
-    def __init__(self, num_classes: int, gamma: float, mu: float, alpha: float, background: bool = False):
-        self.pos = [0.0] * num_classes
-        self.neg = [0.0] * num_classes
-        self.started = False
-        self.gamma, self.mu, self.alpha, self.background = gamma, mu, alpha, background
-
-    def weights(self) -> tuple[list[float], list[float]]:
-        if not self.started:
-            k = len(self.pos) + int(self.background)
-            return [1.0] * k, [1.0] * k
-        neg_w = [1.0 / (1.0 + math.exp(-self.gamma * (p / (n + 1e-10) - self.mu))) for p, n in zip(self.pos, self.neg)]
-        pos_w = [1.0 + self.alpha * (1.0 - w) for w in neg_w]
-        if self.background:
-            neg_w, pos_w = [*neg_w, 1.0], [*pos_w, 1.0]
-        return pos_w, neg_w
-
-    def step(self, logits: Tensor, target: Tensor, *, train: bool = True) -> Tensor:
-        pos_w, neg_w = self.weights()
-        rows = []
-        for z, y in zip(logits, target.tolist()):
-            total = z.sum() * 0.0
-            if y != IGNORE:
-                for j in range(z.shape[0]):
-                    s = 1.0 / (1.0 + torch.exp(-z[j]))
-                    total = total - pos_w[j] * torch.log(s) if j == y else total - neg_w[j] * torch.log(1.0 - s)
-            rows.append(total)
-        if train:
-            for z, y in zip(logits.detach(), target.tolist()):
-                if y == IGNORE:
-                    continue
-                for j in range(len(self.pos)):  # the background column is not collected
-                    s = 1.0 / (1.0 + math.exp(-float(z[j])))
-                    if j == y:
-                        self.pos[j] += abs(s - 1.0) * pos_w[j]
-                    else:
-                        self.neg[j] += abs(s) * neg_w[j]
-            self.started = self.started or any(y != IGNORE for y in target.tolist())
-        return torch.stack(rows)
-
-
-def reduce(per_row: Tensor, target: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return per_row
-    if reduction == "sum":
-        return per_row.sum()
-    return per_row.sum() / (target != IGNORE).sum()
-
+from tests.inputs import REDUCTIONS, C, problems
+from tests.reference import IGNORE, EQLv2Reference, SeesawReference
+from tests.reference import reduce as ref_reduce
 
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers
@@ -144,7 +49,7 @@ def step_both(module: nn.Module, reference: Any, logits: Tensor, target: Tensor,
     out = module(logits, target)
     (grad,) = torch.autograd.grad(out.sum(), logits)
     ref_logits = logits.detach().clone().requires_grad_(True)
-    expected = reduce(reference.step(ref_logits, target), target, reduction)
+    expected = ref_reduce(reference.step(ref_logits, target), target, reduction)
     (ref_grad,) = torch.autograd.grad(expected.sum(), ref_logits)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(grad, ref_grad)
@@ -203,7 +108,7 @@ class TestSeesawLoss:  # test_shapes: TestBoth
         logits.requires_grad_(True)
         out = ltl.SeesawLoss(C, p=0.0, q=0.0, reduction=reduction)(logits, target)
         # F.cross_entropy's own 'mean' divides in another order (1 ulp away): reduce its rows as the engine does
-        expected = reduce(F.cross_entropy(logits, target, reduction="none"), target, reduction)
+        expected = ref_reduce(F.cross_entropy(logits, target, reduction="none"), target, reduction)
         torch.testing.assert_close(out, expected, rtol=0, atol=0)
         (grad,) = torch.autograd.grad(out.sum(), logits)
         (expected_grad,) = torch.autograd.grad(expected.sum(), logits)
@@ -344,7 +249,7 @@ class TestEQLv2Loss:  # test_shapes: TestBoth
         kept = target != IGNORE
         one_hot = F.one_hot(target.clamp_min(0), C).to(logits.dtype)
         per_row = F.binary_cross_entropy_with_logits(logits, one_hot, reduction="none").sum(1) * kept
-        expected = reduce(per_row, target, reduction)
+        expected = ref_reduce(per_row, target, reduction)
         torch.testing.assert_close(out, expected)
         (grad,) = torch.autograd.grad(out.sum(), logits)
         (expected_grad,) = torch.autograd.grad(expected.sum(), logits)

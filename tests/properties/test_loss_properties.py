@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from longtail_losses import functional as LF
-from tests.strategies import alphas, betas, gammas, problems
+from tests.inputs import alphas, betas, gammas, problems
 
 LOSSES = {
     "bs": lambda z, y, n, **kw: LF.balanced_softmax_loss(z, y, n, **kw),

@@ -1,10 +1,14 @@
-"""One harness for every loss: shapes, references, identities, gradients, buffers, numerics."""
+"""The spec table: BalancedSoftmax, ClassBalancedFocal, BFS and BWLM through the same checks.
+
+Shapes, the float64 references, gradients, ignore_index, buffers, half inputs, validation messages. The input forms
+are in test_input_forms.py; each loss's own identities in test_balanced_softmax.py, test_class_balanced.py and
+test_bwlm.py.
+"""
 
 from __future__ import annotations
 
 import copy
 import io
-import math
 import pickle
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -13,13 +17,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
-from hypothesis import strategies as st
 from torch import nn
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
 from tests import reference as ref
-from tests.strategies import alphas, betas, gammas, problems, reductions
+from tests.inputs import COUNTS, alphas, betas, gammas, make_inputs, problems, reductions
 
 
 @dataclass
@@ -85,14 +88,10 @@ SPECS = [
 ]
 IDS = [s.name for s in SPECS]
 COUNT_SPECS = SPECS[:3]  # the losses whose only arguments are logits, target and counts
-COUNTS = [500, 120, 40, 9, 2]
 
 
-def _inputs(dtype: torch.dtype = torch.float64, n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    logits = (3 * torch.randn(n, len(COUNTS), generator=g)).to(dtype)
-    target = torch.randint(0, len(COUNTS), (n,), generator=g)
-    return logits, target
+def _inputs(dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+    return make_inputs("batched", "index", dtype=dtype)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=IDS)
@@ -129,12 +128,16 @@ class TestEveryLoss:
             lambda z: spec.functional(z, target, COUNTS, **spec.hyper), (logits,), fast_mode=True
         )
 
-    def test_gradient_matches_reference(self, spec: Spec) -> None:
+    @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+    def test_gradient_matches_reference(self, spec: Spec, reduction: str) -> None:
         logits, target = _inputs()
         mine = logits.clone().requires_grad_(True)
-        spec.functional(mine, target, COUNTS, **spec.hyper).backward()
+        got = spec.functional(mine, target, COUNTS, reduction=reduction, **spec.hyper)
+        got.sum().backward()
         theirs = logits.clone().requires_grad_(True)
-        spec.expected(theirs, target, COUNTS, "mean", **spec.hyper).backward()
+        want = spec.expected(theirs, target, COUNTS, reduction, **spec.hyper)
+        want.sum().backward()
+        torch.testing.assert_close(got, want)
         torch.testing.assert_close(mine.grad, theirs.grad)
 
     def test_ignore_index(self, spec: Spec) -> None:
@@ -233,244 +236,6 @@ class TestEveryLoss:
         target[2] = -1
         with pytest.raises(ValueError, match=r"got -1 at position 2"):
             spec.functional(logits, target, COUNTS, **spec.hyper)
-
-
-class TestBalancedSoftmax:
-    def test_known_values(self) -> None:
-        # By hand: sample 0 -> log(1 + 10 e^0 / (90 e^2)), sample 1 -> log(1 + 90 e^0 / (10 e^1)).
-        logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
-        out = LF.balanced_softmax_loss(logits, torch.tensor([0, 1]), [90, 10], reduction="none")
-        expected = [math.log(1 + 10 / (90 * math.e**2)), math.log(1 + 90 / (10 * math.e))]
-        torch.testing.assert_close(out, torch.tensor(expected, dtype=torch.float64))
-
-    @given(problem=problems(ignore=False))
-    def test_equal_counts_is_cross_entropy(self, problem: tuple) -> None:
-        logits, target, counts = problem
-        equal = torch.full_like(counts, 7)
-        a, b = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
-        ours = LF.balanced_softmax_loss(a, target, equal)
-        theirs = F.cross_entropy(b, target)
-        torch.testing.assert_close(ours, theirs)
-        ours.backward()
-        theirs.backward()
-        torch.testing.assert_close(a.grad, b.grad)
-
-    @given(problem=problems(), shift=st.floats(-50, 50))
-    def test_invariant_to_row_shift_and_count_scaling(self, problem: tuple, shift: float) -> None:
-        logits, target, counts = problem
-        base = LF.balanced_softmax_loss(logits, target, counts, reduction="none")
-        torch.testing.assert_close(LF.balanced_softmax_loss(logits + shift, target, counts, reduction="none"), base)
-        torch.testing.assert_close(LF.balanced_softmax_loss(logits, target, counts * 13, reduction="none"), base)
-
-    @given(problem=problems(ignore=False))
-    def test_gradient_rows_sum_to_zero(self, problem: tuple) -> None:
-        logits, target, counts = problem
-        z = logits.clone().requires_grad_(True)
-        LF.balanced_softmax_loss(z, target, counts, reduction="sum").backward()
-        torch.testing.assert_close(z.grad.sum(dim=1), torch.zeros(z.shape[0], dtype=torch.float64))
-
-    def test_prior_pushes_towards_rare_classes(self) -> None:
-        # Same logits: the head-class sample costs less than plain CE, the tail-class sample more.
-        logits = torch.zeros(2, 2)
-        out = LF.balanced_softmax_loss(logits, torch.tensor([0, 1]), [90, 10], reduction="none")
-        ce = F.cross_entropy(logits, torch.tensor([0, 1]), reduction="none")
-        assert out[0] < ce[0]
-        assert out[1] > ce[1]
-
-
-class TestClassBalancedWeights:
-    def test_known_values(self) -> None:
-        # By hand: 1 / (1 - 0.9**n) for n = 100, 10, 1 is 1.0000266, 1.5353399, 10; normalised to sum to 3.
-        w = LF.class_balanced_weights([100, 10, 1], beta=0.9, dtype=torch.float64)
-        raw = torch.tensor([1.0000266, 1.5353399, 10.0], dtype=torch.float64)
-        torch.testing.assert_close(w, 3 * raw / raw.sum(), atol=1e-6, rtol=0)
-
-    @given(beta=betas, counts=st.lists(st.integers(1, 100000), min_size=1, max_size=20))
-    def test_sum_to_c_and_match_float64_formula(self, beta: float, counts: list[int]) -> None:
-        w = LF.class_balanced_weights(counts, beta)
-        assert w.dtype == torch.float32
-        torch.testing.assert_close(w.sum(), torch.tensor(float(len(counts))))
-        torch.testing.assert_close(w, ref.cb_weights(torch.tensor(counts), beta).float())
-
-    def test_beta_zero_and_balanced_give_ones(self) -> None:
-        torch.testing.assert_close(LF.class_balanced_weights([1000, 3, 1], 0.0), torch.ones(3))
-        torch.testing.assert_close(LF.class_balanced_weights([42, 42, 42], 0.9999), torch.ones(3))
-
-    def test_rarer_class_weighs_more(self) -> None:
-        w = LF.class_balanced_weights([500, 100, 20, 5], 0.999)
-        assert torch.all(w[1:] > w[:-1])
-
-
-class TestClassBalancedFocal:
-    def test_known_values(self) -> None:
-        # By hand for beta=0.99, gamma=1: w = (0.2767980, 1.7232020); focal sums of the two rows are
-        # 0.1269280 + 0.3465736 and 0.3465736 + 0.0842010 ... (sigmoid terms written out in tests/reference.py).
-        logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
-        out = LF.class_balanced_focal_loss(logits, torch.tensor([0, 1]), [90, 10], beta=0.99, reduction="none")
-        sig = torch.sigmoid
-        row0 = -(1 - sig(torch.tensor(2.0))) * torch.log(sig(torch.tensor(2.0))) - 0.5 * torch.log(torch.tensor(0.5))
-        row1 = -0.5 * torch.log(torch.tensor(0.5)) - (1 - sig(torch.tensor(1.0))) * torch.log(sig(torch.tensor(1.0)))
-        expected = torch.stack([0.2767980 * row0, 1.7232020 * row1]).double()
-        torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
-
-    @given(problem=problems(), beta=betas)
-    def test_gamma_zero_is_weighted_bce_with_logits(self, problem: tuple, beta: float) -> None:
-        logits, target, counts = problem
-        a, b = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
-        ours = LF.class_balanced_focal_loss(a, target, counts, beta=beta, gamma=0.0, reduction="sum")
-        keep = target != -100
-        onehot = F.one_hot(ref.safe(target), logits.shape[1]).double()
-        bce = F.binary_cross_entropy_with_logits(b, onehot, reduction="none").sum(dim=1)
-        w = LF.class_balanced_weights(counts, beta, dtype=torch.float64)[ref.safe(target)]
-        theirs = (w * bce * keep).sum()
-        torch.testing.assert_close(ours, theirs)
-        ours.backward()
-        theirs.backward()
-        torch.testing.assert_close(a.grad, b.grad)
-
-    @given(problem=problems(ignore=False), gamma=gammas)
-    def test_unweighted_focal_never_above_bce(self, problem: tuple, gamma: float) -> None:
-        logits, target, counts = problem
-        equal = torch.ones_like(counts)
-        focal = LF.class_balanced_focal_loss(logits, target, equal, gamma=gamma, reduction="none")
-        bce = LF.class_balanced_focal_loss(logits, target, equal, gamma=0.0, reduction="none")
-        assert torch.all(focal <= bce + 1e-12)
-
-    def test_reference_code_overflow_is_avoided(self) -> None:
-        # Cui et al.'s modulator exp(-gamma*y*z - gamma*log(1+exp(-z))) overflows for z < -89 in float32.
-        z = torch.tensor([[-100.0, 0.0]])
-        # For the target logit -100 it should be (1 - sigmoid(-100))**1 = 1; in float32 it collapses to 0,
-        # dropping the hardest sample, and its gradient is nan.
-        zz = z.clone().requires_grad_(True)
-        naive = torch.exp(-1.0 * 1 * zz - 1.0 * torch.log(1 + torch.exp(-zz)))
-        assert naive[0, 0] == 0
-        naive[0, 0].backward()
-        assert torch.isnan(zz.grad[0, 0])
-        logits = z.clone().requires_grad_(True)
-        loss = LF.class_balanced_focal_loss(logits, torch.tensor([0]), [10, 10], gamma=1.0)
-        loss.backward()
-        torch.testing.assert_close(loss, torch.tensor(100.0 + 0.5 * torch.log(torch.tensor(2.0)).item()))
-        assert torch.isfinite(logits.grad).all()
-
-
-class TestBFS:
-    @given(problem=problems(), beta=betas, gamma=gammas, reduction=reductions)
-    def test_alpha_endpoints_are_the_two_losses(
-        self, problem: tuple, beta: float, gamma: float, reduction: str
-    ) -> None:
-        logits, target, counts = problem
-        torch.testing.assert_close(
-            LF.bfs_loss(logits, target, counts, alpha=1.0, beta=beta, gamma=gamma, reduction=reduction),
-            LF.class_balanced_focal_loss(logits, target, counts, beta=beta, gamma=gamma, reduction=reduction),
-            rtol=0,
-            atol=0,
-        )
-        torch.testing.assert_close(
-            LF.bfs_loss(logits, target, counts, alpha=0.0, beta=beta, gamma=gamma, reduction=reduction),
-            LF.balanced_softmax_loss(logits, target, counts, reduction=reduction),
-            rtol=0,
-            atol=0,
-        )
-
-    def test_default_alpha_is_papers(self) -> None:
-        assert ltl.BFS([1, 2]).alpha == 0.1
-        assert ltl.BFS([1, 2]).beta == 0.9999
-        assert ltl.BFS([1, 2]).gamma == 1.0
-
-
-class TestBWLM:
-    def _setup(self) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
-        torch.manual_seed(0)
-        fc = nn.Linear(4, len(COUNTS)).double()
-        x = torch.randn(6, 4, dtype=torch.float64)
-        return fc, x, torch.randint(0, len(COUNTS), (6,))
-
-    @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-    def test_is_bfs_plus_half_weight_decay_norm(self, reduction: str) -> None:
-        fc, x, target = self._setup()
-        hyper = {"alpha": 0.2, "beta": 0.99, "gamma": 1.5}
-        loss = LF.bwlm_loss(fc(x), target, COUNTS, fc, weight_decay=0.3, reduction=reduction, **hyper)
-        bfs = LF.bfs_loss(fc(x), target, COUNTS, reduction=reduction, **hyper)
-        penalty = 0.15 * (fc.weight**2).sum()  # bias excluded
-        if reduction == "none":
-            torch.testing.assert_close(loss.sum(), bfs.sum() + penalty)
-        else:
-            torch.testing.assert_close(loss, bfs + penalty)
-
-    def test_gradient_adds_exactly_weight_decay_times_theta(self) -> None:
-        fc, x, target = self._setup()
-        LF.bfs_loss(fc(x), target, COUNTS).backward()
-        bfs_grad_w, bfs_grad_b = fc.weight.grad.clone(), fc.bias.grad.clone()
-        fc.zero_grad()
-        ltl.BWLM(COUNTS, classifier=fc, weight_decay=0.05)(fc(x), target).backward()
-        torch.testing.assert_close(fc.weight.grad, bfs_grad_w + 0.05 * fc.weight.detach())
-        torch.testing.assert_close(fc.bias.grad, bfs_grad_b)
-
-    def test_matches_sgd_weight_decay_on_the_classifier(self) -> None:
-        fc, x, target = self._setup()
-        twin = copy.deepcopy(fc)
-        opt = torch.optim.SGD(fc.parameters(), lr=0.1, momentum=0.9)
-        opt_twin = torch.optim.SGD(
-            [{"params": [twin.weight], "weight_decay": 0.05}, {"params": [twin.bias]}], lr=0.1, momentum=0.9
-        )
-        criterion = ltl.BWLM(COUNTS, classifier=fc, weight_decay=0.05)
-        for _ in range(3):
-            opt.zero_grad()
-            criterion(fc(x), target).backward()
-            opt.step()
-            opt_twin.zero_grad()
-            LF.bfs_loss(twin(x), target, COUNTS).backward()
-            opt_twin.step()
-        torch.testing.assert_close(fc.weight, twin.weight)
-        torch.testing.assert_close(fc.bias, twin.bias)
-
-    def test_gradcheck_wrt_classifier(self) -> None:
-        fc, x, target = self._setup()
-        features = x.detach()
-
-        def f(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-            return LF.bwlm_loss(features @ weight.T + bias, target, COUNTS, weight, weight_decay=0.1)
-
-        w = fc.weight.detach().clone().requires_grad_(True)
-        b = fc.bias.detach().clone().requires_grad_(True)
-        assert torch.autograd.gradcheck(f, (w, b), fast_mode=True)
-
-    def test_classifier_not_registered(self) -> None:
-        fc, _, _ = self._setup()
-        criterion = ltl.BWLM(COUNTS, classifier=fc)
-        assert list(criterion.parameters()) == []
-        assert list(criterion.state_dict()) == ["class_counts"]
-        assert criterion.classifier_weight is fc.weight
-        assert criterion.weight_decay == 5e-3
-
-    def test_accepts_weight_tensor(self) -> None:
-        fc, x, target = self._setup()
-        a = ltl.BWLM(COUNTS, classifier=fc.weight, weight_decay=0.1)(fc(x), target)
-        b = ltl.BWLM(COUNTS, classifier=fc, weight_decay=0.1)(fc(x), target)
-        torch.testing.assert_close(a, b)
-
-    def test_none_reduction_spreads_penalty_over_kept_samples(self) -> None:
-        fc, x, target = self._setup()
-        target[0] = -100
-        out = LF.bwlm_loss(fc(x), target, COUNTS, fc, weight_decay=0.2, reduction="none")
-        assert out[0] == 0
-        total = LF.bwlm_loss(fc(x), target, COUNTS, fc, weight_decay=0.2, reduction="sum")
-        torch.testing.assert_close(out.sum(), total)
-
-    def test_exceptions(self) -> None:
-        fc, x, target = self._setup()
-        with pytest.raises(ValueError, match=r"`classifier` weight to have one row per class \(5\)"):
-            ltl.BWLM(COUNTS, classifier=nn.Linear(4, 3))
-        with pytest.raises(TypeError, match=r"`classifier` to have a `.weight`"):
-            ltl.BWLM(COUNTS, classifier=nn.ReLU())
-        with pytest.raises(ValueError, match=r"`classifier` weight to be at least 2-D"):
-            ltl.BWLM(COUNTS, classifier=torch.ones(5))
-        with pytest.raises(ValueError, match=r"`weight_decay` to be a finite number >= 0, but got -1"):
-            ltl.BWLM(COUNTS, classifier=fc, weight_decay=-1)
-        with pytest.raises(ValueError, match=r"`classifier` weight to have one row per class \(5\)"):
-            LF.bwlm_loss(fc(x), target, COUNTS, torch.ones(3, 4, dtype=torch.float64))
-        with pytest.raises(TypeError, match=r"'classifier'"):
-            ltl.BWLM(COUNTS)  # type: ignore[call-arg]  # classifier is required
 
 
 class TestExceptions:

@@ -1,4 +1,4 @@
-"""The fused fast paths (losses._kernel) equal the straightforward reference paths: values and gradients."""
+"""The fused fast path equals the straightforward reference path it is switched against: values and gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from longtail_losses import functional as LF
-from longtail_losses.losses import _engine, _kernel
+from tests.inputs import alphas, betas, gammas, make_counts, make_inputs, reductions
+from tests.losses import _paths
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {
     "balanced_softmax": lambda z, y, n, **kw: LF.balanced_softmax_loss(
@@ -28,27 +29,13 @@ LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 @pytest.fixture(autouse=True)
 def _fused_balanced_softmax_at_every_size(monkeypatch: pytest.MonkeyPatch) -> None:
     # Small balanced-softmax inputs normally take F.cross_entropy(z + log n); here the fused kernel is under test.
-    monkeypatch.setattr(_engine, "BALANCED_SOFTMAX_MIN_ELEMENTS", 0)
-
-
-class ForwardSpy:
-    """Counts calls of the fused kernel, so a test knows the fast path really ran."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls = 0
-        original = _kernel._forward
-
-        def spy(*args: Any, **kwargs: Any) -> Any:
-            self.calls += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(_kernel, "_forward", spy)
+    _paths.fused_everywhere(monkeypatch)
 
 
 def run(fn: Callable[..., torch.Tensor], z: torch.Tensor, *args: Any, reference: bool, **kw: Any):
     """Loss and gradient (of the summed loss) with the fast or the reference path."""
     logits = z.detach().clone().requires_grad_()
-    with _kernel.reference_path(reference):
+    with _paths.reference_path(reference):
         loss = fn(logits, *args, **kw)
         (grad,) = torch.autograd.grad(loss.sum(), logits)
     return loss, grad
@@ -63,11 +50,8 @@ def assert_fast_equals_reference(fn, z, *args, **kw) -> None:
 
 
 def make_case(batch: int, classes: int, dtype: torch.dtype, seed: int, scale: float = 4.0):
-    gen = torch.Generator().manual_seed(seed)
-    z = (torch.randn(batch, classes, generator=gen) * scale).to(dtype)
-    y = torch.randint(0, classes, (batch,), generator=gen)
-    counts = torch.randint(1, 500, (classes,), generator=gen)
-    return z, y, counts
+    z, y = make_inputs("batched", "index", seed=seed, dtype=dtype, batch=batch, num_classes=classes, scale=scale)
+    return z, y, make_counts(classes, seed=seed)
 
 
 @st.composite
@@ -82,10 +66,10 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
         "z": z,
         "y": y,
         "counts": counts,
-        "beta": draw(st.sampled_from([0.0, 0.5, 0.99, 0.9999])),
-        "gamma": draw(st.sampled_from([0.0, 0.5, 1.0, 2.0]) | st.floats(0.0, 5.0)),
-        "alpha": draw(st.sampled_from([0.0, 0.1, 1.0]) | st.floats(0.0, 1.0)),
-        "reduction": draw(st.sampled_from(["none", "mean", "sum"])),
+        "beta": draw(betas),
+        "gamma": draw(gammas),
+        "alpha": draw(alphas),
+        "reduction": draw(reductions),
     }
 
 
@@ -121,8 +105,8 @@ def test_fast_equals_reference_many_blocks(
     monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype, name: str, reduction: str
 ) -> None:
     # 300 classes and a budget of 1000 elements: focal blocks of 3 rows, the last one short.
-    monkeypatch.setattr(_kernel, "BLOCK_ELEMENTS", 1000)
-    spy = ForwardSpy(monkeypatch)
+    _paths.small_blocks(monkeypatch, 1000)
+    spy = _paths.FastPathCalls(monkeypatch)
     z, y, counts = make_case(32, 300, dtype, seed=1)
     y[5] = -100
     assert_fast_equals_reference(LOSSES[name], z, y, counts, beta=0.999, gamma=1.5, alpha=0.3, reduction=reduction)
@@ -161,7 +145,7 @@ def test_empty_batch(name: str) -> None:
 
 
 def test_gradcheck_and_gradgradcheck_through_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    spy = ForwardSpy(monkeypatch)
+    spy = _paths.FastPathCalls(monkeypatch)
     z, y, counts = make_case(3, 3, torch.float64, seed=5)
     y[1] = -100
     z.requires_grad_()
@@ -196,12 +180,12 @@ def test_backward_accumulates_into_grad() -> None:
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_no_grad_forward_equals_reference(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    spy = ForwardSpy(monkeypatch)
+    spy = _paths.FastPathCalls(monkeypatch)
     z, y, counts = make_case(9, 40, torch.float64, seed=8)
     kw = {"beta": 0.99, "gamma": 2.0, "alpha": 0.1, "reduction": "none"}
     with torch.no_grad():
         fast = LOSSES[name](z, y, counts, **kw)
-        with _kernel.reference_path():
+        with _paths.reference_path():
             reference = LOSSES[name](z, y, counts, **kw)
     torch.testing.assert_close(fast, reference)
     assert spy.calls == 1
@@ -219,7 +203,7 @@ def test_half_inputs_under_autocast(dtype: torch.dtype, name: str) -> None:
     results = []
     for reference in (False, True):
         fc.zero_grad()
-        with _kernel.reference_path(reference), torch.autocast("cpu", dtype=dtype):
+        with _paths.reference_path(reference), torch.autocast("cpu", dtype=dtype):
             logits = fc(features)
             logits.retain_grad()
             loss = LOSSES[name](logits, y, counts, **kw)
@@ -234,23 +218,23 @@ def test_half_inputs_under_autocast(dtype: torch.dtype, name: str) -> None:
 
 def test_dispatch_rule() -> None:
     z = torch.zeros(2, 3)
-    assert _kernel.use_fast_path(z)
-    assert _kernel.use_fast_path(z.double())
-    assert not _kernel.use_fast_path(z.half())
-    with _kernel.reference_path():
-        assert not _kernel.use_fast_path(z)
-        with _kernel.reference_path(False):
-            assert _kernel.use_fast_path(z)
-        assert not _kernel.use_fast_path(z)
-    assert _kernel.use_fast_path(z)
+    assert _paths.use_fast_path(z)
+    assert _paths.use_fast_path(z.double())
+    assert not _paths.use_fast_path(z.half())
+    with _paths.reference_path():
+        assert not _paths.use_fast_path(z)
+        with _paths.reference_path(False):
+            assert _paths.use_fast_path(z)
+        assert not _paths.use_fast_path(z)
+    assert _paths.use_fast_path(z)
 
 
 def test_functorch_transforms_use_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    spy = ForwardSpy(monkeypatch)
+    spy = _paths.FastPathCalls(monkeypatch)
     z, y, counts = make_case(4, 5, torch.float64, seed=11)
     grad = torch.func.grad(lambda logits: LF.bfs_loss(logits, y, counts))(z)
     logits = z.clone().requires_grad_()
-    with _kernel.reference_path():
+    with _paths.reference_path():
         (reference,) = torch.autograd.grad(LF.bfs_loss(logits, y, counts), logits)
     torch.testing.assert_close(grad, reference)
     assert spy.calls == 0

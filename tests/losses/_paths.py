@@ -1,0 +1,49 @@
+"""Every internal hook the loss tests use, in one place: the fast path, its reference, and their thresholds.
+
+The tests otherwise call only the public API. When the engine's internals move, re-point these functions; no
+test module imports ``longtail_losses.losses._engine`` or ``_kernel`` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import pytest
+from torch import Tensor
+
+from longtail_losses.losses import _engine, _kernel
+
+
+def reference_path(enabled: bool = True) -> contextlib.AbstractContextManager[None]:
+    """Context manager: the losses run the straightforward reference path instead of the fused kernel."""
+    return _kernel.reference_path(enabled)
+
+
+def use_fast_path(logits: Tensor) -> bool:
+    """Whether the fused kernel would run on ``logits`` here (dtype, autograd mode, ``reference_path``)."""
+    return _kernel.use_fast_path(logits)
+
+
+def fused_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Balanced softmax takes the fused kernel at every size (small inputs otherwise take F.cross_entropy)."""
+    monkeypatch.setattr(_engine, "BALANCED_SOFTMAX_MIN_ELEMENTS", 0)
+
+
+def small_blocks(monkeypatch: pytest.MonkeyPatch, elements: int = 1000) -> None:
+    """The fused kernel works in blocks of ``elements`` logits, so a small problem spans several blocks."""
+    monkeypatch.setattr(_kernel, "BLOCK_ELEMENTS", elements)
+
+
+class FastPathCalls:
+    """Counts calls of the fused kernel's forward, so a test knows the fast path really ran (or did not)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = _kernel._forward
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(_kernel, "_forward", spy)
