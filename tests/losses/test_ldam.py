@@ -56,7 +56,9 @@ class TestLDAMLoss:
             for smoothing in (0.0, 0.3):
                 options = {"reduction": reduction, "label_smoothing": smoothing}
                 ldam = checks.grad(
-                    lambda x, o=options: LF.ldam_loss(x, target, COUNTS, max_margin=0.0, scale=1.0, class_weights=WEIGHT, **o),
+                    lambda x, o=options: LF.ldam_loss(
+                        x, target, COUNTS, max_margin=0.0, scale=1.0, class_weights=WEIGHT, **o
+                    ),
                     logits,
                 )
                 ce = checks.grad(lambda x, o=options: F.cross_entropy(x, target, weight=WEIGHT, **o), logits)
@@ -167,7 +169,13 @@ class TestLDAMLoss:
 
     @pytest.mark.parametrize("reduction", REDUCTIONS)
     def test_module_equals_functional(self, reduction: str) -> None:
-        options = {"max_margin": 0.3, "scale": 7.0, "class_weights": WEIGHT, "reduction": reduction, "label_smoothing": 0.1}
+        options = {
+            "max_margin": 0.3,
+            "scale": 7.0,
+            "class_weights": WEIGHT,
+            "reduction": reduction,
+            "label_smoothing": 0.1,
+        }
         fields = "max_margin=0.3, scale=7.0, weighted=True"
         checks.assert_module_equals_functional(ltl.LDAMLoss, LF.ldam_loss, options, seed=27, fields=fields)
 
