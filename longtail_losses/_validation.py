@@ -260,6 +260,9 @@ def as_counts(
                 j = int(bad.nonzero()[0, 0])
                 rule = "finite whole numbers" if whole else "finite numbers >= 0"
                 raise ValueError(f"Expected `{name}` to hold {rule}, but got {tensor[j].item()} for class {j}")
+            if whole and bool((tensor.abs() >= 2.0**63).any()):
+                j = int((tensor.abs() >= 2.0**63).nonzero()[0, 0])
+                raise ValueError(f"Expected `{name}` to fit in int64, but got {tensor[j].item():g} for class {j}")
         bad = tensor < minimum
         if bool(bad.any()):
             j = int(bad.nonzero()[0, 0])
@@ -340,11 +343,16 @@ def check_logits_target(logits: object, target: object, num_classes: int) -> boo
 
 
 def check_probabilities(probs: Tensor, class_dim: int) -> None:
-    """Check that probability targets are finite, ``>= 0`` and sum to 1 over the classes (a device sync)."""
+    """Check that probability targets are finite, ``>= 0`` and sum to 1 over the classes (a device sync).
+
+    The sums may miss 1 by ``1e-3``, or by four rounding units of the target's dtype where that is more
+    (``bfloat16``: 0.031), so a softmax computed in half precision passes as ``F.cross_entropy`` takes it.
+    """
     if probs.numel() == 0:
         return
     sums = probs.sum(dim=class_dim, dtype=torch.float64)
-    bad = ~torch.isfinite(probs).all() | (probs < 0).any() | ((sums - 1.0).abs() > 1e-3).any()
+    tolerance = max(1e-3, 4 * torch.finfo(probs.dtype).eps)
+    bad = ~torch.isfinite(probs).all() | (probs < 0).any() | ((sums - 1.0).abs() > tolerance).any()
     if bool(bad):
         raise ValueError(
             "Expected `target` of class probabilities to be finite, >= 0 and to sum to 1 over the classes, "

@@ -107,7 +107,8 @@ def bwlm_loss(
     Alshammari et al. :cite:`alshammari2022long`) transfers. The paper writes :math:`\lambda\lVert\theta\rVert^2`;
     this factor of 2 is the library's one convention to remember. With ``reduction='none'`` the penalty is
     spread evenly over the samples that are not ignored (over all of them when every one is ignored), so the
-    result summed always equals ``reduction='sum'``.
+    result summed equals ``reduction='sum'``; an empty batch has no entry to carry it, so its ``'none'`` result is
+    empty while ``'sum'`` and ``'mean'`` still hold the penalty.
 
     Args:
         logits: Unnormalised class scores :math:`z`, produced by ``classifier``.

@@ -3,6 +3,7 @@ r"""EQLv2 loss :cite:`tan2021eqlv2`: sigmoid loss reweighted by accumulated posi
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -48,7 +49,9 @@ def _eqlv2_batch_grads(rows: _engine.Rows, pos_w: Tensor, neg_w: Tensor, num_cla
     is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
     _, derivative = _kernel.focal_terms(torch.where(is_target, z, -z), 0.0)
     assert derivative is not None
-    magnitude = derivative.neg_().mul_(rows.valid.to(z.dtype).unsqueeze(1))
+    # Rows with a non-finite logit contribute nothing: one nan would otherwise poison the statistics for good.
+    counted = rows.valid & torch.isfinite(z).all(dim=1)
+    magnitude = torch.where(counted.unsqueeze(1), derivative.neg_(), 0.0)
     positives = torch.where(is_target, magnitude, 0.0).sum(dim=0, dtype=torch.float64)
     negatives = torch.where(is_target, 0.0, magnitude).sum(dim=0, dtype=torch.float64)
     weighted = torch.stack([positives * pos_w.to(torch.float64), negatives * neg_w.to(torch.float64)])
@@ -171,7 +174,10 @@ class EQLv2Loss(CountsLoss):
     ``ignore_index``: a first batch with none leaves every weight 1 (the official code would start weighting from
     zero statistics there, which all but switches off every negative). This is the official code's ``collect_grad``,
     which works from the analytic gradient of the weighted BCE of each element, in ``forward`` and with no
-    backward hook; ``reduction`` does not change it.
+    backward hook; ``reduction`` does not change it. A row with a non-finite logit is left out of the statistics
+    (with a :class:`RuntimeWarning` when ``validate_args``): its loss is ``nan`` as the input says, but later
+    batches are weighted as if it had not been seen (:class:`SeesawLoss` counts labels only, so it needs no such
+    rule).
 
     The statistics stay ``float64`` under ``.half()``, ``.float()`` and ``.to(dtype)`` (a float16 sum of
     gradients would lose the tail classes); ``.to(device)`` moves them.
@@ -253,6 +259,12 @@ class EQLv2Loss(CountsLoss):
         if self.training:
             with torch.no_grad():
                 grads = _eqlv2_batch_grads(rows, pos_w, neg_w, self.num_classes)
+                if self.validate_args and not bool(torch.isfinite(rows.logits).all()):  # a sync, as validate_args
+                    warnings.warn(
+                        "EQLv2Loss: rows with a non-finite logit were left out of the gradient statistics",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                 labelled = rows.valid.sum(dtype=torch.float64).reshape(1)
                 batch = all_reduce(
                     torch.cat([grads.reshape(-1), labelled]).to(self.pos_grad.device), self.process_group

@@ -207,3 +207,13 @@ class TestBWLMFollowsTheLiveClassifier:
         loss = criterion(head(features), labels)
         expected = LF.bfs_loss(head(features), labels, COUNTS) + 0.05 * head.weight.pow(2).sum()
         torch.testing.assert_close(loss, expected)
+
+
+def test_empty_batch_keeps_the_penalty_except_in_reduction_none() -> None:
+    fc = nn.Linear(2, 5)
+    with torch.no_grad():
+        fc.weight.fill_(1.0)
+    z, y = torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)
+    penalty = torch.tensor(0.5 * 0.1 * 10.0)
+    torch.testing.assert_close(LF.bwlm_loss(z, y, COUNTS, fc, weight_decay=0.1, reduction="sum"), penalty)
+    assert LF.bwlm_loss(z, y, COUNTS, fc, weight_decay=0.1, reduction="none").shape == (0,)  # documented

@@ -151,3 +151,29 @@ def test_balanced_softmax_is_cross_entropy_in_the_callers_form() -> None:
     torch.testing.assert_close(
         ltl.BalancedSoftmax(counts, label_smoothing=0.1)(z, y), F.cross_entropy(shifted, y, label_smoothing=0.1)
     )
+
+
+def test_losses_build_on_the_meta_device() -> None:
+    with torch.device("meta"):  # deferred initialisation of a model that owns its loss, as nn.CrossEntropyLoss
+        for module in (
+            ltl.BalancedSoftmax([90, 10]),
+            ltl.BWLM([90, 10], classifier=torch.nn.Linear(3, 2)),
+            ltl.LDAMLoss([9, 1], class_weights=[1.0, 2.0]),
+            ltl.LinearBFS([5, 4], 3),
+        ):
+            assert module.class_counts.device.type == "meta"
+
+
+def test_counts_beyond_int64_are_refused_not_wrapped() -> None:
+    with pytest.raises(ValueError, match=r"`class_counts` to fit in int64, but got 1e\+19 for class 0"):
+        ltl.BalancedSoftmax([1e19, 1.0])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_probability_targets_pass(dtype: torch.dtype) -> None:
+    logits = torch.randn(64, 5)
+    probs = torch.softmax(torch.randn(64, 5), dim=1).to(dtype)  # row sums off 1 by its rounding
+    loss = LF.balanced_softmax_loss(logits, probs, [5, 4, 3, 2, 1])
+    torch.testing.assert_close(loss, F.cross_entropy(logits + torch.tensor([5, 4, 3, 2, 1.0]).log(), probs.float()))
+    with pytest.raises(ValueError, match="to sum to 1"):
+        LF.balanced_softmax_loss(logits, (probs.float() * 1.1).to(dtype), [5, 4, 3, 2, 1])

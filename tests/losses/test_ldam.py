@@ -273,3 +273,14 @@ def test_compile(module) -> None:
     logits, target = make_inputs("batched", "index", seed=31)
     compiled = torch.compile(criterion, backend="eager", fullgraph=False)
     torch.testing.assert_close(compiled(logits, target), criterion(logits, target))
+
+
+def test_class_weights_checked_on_load_and_absent_ones_load_as_none() -> None:
+    weighted = ltl.LDAMLoss(COUNTS, class_weights=[1.0] * C)
+    state = weighted.state_dict()
+    state["class_weights"] = torch.ones(C + 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"`state_dict\['class_weights'\]` to have shape \(5,\)"):
+        weighted.load_state_dict(state)
+    weighted.load_state_dict(ltl.LDAMLoss(COUNTS).state_dict())  # an unweighted checkpoint: no weights after
+    assert weighted.class_weights is None
+    assert not weighted.weighted

@@ -407,3 +407,29 @@ def test_narrow_labels_and_unchecked_bad_labels(loss: Callable[..., torch.Tensor
 def test_validate_args_must_be_a_bool(module: type) -> None:
     with pytest.raises(TypeError, match=r"`validate_args` to be a bool, but got 'no'"):
         module([3, 2], 4, validate_args="no")
+
+
+@pytest.mark.parametrize("module", [ltl.LinearBalancedSoftmax, ltl.LinearBFS])
+def test_load_state_dict_checks_the_counts_as_the_other_losses(module: Callable[..., Any]) -> None:
+    head = module([4, 5, 1], in_features=2)
+    for bad, match in [
+        ([0, 5, 1], r"every entry of `state_dict\['class_counts'\]` to be > 0"),
+        ([2.7, 5.0, 1.0], r"`state_dict\['class_counts'\]` to hold finite whole numbers, but got 2.7"),
+    ]:
+        state = head.state_dict()
+        state["class_counts"] = torch.tensor(bad)
+        with pytest.raises(ValueError, match=match):
+            head.load_state_dict(state)
+    assert head.class_counts.tolist() == [4, 5, 1]
+
+
+def test_penalty_survives_reduction_none_when_every_label_is_ignored() -> None:
+    x, w = torch.randn(3, 2), torch.ones(4, 2, requires_grad=True)
+    target = torch.full((3,), -100)
+    args = (x, w, target, [5, 4, 3, 2])
+    none = LF.linear_bfs_loss(*args, weight_decay=1.0, reduction="none")
+    total = LF.linear_bfs_loss(*args, weight_decay=1.0, reduction="sum")
+    torch.testing.assert_close(none.sum(), total)
+    torch.testing.assert_close(total, torch.tensor(4.0))  # 1/2 * 1.0 * ||W||^2 = 4
+    (g_none,) = torch.autograd.grad(none.sum(), w)
+    torch.testing.assert_close(g_none, w.detach())

@@ -529,3 +529,23 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(leaf, Tensor):
                 self.largest = max(self.largest, leaf.numel())
         return out
+
+
+def test_a_nan_batch_does_not_poison_eqlv2_statistics() -> None:
+    module = ltl.EQLv2Loss(C)
+    logits, target = torch.randn(4, C), torch.tensor([0, 1, 2, 3])
+    module(logits, target)
+    before = (module.pos_grad.clone(), module.neg_grad.clone())
+    bad = logits.clone()
+    bad[0, 1] = float("nan")
+    with pytest.warns(RuntimeWarning, match="non-finite logit were left out"):
+        assert torch.isnan(module(bad, target))
+    assert torch.isfinite(module.pos_grad).all() and torch.isfinite(module.neg_grad).all()
+    # The three finite rows were counted, as if the batch had held only them.
+    ref = ltl.EQLv2Loss(C)
+    ref(logits, target)
+    ref(logits[1:], target[1:])
+    torch.testing.assert_close(module.pos_grad, ref.pos_grad)
+    torch.testing.assert_close(module.neg_grad, ref.neg_grad)
+    assert torch.isfinite(module(logits, target))
+    assert not torch.equal(before[0], module.pos_grad)
