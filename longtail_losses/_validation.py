@@ -42,6 +42,7 @@ __all__ = [
     "check_probabilities",
     "check_real",
     "check_reduction",
+    "check_seed",
     "check_target_values",
     "check_tensor",
     "check_weight_decay",
@@ -121,6 +122,14 @@ def check_int(name: str, value: object, minimum: int, *, optional: bool = False)
             f"Expected `{name}` to be {'None or an int ' if optional else ''}>= {minimum}, but got {value}"
         )
     return int(value)
+
+
+def check_seed(seed: object) -> int:
+    """Return ``seed`` if it is an int that, plus any epoch, still seeds a :class:`torch.Generator`."""
+    seed = check_int("seed", seed, -(2**63))
+    if seed >= 2**63:
+        raise ValueError(f"Expected `seed` to be < 2**63 (plus the epoch, it seeds a torch.Generator), but got {seed}")
+    return int(seed)
 
 
 def check_imbalance_factor(imbalance_factor: object) -> float:

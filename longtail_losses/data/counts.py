@@ -17,7 +17,9 @@ def _as_labels(values: Any, what: str) -> Tensor:
     if isinstance(values, Tensor):
         return values.detach()
     try:
-        return torch.as_tensor(values)
+        tensor = torch.as_tensor(values)
+        # An empty list or array has no dtype of its own (torch reads it as float): no label is no wrong type.
+        return tensor.long() if tensor.numel() == 0 and tensor.dtype.is_floating_point else tensor
     except (TypeError, ValueError, RuntimeError):
         try:
             return torch.as_tensor(list(values))

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Sampler
 
-from longtail_losses._validation import check_finite, check_int, check_labels
+from longtail_losses._validation import check_finite, check_int, check_labels, check_seed
 from longtail_losses.data.counts import _labels_of
 
 __all__ = ["ClassAwareSampler", "SeededBatchSampler"]
@@ -76,7 +76,8 @@ class ClassAwareSampler(Sampler[int]):
 
     Raises:
         TypeError: If an argument has the wrong type.
-        ValueError: If ``labels`` is empty or negative, ``power`` is not finite, or an int is out of range.
+        ValueError: If ``labels`` is not 1-D (one class per sample), is empty or negative, ``power`` is not finite,
+            or an int is out of range.
 
     Example:
         >>> labels = [0] * 90 + [1] * 10
@@ -103,15 +104,14 @@ class ClassAwareSampler(Sampler[int]):
         rank: Optional[int] = None,
         progressive_epochs: Optional[int] = None,
     ) -> None:
-        raw = _labels_of(labels, None)
-        values = check_labels("labels", raw, one_dim=False).to(device="cpu", dtype=torch.int64).reshape(-1)
+        values = check_labels("labels", _labels_of(labels, None)).to(device="cpu", dtype=torch.int64)
         if values.numel() == 0:
             raise ValueError("Expected `labels` to hold at least one label, but got none")
         if int(values.min()) < 0:
             raise ValueError(f"Expected every entry of `labels` to be >= 0, but got {int(values.min())}")
         self.power = check_finite("power", power)
         self.num_samples = values.numel() if num_samples is None else check_int("num_samples", num_samples, 0)
-        self.seed = check_int("seed", seed, -(2**63))
+        self.seed = check_seed(seed)
         self.num_replicas, self.rank = _distributed_defaults(num_replicas, rank)
         self.progressive_epochs = (
             None if progressive_epochs is None else check_int("progressive_epochs", progressive_epochs, 1)
@@ -133,9 +133,9 @@ class ClassAwareSampler(Sampler[int]):
         present = n > 0
 
         def distribution(q: float) -> Tensor:
-            # n^q over the present classes, computed as exp(q (log n - max log n)) so that any q is finite.
-            log_n = torch.where(present, n.log(), 0.0)
-            weights = torch.where(present, torch.exp(q * (log_n - log_n[present].max())), 0.0)
+            # n^q over the present classes, as exp(q log n - max(q log n)): finite for any finite q of either sign.
+            scaled = q * torch.where(present, n.log(), 0.0)
+            weights = torch.where(present, torch.exp(scaled - scaled[present].max()), 0.0)
             return weights / weights.sum()
 
         target = distribution(self.power)
@@ -208,17 +208,16 @@ class SeededBatchSampler(Sampler[list[int]]):
         self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = False
     ) -> None:
         num_samples, batch_size = check_int("num_samples", num_samples, 0), check_int("batch_size", batch_size, 1)
-        check_int("seed", seed, -(2**63))
         self.num_samples = num_samples
         self.batch_size = batch_size
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Select the permutation of ``epoch`` (as :class:`~torch.utils.data.distributed.DistributedSampler`)."""
-        self.epoch = epoch
+        self.epoch = check_int("epoch", epoch, 0)
 
     def permutation(self) -> Tensor:
         """The sample order of the current epoch, ``int64`` :math:`(N)`."""

@@ -120,3 +120,14 @@ class TestClassCountsOfDataSets:
                 return pairs[i]
 
         assert ltl.class_counts(Pairs()).tolist() == [1, 0, 1]
+
+
+def test_empty_labels_count_zeros_or_ask_for_num_classes() -> None:
+    import numpy as np
+
+    for empty in ([], np.array([]), torch.tensor([], dtype=torch.long)):
+        assert ltl.class_counts(empty, num_classes=3).tolist() == [0, 0, 0]
+        with pytest.raises(ValueError, match="non-empty when `num_classes` is not given"):
+            ltl.class_counts(empty)
+    with pytest.raises(ValueError, match="to hold at least one label"):
+        ltl.data.ClassAwareSampler([])

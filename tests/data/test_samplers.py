@@ -169,3 +169,28 @@ class TestSeededBatchSampler:
             SeededBatchSampler(-1, 2)
         with pytest.raises(TypeError, match="`seed` to be an int"):
             SeededBatchSampler(4, 2, seed=None)
+
+
+def test_two_dimensional_labels_are_refused_not_flattened() -> None:
+    with pytest.raises(ValueError, match=r"Expected `labels` to be 1-D, but got shape \(3, 3\)"):
+        ltd.ClassAwareSampler(torch.eye(3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("power", [-200.0, 200.0, -1e4])
+def test_extreme_powers_give_a_distribution(power: float) -> None:
+    sampler = ltd.ClassAwareSampler([0] * 100 + [1] * 10 + [2], power=power, seed=0)
+    p = sampler.class_probabilities()
+    assert torch.isfinite(p).all()
+    torch.testing.assert_close(p.sum(), torch.tensor(1.0, dtype=torch.float64))
+    rarest = 2 if power < 0 else 0  # n^q: a negative power favours the rarest class, a positive the largest
+    assert p[rarest] > 0.999
+    assert len(list(sampler)) == 111
+
+
+def test_seeds_and_epochs_are_checked_where_given() -> None:
+    with pytest.raises(ValueError, match=r"`seed` to be < 2\*\*63"):
+        ltd.ClassAwareSampler([0, 1], seed=2**64)
+    with pytest.raises(ValueError, match=r"`seed` to be < 2\*\*63"):
+        SeededBatchSampler(4, 2, seed=2**63)
+    with pytest.raises(TypeError, match=r"`epoch` to be an int, but got 1.5"):
+        SeededBatchSampler(4, 2).set_epoch(1.5)  # type: ignore[arg-type]
