@@ -13,11 +13,8 @@ from longtail_losses.data.readers import PathLike, Transform, _import, _unpickle
 
 __all__ = ["cifar10_lt", "cifar100_lt"]
 
-
-# CIFAR
-# --------------------------------------------------------------------------------------------------------------------
-
-_CIFAR = {
+# The official "python version" pickles by data set; torchvision's class and our builder are named after the key.
+_CIFAR: dict[str, dict[str, Any]] = {
     "CIFAR-100": {
         "folder": "cifar-100-python",
         "archive": "cifar-100-python.tar.gz",
@@ -26,8 +23,6 @@ _CIFAR = {
         "meta": "meta",
         "label_key": "fine_labels",
         "names_key": "fine_label_names",
-        "torchvision": "CIFAR100",
-        "function": "cifar100_lt",
     },
     "CIFAR-10": {
         "folder": "cifar-10-batches-py",
@@ -37,8 +32,6 @@ _CIFAR = {
         "meta": "batches.meta",
         "label_key": "labels",
         "names_key": "label_names",
-        "torchvision": "CIFAR10",
-        "function": "cifar10_lt",
     },
 }
 
@@ -54,25 +47,26 @@ def _cifar_lt(
     seed: int,
     max_count: Optional[int],
 ) -> InMemoryImageDataset:
-    spec: dict[str, Any] = _CIFAR[spec_name]
+    spec = _CIFAR[spec_name]
     factor = check_imbalance_factor(imbalance_factor)
     base = Path(root).expanduser() / spec["folder"]
-    files = [*spec["train" if train else "test"], spec["meta"]]
+    splits = spec["train" if train else "test"]
+    files = [*splits, spec["meta"]]
     if download and not all((base / f).is_file() for f in files):
         datasets = _import("torchvision.datasets", "`download=True`")
-        getattr(datasets, spec["torchvision"])(str(Path(root).expanduser()), train=train, download=True)
+        getattr(datasets, spec_name.replace("-", ""))(str(Path(root).expanduser()), train=train, download=True)
     for f in files:
         if not (base / f).is_file():
             raise FileNotFoundError(
                 f"{spec_name} not found: looked for {base / f} (the python-version pickles "
-                f"{', '.join(files)} in {base}). Pass `download=True` to {spec['function']} (needs torchvision and "
-                f"internet access), or download and extract {spec['archive']} "
+                f"{', '.join(files)} in {base}). Pass `download=True` to {spec_name.lower().replace('-', '')}_lt "
+                f"(needs torchvision and internet access), or download and extract {spec['archive']} "
                 f"from https://www.cs.toronto.edu/~kriz/cifar.html into {Path(root).expanduser()}."
             )
     np = _import("numpy", f"Reading {spec_name}")
     data_parts: list[Any] = []
     labels: list[int] = []
-    for f in spec["train" if train else "test"]:
+    for f in splits:
         entry = _unpickle(base / f)
         for key in ("data", spec["label_key"]):
             if key not in entry:
@@ -88,11 +82,9 @@ def _cifar_lt(
     meta = _unpickle(base / spec["meta"])
     classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta[spec["names_key"]]]
     y = torch.tensor(labels, dtype=torch.int64)
-    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
-    if not train:
-        return subset(data, y, classes, f"{spec_name} test", None, transforms)
-    indices = longtail_pick(y, len(classes), factor, max_count, seed)
-    return subset(data, y, classes, f"{spec_name}-LT IF={factor:g}", indices, transforms)
+    indices = longtail_pick(y, len(classes), factor, max_count, seed) if train else None
+    name = f"{spec_name}-LT IF={factor:g}" if train else f"{spec_name} test"
+    return subset(data, y, classes, name, indices, transform=transform, target_transform=target_transform)
 
 
 def cifar100_lt(
@@ -168,6 +160,3 @@ def cifar10_lt(
         An :class:`InMemoryImageDataset`.
     """
     return _cifar_lt("CIFAR-10", root, imbalance_factor, train, transform, target_transform, download, seed, max_count)
-
-
-# --------------------------------------------------------------------------------------------------------------------
