@@ -95,23 +95,18 @@ def subset(
 
 
 def longtail_pick(
-    labels: Tensor,
-    num_classes: int,
-    imbalance_factor: float,
-    max_count: Optional[int],
-    seed: int,
-    pool: Optional[Tensor] = None,
+    labels: Tensor, num_classes: int, factor: float, max_count: Optional[int], seed: int, pool: Optional[Tensor] = None
 ) -> Tensor:
     """Indices of the long-tailed subset of the samples ``pool`` (all if None), for :func:`subset`.
 
     The head class keeps ``max_count`` samples (default: the smallest class of the pool), the others follow
     :func:`~longtail_losses.data.longtail_counts`, chosen by :func:`~longtail_losses.data.longtail_indices`.
-    ``imbalance_factor`` must be checked already.
+    ``factor`` is the imbalance factor, checked already.
     """
     candidates = labels if pool is None else labels[pool]
     if max_count is None:
         max_count = int(torch.bincount(candidates, minlength=num_classes).min())
-    indices = longtail_indices(candidates, longtail_counts(num_classes, max_count, imbalance_factor), seed=seed)
+    indices = longtail_indices(candidates, longtail_counts(num_classes, max_count, factor), seed=seed)
     return indices if pool is None else pool[indices]
 
 

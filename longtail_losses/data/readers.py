@@ -46,12 +46,12 @@ def _unpickle(path: Path) -> dict[str, Any]:
 
 
 _IDX_DTYPES = {
-    0x08: (torch.uint8, 1),
-    0x09: (torch.int8, 1),
-    0x0B: (torch.int16, 2),
-    0x0C: (torch.int32, 4),
-    0x0D: (torch.float32, 4),
-    0x0E: (torch.float64, 8),
+    0x08: torch.uint8,
+    0x09: torch.int8,
+    0x0B: torch.int16,
+    0x0C: torch.int32,
+    0x0D: torch.float32,
+    0x0E: torch.float64,
 }
 
 
@@ -78,8 +78,8 @@ def read_idx(path: PathLike) -> Tensor:
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"Expected an IDX file (magic 0x0000TTDD), but {p} starts with {raw[:4].hex()!r}")
-    dtype, itemsize = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
+    dtype = _IDX_DTYPES[raw[2]]
+    ndim, itemsize = raw[3], dtype.itemsize
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise ValueError(
