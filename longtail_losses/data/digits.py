@@ -52,15 +52,14 @@ def digits_lt(
     factor = check_imbalance_factor(imbalance_factor)
     test_per_class = check_int("test_per_class", test_per_class, 1)
     seed = check_int("seed", seed, 0)
-    datasets = _import("sklearn.datasets", "digits_lt")
-    bunch = datasets.load_digits()
+    bunch = _import("sklearn.datasets", "digits_lt").load_digits()
     images = torch.from_numpy(bunch.images).mul(255.0 / 16.0).round().to(torch.uint8)
     labels = torch.from_numpy(bunch.target).to(torch.int64)
     num_classes = 10
-    per_class = torch.bincount(labels, minlength=num_classes)
-    if int(per_class.min()) <= test_per_class:
+    smallest = int(torch.bincount(labels, minlength=num_classes).min())
+    if smallest <= test_per_class:
         raise ValueError(
-            f"Expected `test_per_class` < the smallest class ({int(per_class.min())} images), but got {test_per_class}"
+            f"Expected `test_per_class` < the smallest class ({smallest} images), but got {test_per_class}"
         )
     gen = torch.Generator().manual_seed(seed)
     by_class = [(labels == j).nonzero().flatten() for j in range(num_classes)]
