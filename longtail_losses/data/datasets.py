@@ -84,10 +84,7 @@ class InMemoryImageDataset(Dataset):
 def subset(
     images: Any, labels: Tensor, classes: Sequence[str], name: str, indices: Optional[Tensor], **transforms: Transform
 ) -> InMemoryImageDataset:
-    """The samples ``indices`` (all if None) of ``images`` (a NumPy array or a tensor) and ``labels`` (int64).
-
-    ``transforms`` are the data set's ``transform`` and ``target_transform``.
-    """
+    """The data set of the samples ``indices`` (all if None) of ``images`` (NumPy or tensor) and int64 ``labels``."""
     if indices is not None:
         images, labels = images[indices if isinstance(images, Tensor) else indices.numpy()], labels[indices]
     data = images.contiguous() if isinstance(images, Tensor) else _import("numpy", name).ascontiguousarray(images)
