@@ -4,21 +4,18 @@ Every data set here is a :class:`torch.utils.data.Dataset` that returns ``(image
 torchvision's, and exposes ``.targets`` (a list of ints), so that :func:`longtail_losses.class_counts` counts
 its classes without decoding a single image.
 
-Long-tailed training sets follow the exponential profile of :cite:`cao2019ldam` (:func:`longtail_counts`):
-class :math:`i` keeps :math:`n_i = \lfloor n_{\max} \cdot \mathrm{IF}^{-i/(C-1)} \rfloor` samples, so that class 0
-is the head and class :math:`C-1` the tail. Test sets stay balanced.
+Long-tailed training sets follow the exponential profile of :cite:`cao2019ldam` (:func:`longtail_counts`), from the
+head class 0 to the tail class :math:`C-1`; test sets stay balanced.
 
 Only :mod:`torch` is needed to import this package. NumPy (CIFAR pickles, subsampling), Pillow (decoding images
 in ``__getitem__``), torchvision (``download=True``) and scikit-learn (:func:`digits_lt`) are imported when a
 function needs them; ``pip install longtail-losses[examples]`` installs all of them.
 
-The package, by concern: :mod:`~longtail_losses.data.profile` (the long-tailed profile and the subsampling),
-:mod:`~longtail_losses.data.datasets` (the two Dataset classes), :mod:`~longtail_losses.data.readers` (CIFAR
-pickles, IDX files, images), one module per data set (:mod:`~longtail_losses.data.cifar`,
-:mod:`~longtail_losses.data.imagenet`, :mod:`~longtail_losses.data.fashion_mnist`,
-:mod:`~longtail_losses.data.digits`), :mod:`~longtail_losses.data.counts` (class counts of any labelled data)
-and :mod:`~longtail_losses.data.samplers` (class-aware and seeded batch sampling). Everything is importable from
-``longtail_losses.data`` itself.
+The package, by concern: :mod:`~longtail_losses.data.profile` (the long-tailed profile, subsampling),
+:mod:`~longtail_losses.data.datasets` (the Dataset classes), :mod:`~longtail_losses.data.readers` (file formats),
+one module per data set (:mod:`~longtail_losses.data.cifar`, :mod:`~longtail_losses.data.imagenet`,
+:mod:`~longtail_losses.data.fashion_mnist`, :mod:`~longtail_losses.data.digits`), :mod:`~longtail_losses.data.counts`
+(class counts) and :mod:`~longtail_losses.data.samplers`; all of it is importable from ``longtail_losses.data``.
 """
 
 from longtail_losses.data.cifar import cifar10_lt, cifar100_lt

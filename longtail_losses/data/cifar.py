@@ -13,33 +13,12 @@ from longtail_losses.data.readers import PathLike, Transform, _import, _unpickle
 
 __all__ = ["cifar10_lt", "cifar100_lt"]
 
-
-# CIFAR
-# --------------------------------------------------------------------------------------------------------------------
-
+# Per data set: folder, training pickles, test pickles, meta pickle, label key, class-name key. The name also gives
+# torchvision's class (CIFAR100), our builder (cifar100_lt) and the official archive (cifar-100-python.tar.gz).
+_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 _CIFAR = {
-    "CIFAR-100": {
-        "folder": "cifar-100-python",
-        "archive": "cifar-100-python.tar.gz",
-        "train": ["train"],
-        "test": ["test"],
-        "meta": "meta",
-        "label_key": "fine_labels",
-        "names_key": "fine_label_names",
-        "torchvision": "CIFAR100",
-        "function": "cifar100_lt",
-    },
-    "CIFAR-10": {
-        "folder": "cifar-10-batches-py",
-        "archive": "cifar-10-python.tar.gz",
-        "train": [f"data_batch_{i}" for i in range(1, 6)],
-        "test": ["test_batch"],
-        "meta": "batches.meta",
-        "label_key": "labels",
-        "names_key": "label_names",
-        "torchvision": "CIFAR10",
-        "function": "cifar10_lt",
-    },
+    "CIFAR-100": ("cifar-100-python", ["train"], ["test"], "meta", "fine_labels", "fine_label_names"),
+    "CIFAR-10": ("cifar-10-batches-py", _BATCHES, ["test_batch"], "batches.meta", "labels", "label_names"),
 }
 
 
@@ -54,45 +33,44 @@ def _cifar_lt(
     seed: int,
     max_count: Optional[int],
 ) -> InMemoryImageDataset:
-    spec: dict[str, Any] = _CIFAR[spec_name]
+    folder, train_files, test_files, meta_file, label_key, names_key = _CIFAR[spec_name]
     factor = check_imbalance_factor(imbalance_factor)
-    base = Path(root).expanduser() / spec["folder"]
-    files = [*spec["train" if train else "test"], spec["meta"]]
+    base = Path(root).expanduser() / folder
+    splits = train_files if train else test_files
+    files = [*splits, meta_file]
     if download and not all((base / f).is_file() for f in files):
         datasets = _import("torchvision.datasets", "`download=True`")
-        getattr(datasets, spec["torchvision"])(str(Path(root).expanduser()), train=train, download=True)
+        getattr(datasets, spec_name.replace("-", ""))(str(Path(root).expanduser()), train=train, download=True)
     for f in files:
         if not (base / f).is_file():
             raise FileNotFoundError(
                 f"{spec_name} not found: looked for {base / f} (the python-version pickles "
-                f"{', '.join(files)} in {base}). Pass `download=True` to {spec['function']} (needs torchvision and "
-                f"internet access), or download and extract {spec['archive']} "
+                f"{', '.join(files)} in {base}). Pass `download=True` to {spec_name.lower().replace('-', '')}_lt "
+                f"(needs torchvision and internet access), or download and extract {spec_name.lower()}-python.tar.gz "
                 f"from https://www.cs.toronto.edu/~kriz/cifar.html into {Path(root).expanduser()}."
             )
     np = _import("numpy", f"Reading {spec_name}")
     data_parts: list[Any] = []
     labels: list[int] = []
-    for f in spec["train" if train else "test"]:
+    for f in splits:
         entry = _unpickle(base / f)
-        for key in ("data", spec["label_key"]):
+        for key in ("data", label_key):
             if key not in entry:
                 raise ValueError(f"Expected key {key!r} in {base / f}, but it has keys {sorted(entry)}")
         data_parts.append(np.asarray(entry["data"], dtype=np.uint8))
-        labels.extend(int(t) for t in entry[spec["label_key"]])
+        labels.extend(int(t) for t in entry[label_key])
     data = np.concatenate(data_parts)
     if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != len(labels):
         raise ValueError(
             f"Expected `data` of shape (N, 3072) with N = {len(labels)} labels in {base}, but got {data.shape}"
         )
     data = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # HWC, as torchvision
-    meta = _unpickle(base / spec["meta"])
-    classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta[spec["names_key"]]]
+    meta = _unpickle(base / meta_file)
+    classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in meta[names_key]]
     y = torch.tensor(labels, dtype=torch.int64)
-    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
-    if not train:
-        return subset(data, y, classes, f"{spec_name} test", None, transforms)
-    indices = longtail_pick(y, len(classes), factor, max_count, seed)
-    return subset(data, y, classes, f"{spec_name}-LT IF={factor:g}", indices, transforms)
+    indices = longtail_pick(y, len(classes), factor, max_count, seed) if train else None
+    name = f"{spec_name}-LT IF={factor:g}" if train else f"{spec_name} test"
+    return subset(data, y, classes, name, indices, transform=transform, target_transform=target_transform)
 
 
 def cifar100_lt(
@@ -168,6 +146,3 @@ def cifar10_lt(
         An :class:`InMemoryImageDataset`.
     """
     return _cifar_lt("CIFAR-10", root, imbalance_factor, train, transform, target_transform, download, seed, max_count)
-
-
-# --------------------------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ r"""The two Dataset classes every builder returns: images in memory, or a list o
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -14,10 +14,6 @@ from longtail_losses.data.profile import longtail_counts, longtail_indices
 from longtail_losses.data.readers import Transform, _import, _pil_rgb_loader
 
 __all__ = ["ImageListDataset", "InMemoryImageDataset"]
-
-
-# Data set classes
-# --------------------------------------------------------------------------------------------------------------------
 
 
 class InMemoryImageDataset(Dataset):
@@ -51,12 +47,10 @@ class InMemoryImageDataset(Dataset):
         self.targets = [int(t) for t in targets]
         self.classes = list(classes)
         self.name = name
-        n = len(self.targets)
-        self.indices = torch.arange(n) if indices is None else indices
+        self.indices = torch.arange(len(self.targets)) if indices is None else indices
         self.transform = transform
         self.target_transform = target_transform
-        y = torch.tensor(self.targets, dtype=torch.int64)
-        self.class_counts = torch.bincount(y, minlength=len(self.classes))
+        self.class_counts = torch.bincount(torch.tensor(self.targets, dtype=torch.int64), minlength=len(self.classes))
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -64,15 +58,10 @@ class InMemoryImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         image_module = _import("PIL.Image", f"Decoding {self.name} images")
         arr = self.data[index]
-        if isinstance(arr, Tensor):
-            arr = arr.numpy()
-        img = image_module.fromarray(arr)
-        target: Any = self.targets[index]
-        if self.transform is not None:
-            img = self.transform(img)
-        if self.target_transform is not None:
-            target = self.target_transform(target)
-        return img, target
+        img = image_module.fromarray(arr.numpy() if isinstance(arr, Tensor) else arr)
+        target = self.targets[index]
+        img = img if self.transform is None else self.transform(img)
+        return img, target if self.target_transform is None else self.target_transform(target)
 
     def as_tensors(self) -> tuple[Tensor, Tensor]:
         r"""Return every image and label at once, skipping PIL and ``transform``.
@@ -93,45 +82,28 @@ class InMemoryImageDataset(Dataset):
 
 
 def subset(
-    images: Any,
-    labels: Tensor,
-    classes: Sequence[str],
-    name: str,
-    indices: Optional[Tensor],
-    transforms: Mapping[str, Any],
+    images: Any, labels: Tensor, classes: Sequence[str], name: str, indices: Optional[Tensor], **transforms: Transform
 ) -> InMemoryImageDataset:
-    """The samples ``indices`` (all if None) of ``images`` (a NumPy array or a tensor) and ``labels`` (int64).
-
-    ``transforms`` holds the data set's ``transform`` and ``target_transform``.
-    """
-    if indices is None:
-        data = images if isinstance(images, Tensor) else _import("numpy", name).ascontiguousarray(images)
-        return InMemoryImageDataset(data, labels.tolist(), classes, name=name, **transforms)
-    if isinstance(images, Tensor):
-        data = images[indices].contiguous()
-    else:
-        data = _import("numpy", name).ascontiguousarray(images[indices.numpy()])
-    return InMemoryImageDataset(data, labels[indices].tolist(), classes, name=name, indices=indices, **transforms)
+    """The data set of the samples ``indices`` (all if None) of ``images`` (NumPy or tensor) and int64 ``labels``."""
+    if indices is not None:
+        images, labels = images[indices if isinstance(images, Tensor) else indices.numpy()], labels[indices]
+    data = images.contiguous() if isinstance(images, Tensor) else _import("numpy", name).ascontiguousarray(images)
+    return InMemoryImageDataset(data, labels.tolist(), classes, name=name, indices=indices, **transforms)
 
 
 def longtail_pick(
-    labels: Tensor,
-    num_classes: int,
-    imbalance_factor: float,
-    max_count: Optional[int],
-    seed: int,
-    pool: Optional[Tensor] = None,
+    labels: Tensor, num_classes: int, factor: float, max_count: Optional[int], seed: int, pool: Optional[Tensor] = None
 ) -> Tensor:
     """Indices of the long-tailed subset of the samples ``pool`` (all if None), for :func:`subset`.
 
     The head class keeps ``max_count`` samples (default: the smallest class of the pool), the others follow
     :func:`~longtail_losses.data.longtail_counts`, chosen by :func:`~longtail_losses.data.longtail_indices`.
-    ``imbalance_factor`` must be checked already.
+    ``factor`` is the imbalance factor, checked already.
     """
     candidates = labels if pool is None else labels[pool]
     if max_count is None:
         max_count = int(torch.bincount(candidates, minlength=num_classes).min())
-    indices = longtail_indices(candidates, longtail_counts(num_classes, max_count, imbalance_factor), seed=seed)
+    indices = longtail_indices(candidates, longtail_counts(num_classes, max_count, factor), seed=seed)
     return indices if pool is None else pool[indices]
 
 
@@ -176,10 +148,8 @@ class ImageListDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         path, target = self.samples[index]
         img = self.loader(path)
-        if self.transform is not None:
-            img = self.transform(img)
-        out: Any = target if self.target_transform is None else self.target_transform(target)
-        return img, out
+        img = img if self.transform is None else self.transform(img)
+        return img, target if self.target_transform is None else self.target_transform(target)
 
     def __repr__(self) -> str:
         return (

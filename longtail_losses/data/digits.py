@@ -2,7 +2,7 @@ r"""Digits-LT: scikit-learn's bundled 8x8 digits, made long-tailed; the offline 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -52,26 +52,20 @@ def digits_lt(
     factor = check_imbalance_factor(imbalance_factor)
     test_per_class = check_int("test_per_class", test_per_class, 1)
     seed = check_int("seed", seed, 0)
-    datasets = _import("sklearn.datasets", "digits_lt")
-    bunch = datasets.load_digits()
+    bunch = _import("sklearn.datasets", "digits_lt").load_digits()
     images = torch.from_numpy(bunch.images).mul(255.0 / 16.0).round().to(torch.uint8)
     labels = torch.from_numpy(bunch.target).to(torch.int64)
     num_classes = 10
-    per_class = torch.bincount(labels, minlength=num_classes)
-    if int(per_class.min()) <= test_per_class:
+    smallest = int(torch.bincount(labels, minlength=num_classes).min())
+    if smallest <= test_per_class:
         raise ValueError(
-            f"Expected `test_per_class` < the smallest class ({int(per_class.min())} images), but got {test_per_class}"
+            f"Expected `test_per_class` < the smallest class ({smallest} images), but got {test_per_class}"
         )
     gen = torch.Generator().manual_seed(seed)
-    test_idx, pool_idx = [], []
-    for j in range(num_classes):
-        idx = (labels == j).nonzero().flatten()
-        idx = idx[torch.randperm(idx.numel(), generator=gen)]
-        test_idx.append(idx[:test_per_class])
-        pool_idx.append(idx[test_per_class:])
+    by_class = [(labels == j).nonzero().flatten() for j in range(num_classes)]
+    shuffled = [idx[torch.randperm(idx.numel(), generator=gen)] for idx in by_class]
+    pool = torch.cat([idx[test_per_class:] if train else idx[:test_per_class] for idx in shuffled])
     classes = [str(j) for j in range(num_classes)]
-    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
-    if not train:
-        return subset(images, labels, classes, "Digits test", torch.cat(test_idx), transforms)
-    indices = longtail_pick(labels, num_classes, factor, max_count, seed, pool=torch.cat(pool_idx))
-    return subset(images, labels, classes, f"Digits-LT IF={factor:g}", indices, transforms)
+    indices = longtail_pick(labels, num_classes, factor, max_count, seed, pool) if train else pool
+    name = f"Digits-LT IF={factor:g}" if train else "Digits test"
+    return subset(images, labels, classes, name, indices, transform=transform, target_transform=target_transform)

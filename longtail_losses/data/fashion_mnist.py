@@ -3,7 +3,7 @@ r"""Fashion-MNIST-LT, from the IDX files (gzipped or not)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
@@ -13,29 +13,13 @@ from longtail_losses.data.readers import PathLike, Transform, read_idx
 
 __all__ = ["fashion_mnist_lt"]
 
-
-# IDX files and Fashion-MNIST-LT
-# --------------------------------------------------------------------------------------------------------------------
-
-_FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 
 def _find_idx(root: Path, stem: str) -> Path:
-    candidates = [d / (stem + ext) for d in (root, root / "FashionMNIST" / "raw") for ext in (".gz", "")]
-    for c in candidates:
-        if c.is_file():
-            return c
+    for found in (d / (stem + ext) for d in (root, root / "FashionMNIST" / "raw") for ext in (".gz", "")):
+        if found.is_file():
+            return found
     raise FileNotFoundError(
         f"Fashion-MNIST not found: looked for {stem}[.gz] in {root} and {root / 'FashionMNIST' / 'raw'}. "
         "On Debian/Ubuntu `apt-get install dataset-fashion-mnist` installs the files in "
@@ -91,14 +75,7 @@ def fashion_mnist_lt(
             f"Expected uint8 images (N, H, W) and N labels in {base}, but got images {tuple(images.shape)} "
             f"{images.dtype} and labels {tuple(labels.shape)}"
         )
-    classes = list(_FASHION_CLASSES)
-    transforms: dict[str, Any] = {"transform": transform, "target_transform": target_transform}
-    if not train:
-        return subset(images, labels, classes, "Fashion-MNIST test", None, transforms)
-    indices = longtail_pick(labels, len(classes), factor, max_count, seed)
-    return subset(images, labels, classes, f"Fashion-MNIST-LT IF={factor:g}", indices, transforms)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# scikit-learn digits (offline demo)
-# --------------------------------------------------------------------------------------------------------------------
+    classes = list(_CLASSES)
+    indices = longtail_pick(labels, len(classes), factor, max_count, seed) if train else None
+    name = f"Fashion-MNIST-LT IF={factor:g}" if train else "Fashion-MNIST test"
+    return subset(images, labels, classes, name, indices, transform=transform, target_transform=target_transform)

@@ -12,10 +12,6 @@ from longtail_losses.data.readers import PathLike, Transform
 __all__ = ["imagenet_lt"]
 
 
-# ImageNet-LT
-# --------------------------------------------------------------------------------------------------------------------
-
-
 def imagenet_lt(
     root: PathLike,
     split_file: PathLike,
@@ -54,7 +50,7 @@ def imagenet_lt(
         ValueError: If a line is malformed (the message names the file and line number), or a label is
             ``>= num_classes``.
     """
-    root_path = Path(root).expanduser()
+    base = Path(root).expanduser()
     split_path = Path(split_file).expanduser()
     if not split_path.is_file():
         raise FileNotFoundError(
@@ -62,16 +58,15 @@ def imagenet_lt(
             "project's published split files (linked from zhmiao/OpenLongTailRecognition-OLTR) or TensorFlow "
             "Datasets' imagenet_lt, and pass its path as `split_file`."
         )
-    if not root_path.is_dir():
+    if not base.is_dir():
         raise FileNotFoundError(
             f"Expected `root` to be the folder of the ImageNet (ILSVRC-2012) images that the paths in "
-            f"{split_path} are relative to, but {root_path} is not a folder"
+            f"{split_path} are relative to, but {base} is not a folder"
         )
     samples: list[tuple[str, int]] = []
     with open(split_path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
+            if not (text := line.strip()):
                 continue
             parts = text.rsplit(None, 1)
             if len(parts) != 2 or not parts[1].isdigit():
@@ -79,24 +74,13 @@ def imagenet_lt(
                     f"Expected every line of a split file to read `relative/path label` with an integer label "
                     f">= 0, but got {text!r} at {split_path}:{lineno}"
                 )
-            samples.append((str(root_path / parts[0]), int(parts[1])))
+            samples.append((str(base / parts[0]), int(parts[1])))
     if not samples:
         raise ValueError(f"Expected at least one `relative/path label` line in {split_path}, but it has none")
     largest = max(label for _, label in samples)
-    if num_classes is None:
-        num_classes = largest + 1
-    num_classes = check_int("num_classes", num_classes, 1)
+    num_classes = check_int("num_classes", largest + 1 if num_classes is None else num_classes, 1)
     if largest >= num_classes:
         raise ValueError(f"Expected every label in {split_path} to be < num_classes={num_classes}, but got {largest}")
     return ImageListDataset(
-        root_path,
-        split_path,
-        samples,
-        num_classes,
-        transform=transform,
-        target_transform=target_transform,
-        loader=loader,
+        base, split_path, samples, num_classes, transform=transform, target_transform=target_transform, loader=loader
     )
-
-
-# --------------------------------------------------------------------------------------------------------------------

@@ -14,11 +14,6 @@ from longtail_losses.data.readers import _import
 __all__ = ["longtail_counts", "longtail_indices"]
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Long-tailed profiles and subsampling
-# --------------------------------------------------------------------------------------------------------------------
-
-
 def longtail_counts(num_classes: int, max_count: int, imbalance_factor: float) -> list[int]:
     r"""Per-class sample counts of the exponential long-tailed profile :cite:`cao2019ldam`.
 
@@ -114,6 +109,3 @@ def longtail_indices(labels: Any, counts: Sequence[int] | Tensor, seed: int = 0)
         rng.shuffle(idx)
         chosen.append(idx[:want])
     return torch.from_numpy(np.concatenate(chosen).astype(np.int64))
-
-
-# --------------------------------------------------------------------------------------------------------------------

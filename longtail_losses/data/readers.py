@@ -3,6 +3,7 @@ r"""File readers behind the data sets: CIFAR pickles, IDX files, images, and the
 from __future__ import annotations
 
 import gzip
+import importlib
 import math
 import os
 import pickle
@@ -23,8 +24,6 @@ _EXTRA_HINT = "install it with `pip install longtail-losses[examples]`"
 
 
 def _import(module: str, purpose: str) -> Any:
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as err:
@@ -34,11 +33,7 @@ def _import(module: str, purpose: str) -> Any:
 def _pil_rgb_loader(path: str) -> Any:
     image_module = _import("PIL.Image", "Decoding ImageNet-LT images")
     with open(path, "rb") as f:
-        img = image_module.open(f)
-        return img.convert("RGB")
-
-
-# --------------------------------------------------------------------------------------------------------------------
+        return image_module.open(f).convert("RGB")
 
 
 def _unpickle(path: Path) -> dict[str, Any]:
@@ -51,12 +46,12 @@ def _unpickle(path: Path) -> dict[str, Any]:
 
 
 _IDX_DTYPES = {
-    0x08: (torch.uint8, 1),
-    0x09: (torch.int8, 1),
-    0x0B: (torch.int16, 2),
-    0x0C: (torch.int32, 4),
-    0x0D: (torch.float32, 4),
-    0x0E: (torch.float64, 8),
+    0x08: torch.uint8,
+    0x09: torch.int8,
+    0x0B: torch.int16,
+    0x0C: torch.int32,
+    0x0D: torch.float32,
+    0x0E: torch.float64,
 }
 
 
@@ -78,14 +73,13 @@ def read_idx(path: PathLike) -> Tensor:
         ValueError: If the header is not an IDX header or the data size does not match it.
     """
     p = Path(path)
-    with open(p, "rb") as f:
-        raw = f.read()
+    raw = p.read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"Expected an IDX file (magic 0x0000TTDD), but {p} starts with {raw[:4].hex()!r}")
-    dtype, itemsize = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
+    dtype = _IDX_DTYPES[raw[2]]
+    ndim, itemsize = raw[3], dtype.itemsize
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise ValueError(
