@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -20,8 +20,7 @@ from longtail_losses._validation import (
 )
 from longtail_losses.losses import _engine
 from longtail_losses.losses._engine import LossOptions, Unpack
-from longtail_losses.losses.class_balanced import class_balanced_weights
-from longtail_losses.losses.linear._chunked import LinearLoss, Plan, ProcessGroup
+from longtail_losses.losses.linear._chunked import Engine, LinearLoss, ProcessGroup, default_chunk
 
 __all__ = ["linear_balanced_softmax_loss", "linear_bfs_loss", "linear_loss"]
 
@@ -48,41 +47,52 @@ def linear_loss(
     counts: Tensor,
     bias: Optional[Tensor],
     options: _engine.CallOptions,
+    hyper: tuple[float, float, float],
     *,
-    alpha: float,
-    beta: float,
-    gamma: float,
     weight_decay: float,
     chunk_size: Optional[int],
     process_group: Optional[ProcessGroup],
     class_start: Optional[int] = None,
 ) -> Tensor:
-    """Prepare the per-class tensors and apply :class:`LinearLoss`; everything but the inputs comes checked.
+    """Prepare the :class:`Engine` and apply :class:`LinearLoss`; everything but the inputs comes checked.
 
-    ``class_start`` is the first class of this rank's slice (None: gathered from the ranks).
+    ``hyper`` is ``(alpha, beta, gamma)``; ``class_start`` is the first class of this rank's slice (None: gathered
+    from the ranks).
     """
     check_linear_inputs(features, weight, bias, target)
     counts = counts.to(features.device)
-    num_classes = counts.shape[0]
+    num_classes, num_local = counts.shape[0], weight.shape[0]
     if process_group is None:
-        if weight.shape[0] != num_classes:
+        if num_local != num_classes:
             raise ValueError(f"Expected `weight` to have C = {num_classes} rows, but got shape {tuple(weight.shape)}")
         class_start = 0
     elif class_start is None:
-        class_start = _shard_start(weight.shape[0], num_classes, process_group, features.device)
+        class_start = _shard_start(num_local, num_classes, process_group, features.device)
     checked = options.check_values
     if checked:
         check_target_values(target.long(), num_classes, options.ignore_index)
     safe_target, keep, invalid = _engine.labels(target, num_classes, options, checked=checked)
     dtype = _engine.compute_dtype(features.dtype)
-    cb = class_balanced_weights(counts, beta, dtype=dtype) if alpha > 0.0 else None
+    alpha, beta, gamma = hyper
     needs = (features.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
-    if not torch.is_grad_enabled():
-        needs = (False, False, False)
-    plan = Plan(alpha, gamma, weight_decay, options.reduction, chunk_size, class_start, process_group)
-    loss: Tensor = LinearLoss.apply(
-        features, weight, bias, safe_target, keep, counts.to(dtype).log(), counts.to(dtype), cb, plan, needs
+    engine = Engine(
+        features=features.detach().to(dtype),
+        weight=weight.detach(),
+        bias=None if bias is None else bias.detach(),
+        target=safe_target - class_start,
+        keep=keep,
+        counts=counts[class_start : class_start + num_local].to(dtype),
+        log_n_y=counts.to(dtype).log()[safe_target],
+        cb_weight=_engine.class_balanced_weights(counts, beta, dtype)[safe_target] if alpha > 0.0 else None,
+        alpha=alpha,
+        gamma=gamma,
+        weight_decay=weight_decay,
+        reduction=options.reduction,
+        chunk=chunk_size or default_chunk(features.shape[0]),
+        group=process_group,
+        needs=needs if torch.is_grad_enabled() else (False, False, False),
     )
+    loss: Tensor = LinearLoss.apply(features, weight, bias, engine)
     if invalid is not None:  # unchecked labels out of range: nan, never another class's loss
         loss = torch.where(invalid if options.reduction == "none" else invalid.any(), math.nan, loss)
     return loss
@@ -101,23 +111,14 @@ def _linear(
     options: LossOptions,
     function: str,
 ) -> Tensor:
-    alpha, beta, gamma = check_bfs(*hyper)
+    """The checks of a function's call (a module makes them once, in ``__init__``), then :func:`linear_loss`."""
+    hyper = check_bfs(*hyper)
     checked = _engine.check_options(**options).without_smoothing(function)
     counts = as_counts(class_counts, check_values=checked.check_values)
-    return linear_loss(
-        features,
-        weight,
-        target,
-        counts,
-        bias,
-        checked,
-        alpha=alpha,
-        beta=beta,
-        gamma=gamma,
-        weight_decay=check_weight_decay(weight_decay),
-        chunk_size=check_int("chunk_size", chunk_size, 1, optional=True),
-        process_group=process_group,
-    )
+    weight_decay = check_weight_decay(weight_decay)
+    chunk_size = check_int("chunk_size", chunk_size, 1, optional=True)
+    kwargs: dict[str, Any] = {"weight_decay": weight_decay, "chunk_size": chunk_size, "process_group": process_group}
+    return linear_loss(features, weight, target, counts, bias, checked, hyper, **kwargs)
 
 
 @fill
@@ -175,8 +176,7 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linea
         >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], chunk_size=1)
         tensor(0.7380)
     """
-    hyper = (0.0, 0.0, 0.0)
-    args = (features, weight, target, class_counts, bias, hyper, weight_decay, chunk_size, process_group)
+    args = (features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), weight_decay, chunk_size, process_group)
     return _linear(*args, options, "linear_balanced_softmax_loss")
 
 
@@ -237,6 +237,5 @@ def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_so
         >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, weight_decay=0.1)
         tensor(0.9564)
     """
-    hyper = (alpha, beta, gamma)
-    args = (features, weight, target, class_counts, bias, hyper, weight_decay, chunk_size, process_group)
+    args = (features, weight, target, class_counts, bias, (alpha, beta, gamma), weight_decay, chunk_size, process_group)
     return _linear(*args, options, "linear_bfs_loss")

@@ -129,7 +129,6 @@ class LinearBalancedSoftmax(CountsLoss):
 
     def forward(self, features: Tensor, target: Tensor) -> Tensor:
         """Compute the loss of the classifier's logits on ``features``; see :func:`linear_bfs_loss`."""
-        alpha, beta, gamma = self._hyper()
         return linear_loss(
             features,
             self.weight,
@@ -137,9 +136,7 @@ class LinearBalancedSoftmax(CountsLoss):
             self.class_counts,
             self.bias,
             self.options,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
+            self._hyper(),
             weight_decay=self.weight_decay,
             chunk_size=self.chunk_size,
             process_group=self.process_group,
@@ -178,19 +175,13 @@ class LinearBalancedSoftmax(CountsLoss):
                     [ 0., -2.]]), tensor([[4, 3],
                     [0, 1]]))
         """
-        values: Optional[Tensor] = None
-        indices: Optional[Tensor] = None
-        for start, z in self.iter_logits(features, chunk_size):
-            top = z.topk(min(k, z.shape[1]), dim=1)
-            ids = top.indices + start
-            if values is None or indices is None:
-                values, indices = top.values, ids
-            else:
-                merged = torch.cat([values, top.values], dim=1).topk(min(k, values.shape[1] + z.shape[1]), dim=1)
-                values, indices = merged.values, torch.cat([indices, ids], dim=1).gather(1, merged.indices)
-        if values is None or indices is None:
-            empty = features.new_empty(features.shape[0], 0)
-            return empty, empty.long()
+        values = features.new_empty(features.shape[0], 0)
+        indices = values.long()
+        for start, z in self.iter_logits(features, chunk_size):  # the best k of those so far and of this block
+            ids = torch.arange(start, start + z.shape[1], device=z.device).expand_as(z)
+            values, indices = torch.cat([values, z], dim=1), torch.cat([indices, ids], dim=1)
+            top = values.topk(min(k, values.shape[1]), dim=1)
+            values, indices = top.values, indices.gather(1, top.indices)
         return values, indices
 
 
