@@ -121,19 +121,12 @@ def _linear(
     return linear_loss(features, weight, target, counts, bias, checked, hyper, **kwargs)
 
 
-@fill
-def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linear_bfs_loss: {linear_args})
-    features: Tensor,
-    weight: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    bias: Optional[Tensor] = None,
-    *,
-    weight_decay: float = 0.0,
-    chunk_size: Optional[int] = None,
-    process_group: Optional[ProcessGroup] = None,
+@fill  # the signature is linear_bfs_loss's without alpha, beta, gamma; its lines grouped by hand, as there
+def linear_balanced_softmax_loss(  # noqa: D417 (the Args shared with linear_bfs_loss are fragments)
+    features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor] = None, *,
+    weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r""":func:`~longtail_losses.functional.balanced_softmax_loss` of a linear classifier, without its logits.
 
     Computes, class block by class block, the balanced softmax :cite:`ren2020balanced` of the logits
@@ -160,11 +153,7 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linea
 
     Args:
         {linear_args}
-        weight_decay: :math:`\lambda \ge 0` of the penalty :math:`\frac{\lambda}{2}\lVert W\rVert^2`. Default: ``0``.
-        chunk_size: Classes per block; None (the default) picks about :math:`2^{21} / N`.
-        process_group: Shard the classes over this ``torch.distributed`` group (see above). Default: ``None``.
-        **options: ``reduction``, ``ignore_index``, ``validate_args``: :ref:`call-options`; ``label_smoothing``
-            must be 0.
+        {linear_options}
 
     {linear_sections}
 
@@ -180,22 +169,13 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the arguments shared with linea
     return _linear(*args, options, "linear_balanced_softmax_loss")
 
 
-@fill
-def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_softmax_loss: {linear_args})
-    features: Tensor,
-    weight: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    bias: Optional[Tensor] = None,
-    *,
-    alpha: float = 0.1,
-    beta: float = 0.9999,
-    gamma: float = 1.0,
-    weight_decay: float = 0.0,
-    chunk_size: Optional[int] = None,
-    process_group: Optional[ProcessGroup] = None,
+@fill  # the signature's lines grouped by hand: the tensors, the focal term, the penalty and the blocks, the options
+def linear_bfs_loss(  # noqa: D417 (the Args shared with linear_balanced_softmax_loss are fragments)
+    features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor] = None, *,
+    alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0,
+    weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r""":func:`~longtail_losses.functional.bfs_loss` (and BWLM) of a linear classifier, without its logits.
 
     Computes, class block by class block, the Balanced Focal Softmax of the BWLM paper :cite:`fan2024bwlm`
@@ -221,11 +201,7 @@ def linear_bfs_loss(  # noqa: D417 (the arguments shared with linear_balanced_so
         alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
         beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
         gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
-        weight_decay: :math:`\lambda \ge 0` of the penalty. Default: ``0``.
-        chunk_size: Classes per block, as for :func:`linear_balanced_softmax_loss`.
-        process_group: As for :func:`linear_balanced_softmax_loss`.
-        **options: ``reduction``, ``ignore_index``, ``validate_args``: :ref:`call-options`; ``label_smoothing``
-            must be 0.
+        {linear_options}
 
     {linear_sections}
 

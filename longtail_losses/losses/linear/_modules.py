@@ -222,16 +222,10 @@ class LinearBFS(LinearBalancedSoftmax):
 
     _hyperparameters = ("alpha", "beta", "gamma", "weight_decay")
 
-    def __init__(
-        self,
-        class_counts: CountsLike,
-        in_features: int,
-        *,
-        alpha: float = 0.1,
-        beta: float = 0.9999,
-        gamma: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(  # the signature's lines grouped by hand, as linear_bfs_loss's: the positional ones, the focal term
+        self, class_counts: CountsLike, in_features: int, *,
+        alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, in_features, **kwargs)  # bias, weight_decay, options: as LinearBalancedSoftmax
         self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
