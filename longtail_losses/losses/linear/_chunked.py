@@ -1,9 +1,9 @@
-"""The chunked autograd kernel: two passes over blocks of classes, and the collectives of the sharded form.
+"""The chunked autograd kernel: preparation, two passes over blocks of classes, and the sharded form's collectives.
 
 See :mod:`longtail_losses.losses.linear` for the method. The element-wise terms are those of
 :mod:`longtail_losses.losses._kernel` (:func:`~longtail_losses.losses._kernel.focal_terms`, the softmax's
-``exp(x - lse)``); :class:`LinearLoss` checks nothing: its caller ``_functions.linear_loss`` prepares the
-:class:`Engine`.
+``exp(x - lse)``). :func:`linear_loss` checks the inputs and prepares the :class:`Engine`; :class:`LinearLoss`
+checks nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from longtail_losses._validation import check_linear_inputs, check_target_values
 from longtail_losses.losses import _engine, _kernel
 
-__all__ = ["CHUNK_ELEMENTS", "Engine", "LinearLoss", "ProcessGroup", "default_chunk"]
+__all__ = ["CHUNK_ELEMENTS", "Engine", "LinearLoss", "ProcessGroup", "default_chunk", "linear_loss"]
 
 #: Elements of one block of logits when ``chunk_size`` is None: 2**21 (8 MiB of float32), i.e. 8192 classes for a
 #: batch of 256: small enough to stay in cache, large enough that the ~30 tensor ops per block are not dominated
@@ -199,10 +200,9 @@ class LinearLoss(torch.autograd.Function):
         z_y = engine.target_logit()
         precompute = any(engine.needs) and engine.reduction != "none"
         lse, focal = engine.statistics(focal=engine.alpha > 0.0 and not precompute)
-        ctx.grads = None
-        if precompute:  # with grad_output = 1; backward scales them (the same arithmetic as a recomputation)
-            ctx.grads = engine.gradients(None, z_y, lse)
-            focal = ctx.grads[3]
+        # With grad_output = 1; backward scales them (the same arithmetic as a recomputation).
+        ctx.grads = engine.gradients(None, z_y, lse) if precompute else None
+        focal = ctx.grads[3] if precompute else focal
         per_sample = torch.zeros_like(z_y)
         if lse is not None:
             per_sample += (1.0 - engine.alpha) * (lse - z_y - engine.log_n_y)
@@ -239,3 +239,76 @@ class LinearLoss(torch.autograd.Function):
         if grad_x is not None:
             grad_x = grad_x.to(features.dtype)
         return grad_x, grad_w, grad_b, None
+
+
+def _shard_start(num_local: int, num_classes: int, group: ProcessGroup, device: torch.device) -> int:
+    """Offset of this rank's class slice: the sizes of the slices of the lower ranks, summed."""
+    import torch.distributed as dist
+
+    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(sizes, torch.tensor([num_local], dtype=torch.int64, device=device), group=group)
+    counts = [int(s) for s in sizes]
+    if sum(counts) != num_classes:
+        raise ValueError(
+            f"Expected the ranks' `weight` slices to hold C = len(class_counts) = {num_classes} rows in all, "
+            f"but got {counts}"
+        )
+    return sum(counts[: dist.get_rank(group)])
+
+
+def linear_loss(
+    features: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    counts: Tensor,
+    bias: Optional[Tensor],
+    options: _engine.CallOptions,
+    hyper: tuple[float, float, float],
+    *,
+    weight_decay: float,
+    chunk_size: Optional[int],
+    process_group: Optional[ProcessGroup],
+    class_start: Optional[int] = None,
+) -> Tensor:
+    """Prepare the :class:`Engine` and apply :class:`LinearLoss`; everything but the inputs comes checked.
+
+    ``hyper`` is ``(alpha, beta, gamma)``; ``class_start`` is the first class of this rank's slice (None: gathered
+    from the ranks).
+    """
+    check_linear_inputs(features, weight, bias, target)
+    counts = counts.to(features.device)
+    num_classes, num_local = counts.shape[0], weight.shape[0]
+    if process_group is None:
+        if num_local != num_classes:
+            raise ValueError(f"Expected `weight` to have C = {num_classes} rows, but got shape {tuple(weight.shape)}")
+        class_start = 0
+    elif class_start is None:
+        class_start = _shard_start(num_local, num_classes, process_group, features.device)
+    checked = options.check_values
+    if checked:
+        check_target_values(target.long(), num_classes, options.ignore_index)
+    safe_target, keep, invalid = _engine.labels(target, num_classes, options, checked=checked)
+    dtype = _engine.compute_dtype(features.dtype)
+    alpha, beta, gamma = hyper
+    needs = (features.requires_grad, weight.requires_grad, bias is not None and bias.requires_grad)
+    engine = Engine(
+        features=features.detach().to(dtype),
+        weight=weight.detach(),
+        bias=None if bias is None else bias.detach(),
+        target=safe_target - class_start,
+        keep=keep,
+        counts=counts[class_start : class_start + num_local].to(dtype),
+        log_n_y=counts.to(dtype).log()[safe_target],
+        cb_weight=_engine.class_balanced_weights(counts, beta, dtype)[safe_target] if alpha > 0.0 else None,
+        alpha=alpha,
+        gamma=gamma,
+        weight_decay=weight_decay,
+        reduction=options.reduction,
+        chunk=chunk_size or default_chunk(features.shape[0]),
+        group=process_group,
+        needs=needs if torch.is_grad_enabled() else (False, False, False),
+    )
+    loss: Tensor = LinearLoss.apply(features, weight, bias, engine)
+    if invalid is not None:  # unchecked labels out of range: nan, never another class's loss
+        loss = torch.where(invalid if options.reduction == "none" else invalid.any(), math.nan, loss)
+    return loss
