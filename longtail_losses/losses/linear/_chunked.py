@@ -245,9 +245,9 @@ def _shard_start(num_local: int, num_classes: int, group: ProcessGroup, device: 
     """Offset of this rank's class slice: the sizes of the slices of the lower ranks, summed."""
     import torch.distributed as dist
 
-    sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(sizes, torch.tensor([num_local], dtype=torch.int64, device=device), group=group)
-    counts = [int(s) for s in sizes]
+    sizes = torch.zeros(dist.get_world_size(group), dtype=torch.int64, device=device)
+    sizes[dist.get_rank(group)] = num_local
+    counts = _all_reduce(sizes, group).tolist()
     if sum(counts) != num_classes:
         raise ValueError(
             f"Expected the ranks' `weight` slices to hold C = len(class_counts) = {num_classes} rows in all, "

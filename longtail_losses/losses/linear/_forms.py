@@ -48,8 +48,7 @@ def _linear(
     hyper = check_bfs(*hyper)
     checked = _engine.check_options(**options).without_smoothing(function)
     counts = as_counts(class_counts, check_values=checked.check_values)
-    weight_decay = check_weight_decay(weight_decay)
-    chunk_size = check_int("chunk_size", chunk_size, 1, optional=True)
+    weight_decay, chunk_size = check_weight_decay(weight_decay), check_int("chunk_size", chunk_size, 1, optional=True)
     kwargs: dict[str, Any] = {"weight_decay": weight_decay, "chunk_size": chunk_size, "process_group": process_group}
     return linear_loss(features, weight, target, counts, bias, checked, hyper, **kwargs)
 
