@@ -33,6 +33,16 @@ FRAGMENTS: dict[str, str] = {
         "class_counts: Training samples per class :math:`n_c`, all ``> 0``.\n"
         "bias: Its bias :math:`b`, or None."
     ),
+    # The Args after the hyperparameters of the two linear losses (same indentation as "linear_args").
+    "linear_options": (
+        "weight_decay: :math:`\\lambda \\ge 0` of the penalty :math:`\\frac{\\lambda}{2}\\lVert W\\rVert^2`. "
+        "Default: ``0``.\n"
+        "chunk_size: Classes per block; None (the default) picks about :math:`2^{21} / N`.\n"
+        "process_group: Shard the classes over this ``torch.distributed`` group (see the sharded form of\n"
+        "    :func:`~longtail_losses.functional.linear_balanced_softmax_loss`). Default: ``None``.\n"
+        "**options: ``reduction``, ``ignore_index``, ``validate_args``: :ref:`call-options`; ``label_smoothing``\n"
+        "    must be 0."
+    ),
     # Shape and Raises of the two linear losses (sections: put the placeholder at the docstring's indentation).
     "linear_sections": (
         "Shape:\n"

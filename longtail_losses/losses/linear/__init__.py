@@ -25,15 +25,20 @@ classifier's rows and the full batch of features; the log-sum-exp is combined ac
 the maxima and of the rescaled sums of exponentials, the target logit comes from the rank that owns the class,
 the focal sums and the squared weight norm are summed, and the gradient of the features is summed across ranks.
 
-The package holds the chunked autograd kernel (``_chunked``), the functions (``_functions``) and the modules
-(``_modules``); every public name is imported from here.
+The package holds the chunked kernel and its preparation (``_chunked``) and the functions and modules
+(``_forms``); every public name is imported from here.
 """
 
 from __future__ import annotations
 
 from longtail_losses.losses.linear._chunked import CHUNK_ELEMENTS
-from longtail_losses.losses.linear._functions import linear_balanced_softmax_loss, linear_bfs_loss
-from longtail_losses.losses.linear._modules import LinearBalancedSoftmax, LinearBFS, shard_range
+from longtail_losses.losses.linear._forms import (
+    LinearBalancedSoftmax,
+    LinearBFS,
+    linear_balanced_softmax_loss,
+    linear_bfs_loss,
+    shard_range,
+)
 
 __all__ = [
     "CHUNK_ELEMENTS",

@@ -1,4 +1,4 @@
-"""The module forms: :class:`LinearBalancedSoftmax` and :class:`LinearBFS` own the classifier and its loss."""
+"""The public forms: two functions, and two modules that own the classifier and its loss."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from longtail_losses._validation import CountsLike, check_bfs, check_int, check_weight_decay
+from longtail_losses._docstrings import fill
+from longtail_losses._validation import CountsLike, as_counts, check_bfs, check_int, check_weight_decay
+from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
-from longtail_losses.losses.linear._chunked import ProcessGroup, default_chunk
-from longtail_losses.losses.linear._functions import linear_loss
+from longtail_losses.losses.linear._chunked import ProcessGroup, default_chunk, linear_loss
 
-__all__ = ["LinearBFS", "LinearBalancedSoftmax", "shard_range"]
+__all__ = ["LinearBFS", "LinearBalancedSoftmax", "linear_balanced_softmax_loss", "linear_bfs_loss", "shard_range"]
 
 
 def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -28,6 +29,124 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
         [(0, 3), (3, 6), (6, 10)]
     """
     return num_classes * rank // world_size, num_classes * (rank + 1) // world_size
+
+
+def _linear(
+    features: Tensor,
+    weight: Tensor,
+    target: Tensor,
+    class_counts: CountsLike,
+    bias: Optional[Tensor],
+    hyper: tuple[float, float, float],
+    weight_decay: float,
+    chunk_size: Optional[int],
+    process_group: Optional[ProcessGroup],
+    options: LossOptions,
+    function: str,
+) -> Tensor:
+    """The checks of a function's call (a module makes them once, in ``__init__``), then :func:`linear_loss`."""
+    hyper = check_bfs(*hyper)
+    checked = _engine.check_options(**options).without_smoothing(function)
+    counts = as_counts(class_counts, check_values=checked.check_values)
+    weight_decay, chunk_size = check_weight_decay(weight_decay), check_int("chunk_size", chunk_size, 1, optional=True)
+    kwargs: dict[str, Any] = {"weight_decay": weight_decay, "chunk_size": chunk_size, "process_group": process_group}
+    return linear_loss(features, weight, target, counts, bias, checked, hyper, **kwargs)
+
+
+@fill  # the signature is linear_bfs_loss's without alpha, beta, gamma; its lines grouped by hand, as there
+def linear_balanced_softmax_loss(  # noqa: D417 (the Args shared with linear_bfs_loss are fragments)
+    features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor] = None, *,
+    weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
+    **options: Unpack[LossOptions],
+) -> Tensor:  # fmt: skip
+    r""":func:`~longtail_losses.functional.balanced_softmax_loss` of a linear classifier, without its logits.
+
+    Computes, class block by class block, the balanced softmax :cite:`ren2020balanced` of the logits
+    :math:`z = x W^\top + b` and the gradients of ``features``, ``weight`` and ``bias``, never holding the
+    :math:`(N, C)` logits or their gradient:
+
+    .. math::
+        \ell_n = \log \sum_{c=1}^{C} n_c e^{z_{n,c}} - \log n_{y_n} - z_{n,y_n},
+        \qquad \mathcal{L} = \operatorname{reduce}_n \ell_n + \frac{\lambda}{2} \lVert W \rVert_F^2
+
+    It equals ``balanced_softmax_loss(features @ weight.T + bias, target, class_counts)`` (plus the penalty), in
+    value and gradients, up to rounding. ``'mean'`` divides by the number of samples whose label is not
+    ``ignore_index`` (``nan`` if there is none). The penalty (``weight_decay`` :math:`=\lambda`, default off) is
+    added once to the reduced loss, so its gradient is exactly ``weight_decay * weight``; with
+    ``reduction='none'`` it is spread evenly over the kept samples, as in
+    :func:`~longtail_losses.functional.bwlm_loss`. Memory beyond the gradients is a few blocks of
+    :math:`N \times` ``chunk_size`` elements; time is about that of the plain computation (one more matrix
+    product). Half and bfloat16 inputs are computed in float32. Double backward is not supported.
+
+    With ``process_group``, ``weight`` (and ``bias``) are this rank's contiguous slice of the classifier's rows,
+    in rank order, and ``features``, ``target`` and ``class_counts`` (all C classes) are the same on every rank;
+    every rank returns the same loss, its slice's gradients, and the full gradient of ``features`` (summed over
+    the ranks). Every rank must call forward and backward.
+
+    Args:
+        {linear_args}
+        {linear_options}
+
+    {linear_sections}
+
+    Example:
+        >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> weight = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10])
+        tensor(0.7380)
+        >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], chunk_size=1)
+        tensor(0.7380)
+    """
+    args = (features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), weight_decay, chunk_size, process_group)
+    return _linear(*args, options, "linear_balanced_softmax_loss")
+
+
+@fill  # the signature's lines grouped by hand: the tensors, the focal term, the penalty and the blocks, the options
+def linear_bfs_loss(  # noqa: D417 (the Args shared with linear_balanced_softmax_loss are fragments)
+    features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor] = None, *,
+    alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0,
+    weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
+    **options: Unpack[LossOptions],
+) -> Tensor:  # fmt: skip
+    r""":func:`~longtail_losses.functional.bfs_loss` (and BWLM) of a linear classifier, without its logits.
+
+    Computes, class block by class block, the Balanced Focal Softmax of the BWLM paper :cite:`fan2024bwlm`
+    (eq. 11) on the logits :math:`z = x W^\top + b`, and the gradients of ``features``, ``weight`` and ``bias``,
+    never holding the :math:`(N, C)` logits or their gradient:
+
+    .. math::
+        \ell_n = -\alpha\, w_{y_n} \sum_{c=1}^{C} (1-p^t_{n,c})^{\gamma} \log p^t_{n,c}
+          - (1-\alpha) \log \frac{n_{y_n} e^{z_{n,y_n}}}{\sum_{c} n_c e^{z_{n,c}}},
+        \qquad \mathcal{L} = \operatorname{reduce}_n \ell_n + \frac{\lambda}{2} \lVert W \rVert_F^2
+
+    with sigmoid :math:`p^t` and the class-balanced weights :math:`w` normalised to sum to C, as in
+    :func:`~longtail_losses.functional.bfs_loss`. With ``weight_decay`` :math:`=\lambda > 0` it is BWLM's loss
+    (eq. 17, :func:`~longtail_losses.functional.bwlm_loss`): the penalty is added once to the reduced loss, its
+    gradient is exactly ``weight_decay * weight`` and, with ``reduction='none'``, it is spread evenly over the
+    kept samples. ``'mean'`` divides by the number of samples whose label is not ``ignore_index``. The focal
+    term is computed from log-sigmoids (:math:`\log(1-p) = \log\sigma(-z)`), so it stays finite for any finite
+    logits. Memory, dtypes, double backward and ``process_group`` are as in
+    :func:`~longtail_losses.functional.linear_balanced_softmax_loss`.
+
+    Args:
+        {linear_args}
+        alpha: Weight :math:`\alpha \in [0, 1]` of the class-balanced focal term.
+        beta: Effective-number hyperparameter :math:`\beta \in [0, 1)` of the focal term.
+        gamma: Focusing parameter :math:`\gamma \ge 0` of the focal term.
+        {linear_options}
+
+    {linear_sections}
+
+    Example:
+        >>> features = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> weight = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99)
+        tensor(0.7064)
+        >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, weight_decay=0.1)
+        tensor(0.9564)
+    """
+    args = (features, weight, target, class_counts, bias, (alpha, beta, gamma), weight_decay, chunk_size, process_group)
+    return _linear(*args, options, "linear_bfs_loss")
 
 
 class LinearBalancedSoftmax(CountsLoss):
@@ -72,19 +191,12 @@ class LinearBalancedSoftmax(CountsLoss):
 
     _hyperparameters: ClassVar[tuple[str, ...]] = ("weight_decay",)
 
-    def __init__(
-        self,
-        class_counts: CountsLike,
-        in_features: int,
-        *,
-        bias: bool = True,
-        device: Optional[torch.device] = None,
-        dtype: Optional[torch.dtype] = None,
-        weight_decay: float = 0.0,
-        chunk_size: Optional[int] = None,
-        process_group: Optional[ProcessGroup] = None,
+    def __init__(  # the signature's lines grouped by hand: positional, the parameters, the penalty and blocks, options
+        self, class_counts: CountsLike, in_features: int, *,
+        bias: bool = True, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
+        weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, **options)
         self.options.without_smoothing(type(self).__name__)
         self.in_features = check_int("in_features", in_features, 1)
@@ -95,10 +207,8 @@ class LinearBalancedSoftmax(CountsLoss):
         if process_group is not None:
             import torch.distributed as dist
 
-            rank, world = dist.get_rank(process_group), dist.get_world_size(process_group)
-            start, stop = shard_range(self.num_classes, rank, world)
-        self.class_start = start
-        self.num_local_classes = stop - start
+            start, stop = shard_range(stop, dist.get_rank(process_group), dist.get_world_size(process_group))
+        self.class_start, self.num_local_classes = start, stop - start
         factory = {"device": device, "dtype": dtype}
         self.weight = nn.Parameter(torch.empty(stop - start, in_features, **factory))  # type: ignore[arg-type]
         self.bias = nn.Parameter(torch.empty(stop - start, **factory)) if bias else None  # type: ignore[arg-type]
@@ -129,7 +239,6 @@ class LinearBalancedSoftmax(CountsLoss):
 
     def forward(self, features: Tensor, target: Tensor) -> Tensor:
         """Compute the loss of the classifier's logits on ``features``; see :func:`linear_bfs_loss`."""
-        alpha, beta, gamma = self._hyper()
         return linear_loss(
             features,
             self.weight,
@@ -137,9 +246,7 @@ class LinearBalancedSoftmax(CountsLoss):
             self.class_counts,
             self.bias,
             self.options,
-            alpha=alpha,
-            beta=beta,
-            gamma=gamma,
+            self._hyper(),
             weight_decay=self.weight_decay,
             chunk_size=self.chunk_size,
             process_group=self.process_group,
@@ -178,19 +285,13 @@ class LinearBalancedSoftmax(CountsLoss):
                     [ 0., -2.]]), tensor([[4, 3],
                     [0, 1]]))
         """
-        values: Optional[Tensor] = None
-        indices: Optional[Tensor] = None
-        for start, z in self.iter_logits(features, chunk_size):
-            top = z.topk(min(k, z.shape[1]), dim=1)
-            ids = top.indices + start
-            if values is None or indices is None:
-                values, indices = top.values, ids
-            else:
-                merged = torch.cat([values, top.values], dim=1).topk(min(k, values.shape[1] + z.shape[1]), dim=1)
-                values, indices = merged.values, torch.cat([indices, ids], dim=1).gather(1, merged.indices)
-        if values is None or indices is None:
-            empty = features.new_empty(features.shape[0], 0)
-            return empty, empty.long()
+        values = features.new_empty(features.shape[0], 0)
+        indices = values.long()
+        for start, z in self.iter_logits(features, chunk_size):  # the best k of those so far and of this block
+            ids = torch.arange(start, start + z.shape[1], device=z.device).expand_as(z)
+            values, indices = torch.cat([values, z], dim=1), torch.cat([indices, ids], dim=1)
+            top = values.topk(min(k, values.shape[1]), dim=1)
+            values, indices = top.values, indices.gather(1, top.indices)
         return values, indices
 
 
@@ -231,16 +332,10 @@ class LinearBFS(LinearBalancedSoftmax):
 
     _hyperparameters = ("alpha", "beta", "gamma", "weight_decay")
 
-    def __init__(
-        self,
-        class_counts: CountsLike,
-        in_features: int,
-        *,
-        alpha: float = 0.1,
-        beta: float = 0.9999,
-        gamma: float = 1.0,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(  # the signature's lines grouped by hand, as linear_bfs_loss's: the positional ones, the focal term
+        self, class_counts: CountsLike, in_features: int, *,
+        alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, in_features, **kwargs)  # bias, weight_decay, options: as LinearBalancedSoftmax
         self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
