@@ -16,10 +16,6 @@ Criterion = Callable[[Tensor, Tensor], Tensor]
 DeviceLike = Union[torch.device, str, None]
 
 
-# Loop building blocks
-# --------------------------------------------------------------------------------------------------------------------
-
-
 def _model_device(model: nn.Module, device: DeviceLike) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -48,13 +44,36 @@ def _upcast(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
-def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
-    for module, training in modes:
-        module.training = training
+@torch.no_grad()
+def _forward_all(
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: torch.device,
+    *,
+    out: DeviceLike,
+    autocast_dtype: Optional[torch.dtype],
+    channels_last: bool,
+    empty: str,
+) -> tuple[Tensor, Tensor]:
+    # The eval-mode loop of predict and extract_features: (outputs, int64 targets) on `out`, the modes of `model`
+    # restored afterwards; the targets are empty if the batches are bare inputs.
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    outputs, labels = [], []
+    try:
+        for batch in loader:
+            paired = isinstance(batch, (tuple, list))
+            with _autocast(device, autocast_dtype):
+                logits = model(_prepare(batch[0] if paired else batch, device, channels_last))
+            outputs.append(_upcast(logits).to(out))
+            if paired and len(batch) > 1:
+                labels.append(torch.as_tensor(batch[1]).to(out, torch.int64))
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not outputs:
+        raise ValueError(f"Expected {empty}, but got none")
+    return torch.cat(outputs), torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64, device=out)
 
 
 def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
@@ -220,7 +239,6 @@ def _shard_factor(batch: Any, local: int, world_size: int) -> float:
     return local * world_size / global_size
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
     loader: Iterable[Any],
@@ -252,20 +270,12 @@ def predict(
         (torch.Size([4, 3]), [0, 1, 2, 0])
     """
     device = _model_device(model, device)
-    modes = _modes(model)
-    model.eval()
-    outputs, labels = [], []
-    try:
-        for inputs, targets in loader:
-            with _autocast(device, autocast_dtype):
-                logits = model(_prepare(inputs, device, channels_last))
-            outputs.append(_upcast(logits).cpu())
-            labels.append(torch.as_tensor(targets).to("cpu", torch.int64))
-    finally:
-        _restore(modes)
-    if not outputs:
-        raise ValueError("Expected `loader` to yield at least one batch, but got none")
-    return torch.cat(outputs), torch.cat(labels)
-
-
-# --------------------------------------------------------------------------------------------------------------------
+    return _forward_all(
+        model,
+        loader,
+        device,
+        out="cpu",
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
+        empty="`loader` to yield at least one batch",
+    )

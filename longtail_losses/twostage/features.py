@@ -2,8 +2,7 @@ r"""Fast stage 2: run the frozen backbone once, cache its features, train the ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -12,36 +11,27 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from longtail_losses._validation import check_features_labels, check_int
 from longtail_losses.data.samplers import SeededBatchSampler
-from longtail_losses.training import _autocast, _model_device, _modes, _prepare, _restore, _upcast, train_one_epoch
+from longtail_losses.training import Criterion, DeviceLike, _forward_all, _model_device, train_one_epoch
 from longtail_losses.twostage.surgery import _resolve
 
 __all__ = ["extract_features", "train_classifier", "train_classifier_epoch"]
 
-Criterion = Callable[[Tensor, Tensor], Tensor]
-DeviceLike = Union[torch.device, str, None]
 
-
-# Fast stage 2 on cached features
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _as_loader(data: Any, batch_size: int, num_workers: int) -> tuple[Iterable[Any], bool]:
+def _as_loader(data: Any, batch_size: int, num_workers: int) -> DataLoader:
     if isinstance(data, DataLoader):
-        return data, True
+        return data
     if isinstance(data, Tensor):
-        return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=False, num_workers=num_workers), False
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        dataset = TensorDataset(data[0], torch.as_tensor(data[1]))
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers), True
-    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers), True
-    raise TypeError(
-        "Expected `data` to be a DataLoader, a Dataset, a Tensor or an (inputs, targets) pair of tensors, "
-        f"but got {type(data).__name__}"
-    )
+        data = TensorDataset(data)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        data = TensorDataset(data[0], torch.as_tensor(data[1]))
+    elif not (isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__"))):
+        raise TypeError(
+            "Expected `data` to be a DataLoader, a Dataset, a Tensor or an (inputs, targets) pair of tensors, "
+            f"but got {type(data).__name__}"
+        )
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-@torch.no_grad()
 def extract_features(
     model: nn.Module,
     data: Any,
@@ -88,29 +78,24 @@ def extract_features(
         (torch.Size([5, 3]), [0, 1, 2, 3, 4], True)
     """
     device = _model_device(model, device)
-    loader, has_targets = _as_loader(data, batch_size, num_workers)
+    loader = _as_loader(data, batch_size, num_workers)
     swap = _resolve(model, classifier_attr) if classifier_attr is not None else None
-    modes = _modes(model)
-    features, labels = [], []
+    if swap is not None:
+        setattr(swap[0], swap[1], nn.Identity())
     try:
-        if swap is not None:
-            setattr(swap[0], swap[1], nn.Identity())
-        model.eval()
-        for batch in loader:
-            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            with _autocast(device, autocast_dtype):
-                out = model(_prepare(inputs, device, channels_last))
-            features.append(_upcast(out).flatten(1))
-            if has_targets:
-                labels.append(torch.as_tensor(batch[1]).to(device, torch.int64))
+        features, labels = _forward_all(
+            model,
+            loader,
+            device,
+            out=device,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            empty="`data` to hold at least one sample",
+        )
     finally:
         if swap is not None:
             setattr(swap[0], swap[1], swap[2])
-        _restore(modes)
-    if not features:
-        raise ValueError("Expected `data` to hold at least one sample, but got none")
-    targets = torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64, device=device)
-    return torch.cat(features), targets
+    return features.flatten(1), labels
 
 
 def train_classifier_epoch(
@@ -246,26 +231,16 @@ def train_classifier(
         if scheduler == "cosine"
         else None
     )
-    handle = optimizer_hooks(optimizer) if optimizer_hooks is not None else None
+    handle: Any = optimizer_hooks(optimizer) if optimizer_hooks is not None else None
+    common: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "scheduler": sched, "drop_last": drop_last}
     history: list[float] = []
     try:
         for epoch in range(epochs):
-            loss = train_classifier_epoch(
-                classifier,
-                features,
-                labels,
-                criterion,
-                optimizer,
-                batch_size=batch_size,
-                epoch=epoch,
-                seed=seed,
-                scheduler=sched,
-                drop_last=drop_last,
-            )
+            loss = train_classifier_epoch(classifier, features, labels, criterion, optimizer, epoch=epoch, **common)
             history.append(loss)
             if callback is not None:
                 callback(epoch, loss)
     finally:
-        if handle is not None and callable(getattr(handle, "remove", None)):
+        if callable(getattr(handle, "remove", None)):
             handle.remove()
     return history
