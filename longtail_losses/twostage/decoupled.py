@@ -1,24 +1,11 @@
 r"""Decoupled classifiers (Kang et al., ICLR 2020): re-balance the classifier of a frozen representation.
 
-Exported from :mod:`longtail_losses.twostage`. Given a backbone trained with instance-balanced sampling (or
-the paper's stage 1), Kang et al. re-balance only the classifier:
+Exported from :mod:`longtail_losses.twostage`. Given a backbone trained with instance-balanced sampling (or the
+paper's stage 1), Kang et al. re-balance only the classifier:
 
-* **cRT** (classifier re-training): a new linear classifier trained on the frozen features with
-  class-balanced sampling. With this library: :func:`~longtail_losses.twostage.replace_classifier` and
-  :func:`~longtail_losses.twostage.extract_features`, then batches from
-  :class:`~longtail_losses.data.ClassAwareSampler` (``power=0``) and plain cross-entropy::
-
-      fc = twostage.replace_classifier(model, num_classes)
-      features, labels = twostage.extract_features(model, train_set_without_augmentation)
-      sampler = ClassAwareSampler(labels, power=0.0, seed=0)
-      optimizer = torch.optim.SGD(fc.parameters(), lr=0.01, momentum=0.9)
-      for epoch in range(epochs):
-          sampler.set_epoch(epoch)
-          index = torch.tensor(list(sampler))
-          for batch in index.split(64):
-              loss = F.cross_entropy(fc(features[batch]), labels[batch])
-              optimizer.zero_grad(); loss.backward(); optimizer.step()
-
+* **cRT** (classifier re-training): a recipe, written out in the docs' *Decoupled classifiers* page:
+  :func:`~longtail_losses.twostage.replace_classifier`, :func:`~longtail_losses.twostage.extract_features`, then
+  class-balanced batches (:class:`~longtail_losses.data.ClassAwareSampler`, ``power=0``) and cross-entropy.
 * **tau-normalisation** (:func:`tau_normalize`): no training, rescale each class's weight vector by a power
   of its norm.
 * **LWS** (:class:`LearnableWeightScaling`): keep the classifier, learn one scale per class with
@@ -37,19 +24,6 @@ from torch import Tensor, nn
 from longtail_losses._validation import check_features_labels, check_finite, check_int, check_weight_matrix
 
 __all__ = ["LearnableWeightScaling", "NearestClassMean", "nearest_class_mean", "tau_normalize"]
-
-
-def _linear_weight(classifier: object) -> Tensor:
-    if not isinstance(classifier, nn.Module):
-        raise TypeError(
-            f"Expected `classifier` to be an nn.Module (e.g. nn.Linear), but got {type(classifier).__name__}"
-        )
-    weight = check_weight_matrix(classifier)
-    if weight.ndim != 2:
-        raise ValueError(
-            f"Expected `classifier` weight to have shape (num_classes, features), but got {tuple(weight.shape)}"
-        )
-    return weight
 
 
 @torch.no_grad()
@@ -91,9 +65,17 @@ def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = 
         True
     """
     tau = check_finite("tau", tau)
-    weight = _linear_weight(classifier)
+    if not isinstance(classifier, nn.Module):
+        raise TypeError(
+            f"Expected `classifier` to be an nn.Module (e.g. nn.Linear), but got {type(classifier).__name__}"
+        )
+    weight = check_weight_matrix(classifier)
+    if weight.ndim != 2:
+        raise ValueError(
+            f"Expected `classifier` weight to have shape (num_classes, features), but got {tuple(weight.shape)}"
+        )
     norms = weight.norm(dim=1, keepdim=True)
-    scale = torch.where(norms > 0, norms.pow(-tau) if tau != 0.0 else torch.ones_like(norms), torch.ones_like(norms))
+    scale = torch.where(norms > 0, norms.pow(-tau), 1.0)  # a zero row stays zero
     bias = getattr(classifier, "bias", None)
     keep = bool(keep_bias) and isinstance(bias, Tensor)
     out = nn.Linear(weight.shape[1], weight.shape[0], bias=keep, device=weight.device, dtype=weight.dtype)

@@ -2,21 +2,13 @@ r"""Model surgery for stage 2: find the classifier, freeze the backbone, put a n
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from longtail_losses._validation import check_int, replaced_classifiers
 
 __all__ = ["BackboneFreeze", "freeze_backbone", "get_classifier", "replace_classifier"]
-
-Criterion = Callable[[Tensor, Tensor], Tensor]
-DeviceLike = Union[torch.device, str, None]
-
-
-# Classifier replacement and the frozen backbone
-# --------------------------------------------------------------------------------------------------------------------
 
 
 def _resolve(model: nn.Module, classifier_attr: str) -> tuple[nn.Module, str, nn.Module]:
@@ -103,13 +95,11 @@ class BackboneFreeze:
 def freeze_backbone(model: nn.Module, classifier_attr: str = "fc") -> BackboneFreeze:
     r"""Freeze every part of ``model`` except its classifier, parameters *and* normalisation statistics.
 
-    Every parameter outside ``model.<classifier_attr>`` gets ``requires_grad=False``, and every submodule
-    outside it (except ``model`` itself and the classifier's ancestors) gets a forward pre-hook that sets it
-    to eval mode before it runs. So the backbone's BatchNorm layers normalise with, and never update, their
-    stage-1 running statistics, and its dropout is off, even after ``model.train()``: calling ``model.train()``
-    in stage 2 trains only the classifier. (Freezing only ``requires_grad`` lets BatchNorm statistics drift in
-    stage 2, a known bug of reference implementations.) The classifier follows ``model.train()``/``eval()``
-    as usual.
+    Every parameter outside ``model.<classifier_attr>`` gets ``requires_grad=False``, and every submodule outside it
+    (except ``model`` itself and the classifier's ancestors) a forward pre-hook that puts it in eval mode. So the
+    backbone's BatchNorm layers use, and never update, their stage-1 running statistics and its dropout is off,
+    even after ``model.train()``, which in stage 2 trains only the classifier. (Freezing only ``requires_grad``
+    lets BatchNorm statistics drift in stage 2, a known bug of reference implementations.)
 
     Args:
         model: The stage-1 network.
@@ -156,8 +146,8 @@ def replace_classifier(
 
     ``model.<classifier_attr>`` must be an :class:`~torch.nn.Linear` (as the ``fc`` of torchvision's ResNet and
     ResNeXt); it is replaced, in place, by a freshly initialised ``nn.Linear(in_features, num_classes)`` on the same
-    device and dtype. With ``freeze=True`` the rest of the model is then frozen by :func:`freeze_backbone`
-    (parameters and BatchNorm statistics, eval mode even under ``model.train()``), for the model's lifetime.
+    device and dtype. With ``freeze=True`` the rest of the model is then frozen by :func:`freeze_backbone`, for the
+    model's lifetime.
 
     Args:
         model: The stage-1 network; modified in place.
@@ -186,9 +176,7 @@ def replace_classifier(
     parent, name, old = _resolve(model, classifier_attr)
     if not isinstance(old, nn.Linear):
         raise TypeError(f"Expected `model.{classifier_attr}` to be an nn.Linear, but got {type(old).__name__}")
-    new = nn.Linear(
-        old.in_features, num_classes, bias=bias, device=old.weight.device, dtype=old.weight.dtype
-    ).requires_grad_(True)
+    new = nn.Linear(old.in_features, num_classes, bias=bias, device=old.weight.device, dtype=old.weight.dtype)
     new.train(old.training)
     setattr(parent, name, new)
     # Record the replacement (on the library's side) so that a BWLM still pointing at the old layer or its weight
@@ -197,6 +185,3 @@ def replace_classifier(
     if freeze:
         freeze_backbone(model, classifier_attr)
     return new
-
-
-# --------------------------------------------------------------------------------------------------------------------
