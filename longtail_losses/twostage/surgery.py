@@ -16,26 +16,21 @@ def _resolve(model: nn.Module, classifier_attr: str) -> tuple[nn.Module, str, nn
         raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}")
     if not isinstance(classifier_attr, str) or not classifier_attr:
         raise TypeError(f"Expected `classifier_attr` to be a non-empty str, but got {classifier_attr!r}")
-    *path, name = classifier_attr.split(".")
-    parent = model
-    for i, part in enumerate(path):
-        child = getattr(parent, part, None)
-        if not isinstance(child, nn.Module):
+    parts = classifier_attr.split(".")
+    parent: nn.Module = model
+    module: Any = model
+    for i, part in enumerate(parts):
+        parent, module = module, getattr(module, part, None)
+        if not isinstance(module, nn.Module):
+            last = i == len(parts) - 1
+            names = [n for n, _ in model.named_modules() if n] if last else []
+            hint = f" (its submodules end with {names[-3:]})" if names else ""
+            where = "" if last else f": {'.'.join(parts[: i + 1])!r} is not a submodule"
             raise ValueError(
-                f"Expected `classifier_attr` to name a submodule of {type(model).__name__}, "
-                f"but got {classifier_attr!r}: "
-                f"{'.'.join(path[: i + 1])!r} is not a submodule"
+                f"Expected `classifier_attr` to name a submodule of {type(model).__name__}{hint}, "
+                f"but got {classifier_attr!r}{where}"
             )
-        parent = child
-    module = getattr(parent, name, None)
-    if not isinstance(module, nn.Module):
-        names = [n for n, _ in model.named_modules() if n]
-        hint = f" (its submodules end with {names[-3:]})" if names else ""
-        raise ValueError(
-            f"Expected `classifier_attr` to name a submodule of {type(model).__name__}{hint}, "
-            f"but got {classifier_attr!r}"
-        )
-    return parent, name, module
+    return parent, parts[-1], module
 
 
 def get_classifier(model: nn.Module, classifier_attr: str = "fc") -> nn.Module:
