@@ -114,11 +114,9 @@ class ClassNormDecay:
                     f"{lr} * {self.weight_decay} * {self._max_factor} = {step}; the rows would flip sign. Lower the "
                     "learning rate or weight_decay"
                 )
-            if self.per_class is None:
-                weight.mul_(1.0 - lr * self.weight_decay)
-            else:
-                factors = self.per_class.to(device=weight.device, dtype=weight.dtype)
-                weight.mul_((1.0 - lr * self.weight_decay * factors).view(-1, *([1] * (weight.ndim - 1))))
+            shape = (-1,) + (1,) * (weight.ndim - 1)  # one factor per class row
+            factors = 1.0 if self.per_class is None else self.per_class.to(weight.device, weight.dtype).view(shape)
+            weight.mul_(1.0 - lr * self.weight_decay * factors)
         if self.max_norm is not None:
             weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=self.max_norm))
 
