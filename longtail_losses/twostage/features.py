@@ -45,10 +45,9 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     r"""Run the frozen backbone once over ``data`` and return its penultimate features (fast stage 2).
 
-    Runs under :class:`torch.no_grad` with ``model`` in eval mode (BatchNorm uses its running statistics), with
-    ``model.<classifier_attr>`` temporarily swapped for :class:`~torch.nn.Identity`; the classifier and all
-    modes are restored afterwards. Train the stage-2 classifier on the result with :func:`train_classifier`.
-    Caching is exact only without random data augmentation: pass the un-augmented training set.
+    Runs without gradients, in eval mode, with ``model.<classifier_attr>`` swapped for :class:`~torch.nn.Identity`;
+    the classifier and all modes are restored afterwards. Caching is exact only without random data augmentation:
+    pass the un-augmented training set.
 
     Args:
         model: The stage-1 model (its classifier is bypassed), or, with ``classifier_attr=None``, a backbone
@@ -59,13 +58,12 @@ def extract_features(
         device: Where to run and keep the features. Default: the device of the model's first parameter.
         batch_size: Batch size when ``data`` is not a ``DataLoader``.
         num_workers: DataLoader workers when ``data`` is not a ``DataLoader``.
-        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``; the features
-            are returned in ``float32`` then (else in the model's dtype).
+        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision (float32 features), or ``None``.
         channels_last: Send 4-D inputs in ``channels_last`` memory format.
 
     Returns:
-        ``(features, labels)``: :math:`(N, D)` (flattened) on ``device`` and ``int64`` :math:`(N)` on
-        ``device``, in data order. For a bare tensor ``data``, ``labels`` is empty.
+        ``(features, labels)`` on ``device``, in data order: :math:`(N, D)` (flattened; in the model's dtype
+        without autocast) and ``int64`` :math:`(N)`, empty for a bare tensor ``data``.
 
     Raises:
         TypeError: If ``data`` has an unsupported type or ``model.<classifier_attr>`` is not a module.
@@ -113,9 +111,8 @@ def train_classifier_epoch(
 ) -> float:
     """One stage-2 epoch of ``classifier`` on cached features; the loop body of :func:`train_classifier`.
 
-    The batches are those of ``SeededBatchSampler(len(labels), batch_size, seed=seed)`` at ``epoch``; each
-    step is ``loss = criterion(classifier(x), y)``, backward, ``optimizer.step()``, then ``scheduler.step()``
-    if given (once per batch). Use it to write your own stage-2 loop (checkpoints, validation per epoch).
+    :func:`~longtail_losses.training.train_one_epoch` over the batches of
+    ``SeededBatchSampler(len(labels), batch_size, seed=seed)`` at ``epoch``. Use it to write your own stage-2 loop.
 
     Args:
         classifier: The new classifier, e.g. from :func:`replace_classifier`.
@@ -169,15 +166,14 @@ def train_classifier(
     r"""Train the stage-2 classifier on cached features with the paper's recipe (fast stage 2).
 
     SGD with momentum over ``classifier``'s trainable parameters; with ``scheduler="cosine"`` the learning rate
-    follows :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` per step, from ``lr`` to 0 over all
+    decays per step (:class:`~torch.optim.lr_scheduler.CosineAnnealingLR`) from ``lr`` to 0 over all
     :math:`T = \text{epochs} \cdot \lceil N / \text{batch\_size} \rceil` steps:
 
     .. math::
         \eta_t = \tfrac{1}{2}\,\eta_0 \left(1 + \cos \frac{\pi t}{T}\right)
 
-    Epoch :math:`e` draws its batches from ``SeededBatchSampler(N, batch_size, seed=seed)`` at epoch
-    :math:`e`, so the result equals running the frozen backbone every step with :func:`train_one_epoch` over
-    those batches (without augmentation), at a fraction of the cost.
+    Each epoch is :func:`train_classifier_epoch`, so the result equals running the frozen backbone every step
+    over the same batches (without augmentation), at a fraction of the cost.
 
     Args:
         classifier: The new classifier, e.g. from :func:`replace_classifier`, on the device of ``features``.
@@ -189,14 +185,12 @@ def train_classifier(
         batch_size: Samples per batch (paper: 64).
         lr: Initial learning rate (paper: 0.01).
         momentum: SGD momentum (paper: 0.9).
-        weight_decay: SGD (L2) weight decay on all classifier parameters; leave it at 0 with a
-            :class:`~longtail_losses.BWLM` criterion, which already penalises the weight (a warning says so).
+        weight_decay: SGD (L2) weight decay; leave it at 0 with a BWLM criterion (a warning says so).
         scheduler: ``"cosine"`` (decay to 0, as in the paper) or ``None`` (constant learning rate).
         seed: Base seed of the batch permutations.
         drop_last: Drop each epoch's last batch if it is smaller than ``batch_size``.
-        optimizer_hooks: Called once with the optimizer before training, e.g.
-            ``lambda opt: ClassNormDecay(classifier, 5e-3).attach(opt)``; a returned handle with ``remove()`` is
-            removed when training ends.
+        optimizer_hooks: Called once with the optimizer, e.g. ``lambda opt: ClassNormDecay(clf, 5e-3).attach(opt)``;
+            a returned handle with ``remove()`` is removed when training ends.
         callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
 
     Shape:
@@ -226,11 +220,9 @@ def train_classifier(
     params = [p for p in classifier.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = len(SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last))
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)
-        if scheduler == "cosine"
-        else None
-    )
+    sched = None
+    if scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)
     handle: Any = optimizer_hooks(optimizer) if optimizer_hooks is not None else None
     common: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "scheduler": sched, "drop_last": drop_last}
     history: list[float] = []
