@@ -8,20 +8,11 @@ only the new layer, on a roughly balanced subset, with a balanced loss such as :
     \Theta^* = \operatorname{argmin}_{\Theta} F(\Theta; D_{stage1}), \qquad
     \hat\Theta = \operatorname{argmin}_{\Theta_{fc}} F(\Theta_{fc}; \hat D)_{\Theta^*}
 
-The pieces, by submodule:
-
-* :mod:`~longtail_losses.twostage.review`: :func:`data_balanced_review` splits a long-tailed training set into
-  the two stages' index sets (eq. 2); :func:`head_tail_classes` gives the class split behind it.
-* :mod:`~longtail_losses.twostage.surgery`: :func:`replace_classifier` puts a new trainable classifier on a
-  stage-1 model and freezes the rest with :func:`freeze_backbone`, which also keeps the backbone in eval mode:
-  its BatchNorm statistics do **not** drift in stage 2, even if you call ``model.train()``.
-* :mod:`~longtail_losses.twostage.features`, fast stage 2: the frozen backbone is a fixed function, so
-  :func:`extract_features` runs it once and :func:`train_classifier` trains the new layer on the cached
-  features. Without data augmentation this gives the same classifier as running the backbone every step (same
-  batches from :class:`~longtail_losses.data.SeededBatchSampler`), at a fraction of the cost; with augmentation,
-  use :func:`~longtail_losses.training.train_one_epoch` (a generic loop body for either stage) on ``fc.parameters()``.
-* :mod:`~longtail_losses.twostage.decoupled`: the decoupled classifiers of Kang et al. (cRT's re-training is
-  :func:`train_classifier`, plus LWS, tau-normalisation and NCM).
+:func:`data_balanced_review` gives the two stages' index sets (eq. 2); :func:`replace_classifier` puts the new
+classifier on and freezes the backbone, BatchNorm statistics included (:func:`freeze_backbone`);
+:func:`extract_features` and :func:`train_classifier` run a fast stage 2 on cached features (without augmentation;
+with it, use :func:`~longtail_losses.training.train_one_epoch`); :mod:`~longtail_losses.twostage.decoupled` holds
+Kang et al.'s classifiers.
 
 Evaluate on the **raw** logits of the model (:func:`~longtail_losses.training.predict`): the balanced-softmax
 prior (:math:`+\log n_c`) of :class:`~longtail_losses.BalancedSoftmax`, :class:`~longtail_losses.BFS` and
