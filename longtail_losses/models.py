@@ -108,16 +108,14 @@ class CifarResNet(nn.Module):
 
 
 def resnet32(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
-    """ResNet-32 for CIFAR (3 stages x 5 basic blocks, 16/32/64 channels, option-A shortcuts).
-
-    The backbone of the BWLM paper on CIFAR-100-LT (section 4.2); 0.47 M parameters with 100 classes.
+    """ResNet-32 for CIFAR: a :class:`CifarResNet` with 5 blocks per stage, the BWLM paper's CIFAR backbone.
 
     Args:
         num_classes: Outputs of the classifier ``fc``.
         in_channels: Channels of the input images.
 
     Returns:
-        A :class:`CifarResNet` with 5 blocks per stage.
+        The network (0.47 M parameters with 100 classes).
 
     Example:
         >>> net = resnet32(num_classes=100)

@@ -26,15 +26,13 @@ def _split(labels: Any) -> tuple[Tensor, Tensor, list[int], list[int]]:
 def head_tail_classes(labels: Any) -> tuple[Tensor, Tensor]:
     r"""Split the classes into the head and tail halves of :func:`data_balanced_review`.
 
-    The classes are ordered by their number of training samples, descending (ties: lower class index first).
-    The first :math:`m = \lfloor C/2 \rfloor` are the head, the other :math:`C - m` the tail.
-    :math:`C` is ``max(labels) + 1``.
+    In the order of :func:`data_balanced_review`, the first :math:`m = \lfloor C/2 \rfloor` classes are the head.
 
     Args:
         labels: Class indices of the training set (tensor, list or array), or a data set with ``.targets``.
 
     Returns:
-        ``(head, tail)``: ``int64`` class indices, each in the order above (most frequent first).
+        ``(head, tail)``: ``int64`` class indices, each most frequent first.
 
     Raises:
         TypeError: If ``labels`` is not integer-valued.
@@ -62,8 +60,7 @@ def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
 
     where :math:`\mathrm{sam}(D_j, n)` draws :math:`n` samples of :math:`D_j` uniformly without replacement
     (seeded: the same ``seed`` gives the same subset on every machine). Stage 1 sees the head classes only;
-    stage 2 trains the new classifier on all :math:`C` classes, each head class cut down to :math:`n_{m+1}`.
-    For CIFAR-100-LT with imbalance factor 100 (10,847 images) that is 9,901 and 3,346 samples.
+    stage 2 all :math:`C` classes, each head class cut down to :math:`n_{m+1}`.
 
     Args:
         labels: Class indices of the training set (tensor, list or array), or a data set with ``.targets``

@@ -139,23 +139,19 @@ def replace_classifier(
 ) -> nn.Linear:
     r"""Start stage 2: put a new trainable :class:`~torch.nn.Linear` classifier on a frozen stage-1 model.
 
-    ``model.<classifier_attr>`` must be an :class:`~torch.nn.Linear` (as the ``fc`` of torchvision's ResNet and
-    ResNeXt); it is replaced, in place, by a freshly initialised ``nn.Linear(in_features, num_classes)`` on the same
-    device and dtype. With ``freeze=True`` the rest of the model is then frozen by :func:`freeze_backbone`, for the
-    model's lifetime.
+    ``model.<classifier_attr>``, an :class:`~torch.nn.Linear`, is replaced in place by a freshly initialised
+    ``nn.Linear(in_features, num_classes)`` on the same device and dtype.
 
     Args:
         model: The stage-1 network; modified in place.
         num_classes: Outputs of the new classifier (all :math:`C` classes).
         classifier_attr: Attribute name of the classifier, see :func:`get_classifier`.
         bias: Whether the new classifier has a bias.
-        freeze: Freeze everything but the new classifier with :func:`freeze_backbone`.
+        freeze: Freeze everything but the new classifier with :func:`freeze_backbone`, for the model's lifetime.
 
     Returns:
-        The new classifier, e.g. for ``BWLM(counts, classifier=...)`` and
-        :class:`~longtail_losses.ClassNormDecay`; optimise only its parameters. A
-        :class:`~longtail_losses.BWLM` built on the old layer raises when called: build it on the new one, or
-        call its :meth:`~longtail_losses.BWLM.rebind`.
+        The new classifier; optimise only its parameters. A :class:`~longtail_losses.BWLM` built on the old
+        layer raises when called: build it on the new one, or call its :meth:`~longtail_losses.BWLM.rebind`.
 
     Raises:
         TypeError: If ``model.<classifier_attr>`` is not an ``nn.Linear`` or ``num_classes`` is not an int.
