@@ -2,6 +2,7 @@ r"""Generic training and prediction loops, for any model and any loader of ``(in
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterable
 from typing import Any, Callable, Optional, Union
@@ -19,11 +20,7 @@ DeviceLike = Union[torch.device, str, None]
 def _model_device(model: nn.Module, device: DeviceLike) -> torch.device:
     if device is not None:
         return torch.device(device)
-    for param in model.parameters():
-        return param.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
+    return next((t.device for t in itertools.chain(model.parameters(), model.buffers())), torch.device("cpu"))
 
 
 def _prepare(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
@@ -34,9 +31,7 @@ def _prepare(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
-    if dtype is None:
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _upcast(t: Tensor) -> Tensor:
@@ -81,12 +76,11 @@ def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
 
     :class:`~longtail_losses.BWLM` adds :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2` to the loss, whose
     gradient is exactly ``weight_decay * theta``: an optimizer ``weight_decay`` on the same tensor decays the
-    classifier a second time, silently. :func:`train_one_epoch` and :func:`train_classifier` call this check;
-    call it yourself in a hand-written loop, once, after building the optimizer.
+    classifier a second time, silently. :func:`train_one_epoch` calls this check; call it yourself in a
+    hand-written loop, once, after building the optimizer.
 
     Args:
-        criterion: The loss; a penalised one (:class:`~longtail_losses.BWLM`, the linear losses) with
-            ``weight_decay > 0`` is checked, through its ``classifier_weight``.
+        criterion: The loss; checked if penalised (BWLM, the linear losses) with ``weight_decay > 0``.
         optimizer: Its param groups are searched for ``criterion.classifier_weight``.
 
     Returns:
