@@ -8,11 +8,10 @@ only the new layer, on a roughly balanced subset, with a balanced loss such as :
     \Theta^* = \operatorname{argmin}_{\Theta} F(\Theta; D_{stage1}), \qquad
     \hat\Theta = \operatorname{argmin}_{\Theta_{fc}} F(\Theta_{fc}; \hat D)_{\Theta^*}
 
-:func:`data_balanced_review` gives the two stages' index sets (eq. 2); :func:`replace_classifier` puts the new
-classifier on and freezes the backbone, BatchNorm statistics included (:func:`freeze_backbone`);
-:func:`extract_features` and :func:`train_classifier` run a fast stage 2 on cached features (without augmentation;
-with it, use :func:`~longtail_losses.training.train_one_epoch`); :mod:`~longtail_losses.twostage.decoupled` holds
-Kang et al.'s classifiers.
+The steps: :func:`data_balanced_review` (eq. 2), :func:`replace_classifier` (with :func:`freeze_backbone`, which
+freezes BatchNorm statistics too), then a fast stage 2 on cached features (:func:`extract_features`,
+:func:`train_classifier`) or :func:`~longtail_losses.training.train_one_epoch` with augmentation. Kang et al.'s
+decoupled classifiers are in :mod:`~longtail_losses.twostage.decoupled`.
 
 Evaluate on the **raw** logits of the model (:func:`~longtail_losses.training.predict`): the balanced-softmax
 prior (:math:`+\log n_c`) of :class:`~longtail_losses.BalancedSoftmax`, :class:`~longtail_losses.BFS` and
