@@ -23,53 +23,16 @@ from longtail_losses._validation import (
     check_weight_matrix,
 )
 
-__all__ = [
-    "classifier_weight_norms",
-    "format_shot_table",
-    "per_class_accuracy",
-    "shot_accuracy",
-    "shot_groups",
-]
+__all__ = ["classifier_weight_norms", "format_shot_table", "per_class_accuracy", "shot_accuracy", "shot_groups"]
 
 SHOT_KEYS = ("many", "medium", "few", "all")
-
-
-def _predictions(logits_or_preds: object, target: object, num_classes: int) -> tuple[Tensor, Tensor]:
-    x = check_tensor("logits_or_preds", logits_or_preds).detach()
-    target = check_labels("target", target)
-    if x.dtype.is_floating_point:
-        if x.ndim != 2 or x.shape[1] != num_classes:
-            raise ValueError(
-                f"Expected floating-point `logits_or_preds` to be logits of shape (N, C) = (N, {num_classes}), "
-                f"but got shape {tuple(x.shape)}"
-            )
-        preds = x.argmax(dim=1)
-    elif x.dtype.is_complex or x.dtype == torch.bool:
-        raise TypeError(
-            f"Expected `logits_or_preds` to be float logits (N, C) or integer predictions (N,), but got dtype {x.dtype}"
-        )
-    else:
-        if x.ndim != 1:
-            raise ValueError(
-                f"Expected integer `logits_or_preds` to be predictions of shape (N,), but got shape {tuple(x.shape)}"
-            )
-        preds = x
-    if preds.shape[0] != target.shape[0]:
-        raise ValueError(
-            f"Expected `target` to have one label per prediction ({preds.shape[0]}), but got {target.shape[0]}"
-        )
-    y = target.detach().to(preds.device)
-    bad = (y < 0) | (y >= num_classes)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise ValueError(
-            f"Expected every `target` label to be in [0, {num_classes}), but got {int(y[i])} at position {i}"
-        )
-    return preds, y
+GROUPS = SHOT_KEYS[:3]
 
 
 def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
     """Accuracy of every class: the fraction of its test samples that are predicted as that class.
+
+    Its mean over the classes with test samples (``.nanmean()``) is the balanced accuracy.
 
     Args:
         logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
@@ -91,7 +54,33 @@ def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int
         tensor([0.5000, 0.5000,    nan])
     """
     num_classes = check_int("num_classes", num_classes, 1)
-    preds, y = _predictions(logits_or_preds, target, num_classes)
+    preds = check_tensor("logits_or_preds", logits_or_preds).detach()
+    y = check_labels("target", target).detach()
+    if preds.dtype.is_complex or preds.dtype == torch.bool:
+        raise TypeError(
+            "Expected `logits_or_preds` to be float logits (N, C) or integer predictions (N,), "
+            f"but got dtype {preds.dtype}"
+        )
+    if preds.dtype.is_floating_point:
+        if preds.ndim != 2 or preds.shape[1] != num_classes:
+            raise ValueError(
+                f"Expected floating-point `logits_or_preds` to be logits of shape (N, C) = (N, {num_classes}), "
+                f"but got shape {tuple(preds.shape)}"
+            )
+        preds = preds.argmax(dim=1)
+    elif preds.ndim != 1:
+        raise ValueError(
+            f"Expected integer `logits_or_preds` to be predictions of shape (N,), but got shape {tuple(preds.shape)}"
+        )
+    if preds.shape[0] != y.shape[0]:
+        raise ValueError(f"Expected `target` to have one label per prediction ({preds.shape[0]}), but got {y.shape[0]}")
+    y = y.to(preds.device)
+    bad = (y < 0) | (y >= num_classes)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"Expected every `target` label to be in [0, {num_classes}), but got {int(y[i])} at position {i}"
+        )
     total = torch.bincount(y, minlength=num_classes).to(torch.float32)
     correct = torch.bincount(y[preds == y], minlength=num_classes).to(torch.float32)
     return correct / total  # 0 / 0 = nan for a class without test samples
@@ -145,10 +134,8 @@ def shot_groups(
                 )
         head = int(counts.max())
         many_t, few_t = many_t * head, few_t * head
-    many = counts > many_t
-    few = counts < few_t
-    medium = ~many & ~few
-    return {k: m.nonzero().flatten() for k, m in (("many", many), ("medium", medium), ("few", few))}
+    many, few = counts > many_t, counts < few_t
+    return {k: m.nonzero().flatten() for k, m in zip(GROUPS, (many, ~many & ~few, few))}
 
 
 def shot_accuracy(
@@ -162,24 +149,20 @@ def shot_accuracy(
 ) -> dict[str, float]:
     r"""Many-, Medium-, Few-shot and overall accuracy, as reported for long-tailed benchmarks.
 
-    Each group's accuracy is the mean of the :func:`per_class_accuracy` of its classes (groups as in
-    :func:`shot_groups`: Many :math:`n > 100`, Medium :math:`20 \le n \le 100`, Few :math:`n < 20` training
-    samples by default). ``"all"`` is the mean over every class, which equals plain accuracy on a balanced test
-    set such as those of CIFAR-100-LT and ImageNet-LT. A class without test samples is left out of the means;
-    a group with no class (for example no Few-shot class when IF = 10) gives ``nan`` and a :class:`UserWarning`
-    that names the empty groups. The fixed thresholds suit data sets whose head class has hundreds of samples;
-    on a small one they put every class in Few: pass ``relative=True`` with fractions of the head class's count
-    (``many_threshold=0.2, few_threshold=0.04`` is the paper's 100 and 20 on CIFAR-100-LT).
-
-    Pass the raw logits: the balanced-softmax prior is a training-time correction only.
+    Each group's accuracy is the mean of the :func:`per_class_accuracy` of its classes, grouped by
+    :func:`shot_groups` (by default Many :math:`n > 100`, Medium :math:`20 \le n \le 100`, Few :math:`n < 20`
+    training samples; on a small data set pass ``relative=True``). ``"all"`` is the mean over every class, which
+    equals plain accuracy on a balanced test set such as those of CIFAR-100-LT and ImageNet-LT. A class without
+    test samples is left out of the means; a group with no class (for example no Few-shot class when IF = 10)
+    gives ``nan`` and a :class:`UserWarning` that names the empty groups. Pass the raw logits.
 
     Args:
         logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
         target: True class indices in ``[0, C)``.
         class_counts: Training samples per class; its length is C.
-        many_threshold: A class with more training samples than this is Many-shot.
-        few_threshold: A class with fewer training samples than this is Few-shot.
-        relative: Read both thresholds as fractions (in ``[0, 1]``) of the head class's count.
+        many_threshold: Many-shot above this, as in :func:`shot_groups`.
+        few_threshold: Few-shot below this, as in :func:`shot_groups`.
+        relative: Read both thresholds as fractions of the head class's count, as in :func:`shot_groups`.
 
     Shape:
         logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
@@ -202,9 +185,9 @@ def shot_accuracy(
     counts = as_counts(class_counts, minimum=0)
     groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold, relative=relative)
     acc = per_class_accuracy(logits_or_preds, target, counts.numel()).cpu().double()
-    empty = [k for k in ("many", "medium", "few") if groups[k].numel() == 0]
+    empty = [k for k in GROUPS if groups[k].numel() == 0]
     if empty:
-        sizes = ", ".join(f"{k}={groups[k].numel()}" for k in ("many", "medium", "few"))
+        sizes = ", ".join(f"{k}={groups[k].numel()}" for k in GROUPS)
         unit = "of the head class's count" if relative else "training samples"
         warnings.warn(
             f"shot_accuracy: no class in the {'/'.join(empty)} group ({sizes} classes; thresholds "
@@ -219,7 +202,7 @@ def shot_accuracy(
         values = values[~values.isnan()]
         return float(values.mean()) if values.numel() else math.nan
 
-    out = {k: mean_of(groups[k]) for k in ("many", "medium", "few")}
+    out = {k: mean_of(groups[k]) for k in GROUPS}
     out["all"] = mean_of(torch.arange(counts.numel()))
     return out
 

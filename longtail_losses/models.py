@@ -90,15 +90,12 @@ class CifarResNet(nn.Module):
         check_int("num_classes", num_classes, 1)
         self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        layers = []
-        in_planes = 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = []
-            for i in range(num_blocks):
-                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes
-            layers.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
+        stages = []
+        for in_planes, planes, stride in ((16, 16, 1), (16, 32, 2), (32, 64, 2)):
+            blocks = [BasicBlock(in_planes, planes, stride)]
+            blocks += [BasicBlock(planes, planes) for _ in range(num_blocks - 1)]
+            stages.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(64, num_classes)
         self.apply(_init_weights)
 
@@ -111,16 +108,14 @@ class CifarResNet(nn.Module):
 
 
 def resnet32(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
-    """ResNet-32 for CIFAR (3 stages x 5 basic blocks, 16/32/64 channels, option-A shortcuts).
-
-    The backbone of the BWLM paper on CIFAR-100-LT (section 4.2); 0.47 M parameters with 100 classes.
+    """ResNet-32 for CIFAR: a :class:`CifarResNet` with 5 blocks per stage, the BWLM paper's CIFAR backbone.
 
     Args:
         num_classes: Outputs of the classifier ``fc``.
         in_channels: Channels of the input images.
 
     Returns:
-        A :class:`CifarResNet` with 5 blocks per stage.
+        The network (0.47 M parameters with 100 classes).
 
     Example:
         >>> net = resnet32(num_classes=100)

@@ -28,10 +28,8 @@ class ClassNormDecay:
     is ``weight_decay``, :math:`s_j` is ``per_class[j]`` (default 1) and :math:`\tau` is ``max_norm``. The first
     step is decoupled weight decay (as in :class:`~torch.optim.AdamW`): it does not pass through the optimizer's
     momentum or adaptive scaling. The second is the MaxNorm projection of Alshammari et al.
-    :cite:`alshammari2022long` ("weight balancing"). Only the weight rows are touched, never the bias.
-
-    A step must shrink, never flip, the rows: :meth:`apply` raises if :math:`\eta\lambda s_j > 1` for some class
-    (the factor :math:`1 - \eta\lambda s_j` would be negative), instead of silently negating the weights.
+    :cite:`alshammari2022long` ("weight balancing"). Only the weight rows are touched, never the bias. A step
+    must shrink, never flip, the rows: :meth:`apply` raises if :math:`\eta\lambda s_j > 1` for some class.
 
     For plain SGD without momentum, decay by :math:`1 - \eta\lambda` equals adding :math:`\lambda\theta` to the
     gradient, i.e. :class:`BWLM`'s penalty; with momentum or Adam-style optimizers the two differ. Use one or
@@ -98,8 +96,6 @@ class ClassNormDecay:
     def apply(self, lr: float) -> None:
         """Decay (and cap) the rows once, as after an optimizer step taken with learning rate ``lr``.
 
-        Use this directly in a hand-written loop that does not go through :meth:`attach`.
-
         Raises:
             ValueError: If ``lr`` is negative or not finite, or ``lr * weight_decay * per_class[j] > 1`` for some
                 class (the decay would flip the sign of that row).
@@ -114,19 +110,16 @@ class ClassNormDecay:
                     f"{lr} * {self.weight_decay} * {self._max_factor} = {step}; the rows would flip sign. Lower the "
                     "learning rate or weight_decay"
                 )
-            if self.per_class is None:
-                weight.mul_(1.0 - lr * self.weight_decay)
-            else:
-                factors = self.per_class.to(device=weight.device, dtype=weight.dtype)
-                weight.mul_((1.0 - lr * self.weight_decay * factors).view(-1, *([1] * (weight.ndim - 1))))
+            shape = (-1,) + (1,) * (weight.ndim - 1)  # one factor per class row
+            factors = 1.0 if self.per_class is None else self.per_class.to(weight.device, weight.dtype).view(shape)
+            weight.mul_(1.0 - lr * self.weight_decay * factors)
         if self.max_norm is not None:
             weight.copy_(torch.renorm(weight, p=2, dim=0, maxnorm=self.max_norm))
 
     def attach(self, optimizer: Optimizer) -> RemovableHandle:
         """Run :meth:`apply` after every ``optimizer.step()``, with the lr of the weight's param group.
 
-        The param group is looked up at every step, so learning-rate schedulers and
-        ``optimizer.load_state_dict`` are followed.
+        The param group is looked up at every step, following schedulers and ``optimizer.load_state_dict``.
 
         Returns:
             A handle whose ``.remove()`` detaches the hook.

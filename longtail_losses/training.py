@@ -2,6 +2,7 @@ r"""Generic training and prediction loops, for any model and any loader of ``(in
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterable
 from typing import Any, Callable, Optional, Union
@@ -16,18 +17,10 @@ Criterion = Callable[[Tensor, Tensor], Tensor]
 DeviceLike = Union[torch.device, str, None]
 
 
-# Loop building blocks
-# --------------------------------------------------------------------------------------------------------------------
-
-
 def _model_device(model: nn.Module, device: DeviceLike) -> torch.device:
     if device is not None:
         return torch.device(device)
-    for param in model.parameters():
-        return param.device
-    for buffer in model.buffers():
-        return buffer.device
-    return torch.device("cpu")
+    return next((t.device for t in itertools.chain(model.parameters(), model.buffers())), torch.device("cpu"))
 
 
 def _prepare(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
@@ -38,9 +31,7 @@ def _prepare(x: Tensor, device: torch.device, channels_last: bool) -> Tensor:
 
 
 def _autocast(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
-    if dtype is None:
-        return torch.autocast(device_type=device.type, enabled=False)
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _upcast(t: Tensor) -> Tensor:
@@ -48,13 +39,36 @@ def _upcast(t: Tensor) -> Tensor:
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
-def _modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    return [(m, m.training) for m in model.modules()]
-
-
-def _restore(modes: list[tuple[nn.Module, bool]]) -> None:
-    for module, training in modes:
-        module.training = training
+@torch.no_grad()
+def _forward_all(
+    model: nn.Module,
+    loader: Iterable[Any],
+    device: torch.device,
+    *,
+    out: DeviceLike,
+    autocast_dtype: Optional[torch.dtype],
+    channels_last: bool,
+    empty: str,
+) -> tuple[Tensor, Tensor]:
+    # The eval-mode loop of predict and extract_features: (outputs, int64 targets) on `out`, the modes of `model`
+    # restored afterwards; the targets are empty if the batches are bare inputs.
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    outputs, labels = [], []
+    try:
+        for batch in loader:
+            paired = isinstance(batch, (tuple, list))
+            with _autocast(device, autocast_dtype):
+                logits = model(_prepare(batch[0] if paired else batch, device, channels_last))
+            outputs.append(_upcast(logits).to(out))
+            if paired and len(batch) > 1:
+                labels.append(torch.as_tensor(batch[1]).to(out, torch.int64))
+    finally:
+        for module, training in modes:
+            module.training = training
+    if not outputs:
+        raise ValueError(f"Expected {empty}, but got none")
+    return torch.cat(outputs), torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64, device=out)
 
 
 def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
@@ -62,12 +76,11 @@ def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
 
     :class:`~longtail_losses.BWLM` adds :math:`\frac{\lambda}{2}\sum_j\lVert\theta_j\rVert^2` to the loss, whose
     gradient is exactly ``weight_decay * theta``: an optimizer ``weight_decay`` on the same tensor decays the
-    classifier a second time, silently. :func:`train_one_epoch` and :func:`train_classifier` call this check;
-    call it yourself in a hand-written loop, once, after building the optimizer.
+    classifier a second time, silently. :func:`train_one_epoch` calls this check; call it yourself in a
+    hand-written loop, once, after building the optimizer.
 
     Args:
-        criterion: The loss; a penalised one (:class:`~longtail_losses.BWLM`, the linear losses) with
-            ``weight_decay > 0`` is checked, through its ``classifier_weight``.
+        criterion: The loss; checked if penalised (BWLM, the linear losses) with ``weight_decay > 0``.
         optimizer: Its param groups are searched for ``criterion.classifier_weight``.
 
     Returns:
@@ -117,39 +130,33 @@ def train_one_epoch(
 ) -> float:
     r"""Train ``model`` for one pass over ``loader``: a generic loop body for either stage.
 
-    Calls ``model.train()`` (a backbone frozen by :func:`freeze_backbone` stays in eval mode), then for every
-    batch ``(inputs, targets)``: forward (under :class:`torch.autocast` if ``autocast_dtype`` is given),
-    ``loss = criterion(_upcast(logits), targets)``, backward (through ``grad_scaler`` if given),
-    ``optimizer.step()``, then ``scheduler.step()`` if given: **the scheduler steps once per batch**, so
-    build it over all steps, e.g. ``CosineAnnealingLR(optimizer, T_max=epochs * len(loader))`` for the
-    paper's cosine decay to 0.
+    Calls ``model.train()`` (a backbone frozen by :func:`freeze_backbone` stays in eval mode), then per batch:
+    forward (under :class:`torch.autocast` with ``autocast_dtype``), ``criterion`` on ``float32`` logits, backward
+    (through ``grad_scaler`` if given), ``optimizer.step()`` and ``scheduler.step()``: **the scheduler steps once
+    per batch**, so build it over all steps, e.g. ``CosineAnnealingLR(optimizer, T_max=epochs * len(loader))``.
 
-    Works unchanged for a :class:`~torch.nn.parallel.DistributedDataParallel` model; the returned loss is
-    then this process's own. DDP averages gradients over the ``world_size`` processes, which gives the gradient
-    of the mean loss over the global batch only if every process holds the same number of samples. For shards of
-    unequal size (an uneven last batch), let ``loader`` yield ``(inputs, targets, global_batch_size)``: the loss
-    that is back-propagated is then ``loss * local * world_size / global_batch_size`` (``local`` being
-    ``len(targets)``), so that the averaged gradient is exactly that of the mean over the global batch (and of a
-    penalty inside ``criterion``, such as BWLM's, counted once). The returned loss stays unscaled.
+    Works unchanged for a :class:`~torch.nn.parallel.DistributedDataParallel` model (the returned loss is this
+    process's own). DDP averages the gradients of the ``world_size`` processes, the gradient of the global batch's
+    mean loss only if their shards are equal. For unequal shards (an uneven last batch), yield
+    ``(inputs, targets, global_batch_size)``: the loss back-propagated is then
+    ``loss * len(targets) * world_size / global_batch_size``, whose averaged gradient is exactly that of the mean
+    over the global batch (a penalty inside ``criterion``, such as BWLM's, counted once). The returned loss stays
+    unscaled.
 
     Args:
-        model: The network (any ``nn.Module``; logits of shape :math:`(B, C)`).
-        loader: Yields ``(inputs, targets)`` batches, e.g. a :class:`~torch.utils.data.DataLoader`, or
-            ``(inputs, targets, global_batch_size)`` with this process's shard of a global batch (see above).
-        criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`; it gets
-            ``float32`` logits under autocast. A BWLM whose classifier weight the optimizer also decays gets a
-            warning (:func:`warn_double_decay`).
+        model: The network; logits of shape :math:`(B, C)`.
+        loader: Yields ``(inputs, targets)`` or ``(inputs, targets, global_batch_size)`` batches (see above).
+        criterion: ``criterion(logits, targets) -> scalar``, e.g. :class:`~longtail_losses.BWLM`; one whose
+            classifier weight the optimizer also decays gets a warning (:func:`warn_double_decay`).
         optimizer: Steps once per batch.
         scheduler: Learning-rate scheduler stepped after every optimizer step, or ``None``.
         device: Device for the batches. Default: the device of the model's first parameter.
         autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``.
         grad_scaler: A ``torch.amp.GradScaler`` (needed with ``float16``), or ``None``.
-        channels_last: Send 4-D inputs in ``channels_last`` memory format (use with a channels-last model).
-        progress: Wraps ``loader``, e.g. ``functools.partial(tqdm.tqdm, desc="stage 1")``. If what it returns has
-            a ``set_postfix_str`` method (a tqdm bar), the running mean loss is shown there every 10 batches
-            (each time a device sync).
-        world_size: The number of processes that share each global batch (``1``: none); used only for batches
-            that carry their ``global_batch_size``.
+        channels_last: Send 4-D inputs in ``channels_last`` memory format.
+        progress: Wraps ``loader``, e.g. ``functools.partial(tqdm.tqdm, desc="stage 1")``; if the result has a
+            ``set_postfix_str`` method (a tqdm bar), it shows the running mean loss every 10 batches (a device sync).
+        world_size: Processes that share each global batch; used only for batches that carry its size.
 
     Returns:
         The mean training loss of the epoch (batch losses weighted by batch size).
@@ -180,13 +187,11 @@ def train_one_epoch(
     batches = progress(loader) if progress is not None else loader
     postfix = getattr(batches, "set_postfix_str", None)
     for step, batch in enumerate(batches):
-        inputs, targets = batch[0], batch[1]
-        inputs = _prepare(inputs, device, channels_last)
-        targets = targets.to(device, non_blocking=True)
+        targets, n = batch[1].to(device, non_blocking=True), int(batch[1].shape[0])
         with _autocast(device, autocast_dtype):
-            logits = model(inputs)
+            logits = model(_prepare(batch[0], device, channels_last))
         loss = criterion(_upcast(logits), targets)
-        factor = _shard_factor(batch, int(targets.shape[0]), world_size)
+        factor = _shard_factor(batch, n, world_size)
         scaled = loss * factor if factor != 1.0 else loss
         optimizer.zero_grad(set_to_none=True)
         if grad_scaler is not None:
@@ -198,8 +203,8 @@ def train_one_epoch(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        total += loss.detach().double() * targets.shape[0]
-        seen += int(targets.shape[0])
+        total += loss.detach().double() * n
+        seen += n
         if postfix is not None and step % 10 == 0:
             postfix(f"loss {float(total) / max(seen, 1):.4f}", refresh=False)
     return float(total) / max(seen, 1)
@@ -220,7 +225,6 @@ def _shard_factor(batch: Any, local: int, world_size: int) -> float:
     return local * world_size / global_size
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
     loader: Iterable[Any],
@@ -252,20 +256,12 @@ def predict(
         (torch.Size([4, 3]), [0, 1, 2, 0])
     """
     device = _model_device(model, device)
-    modes = _modes(model)
-    model.eval()
-    outputs, labels = [], []
-    try:
-        for inputs, targets in loader:
-            with _autocast(device, autocast_dtype):
-                logits = model(_prepare(inputs, device, channels_last))
-            outputs.append(_upcast(logits).cpu())
-            labels.append(torch.as_tensor(targets).to("cpu", torch.int64))
-    finally:
-        _restore(modes)
-    if not outputs:
-        raise ValueError("Expected `loader` to yield at least one batch, but got none")
-    return torch.cat(outputs), torch.cat(labels)
-
-
-# --------------------------------------------------------------------------------------------------------------------
+    return _forward_all(
+        model,
+        loader,
+        device,
+        out="cpu",
+        autocast_dtype=autocast_dtype,
+        channels_last=channels_last,
+        empty="`loader` to yield at least one batch",
+    )

@@ -26,6 +26,7 @@ from longtail_losses._validation import (
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
+from longtail_losses.metrics import per_class_accuracy
 
 __all__ = ["LogitAdjustedLoss", "logit_adjusted_loss", "posthoc_adjust", "tune_tau"]
 
@@ -191,14 +192,6 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
     return (logits.to(shift.dtype) - tau * shift).to(logits.dtype)
 
 
-def _balanced_accuracy(predictions: Tensor, target: Tensor, num_classes: int) -> Tensor:
-    """Mean over the classes present in ``target`` of the fraction of their samples predicted right."""
-    hits = torch.bincount(target[predictions == target], minlength=num_classes).to(torch.float64)
-    totals = torch.bincount(target, minlength=num_classes).to(torch.float64)
-    present = totals > 0
-    return (hits[present] / totals[present]).mean()
-
-
 def tune_tau(
     logits: Tensor,
     target: Tensor,
@@ -267,6 +260,8 @@ def tune_tau(
     check_target_values(labels, counts.shape[0], ignore_index)
     log_prior = _log_prior(counts, torch.float64).to(z.device)
     z = z.to(torch.float64)
-    num_classes = counts.shape[0]
-    scores = torch.stack([_balanced_accuracy((z - t * log_prior).argmax(1), labels, num_classes) for t in candidates])
+    # Balanced accuracy: the mean per-class accuracy over the classes present (nanmean skips the absent ones).
+    scores = torch.stack(
+        [per_class_accuracy((z - t * log_prior).argmax(1), labels, counts.shape[0]).nanmean() for t in candidates]
+    )
     return candidates[int(scores.argmax())]  # argmax returns the first maximiser

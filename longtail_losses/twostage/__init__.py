@@ -8,53 +8,15 @@ only the new layer, on a roughly balanced subset, with a balanced loss such as :
     \Theta^* = \operatorname{argmin}_{\Theta} F(\Theta; D_{stage1}), \qquad
     \hat\Theta = \operatorname{argmin}_{\Theta_{fc}} F(\Theta_{fc}; \hat D)_{\Theta^*}
 
-The pieces:
+The steps: :func:`data_balanced_review` (eq. 2), :func:`replace_classifier` (with :func:`freeze_backbone`, which
+freezes BatchNorm statistics too), then a fast stage 2 on cached features (:func:`extract_features`,
+:func:`train_classifier`) or :func:`~longtail_losses.training.train_one_epoch` with augmentation. Kang et al.'s
+decoupled classifiers are in :mod:`~longtail_losses.twostage.decoupled`.
 
-* :func:`data_balanced_review` splits a long-tailed training set into the two stages' index sets (eq. 2);
-  :func:`head_tail_classes` gives the class split behind it.
-* :func:`replace_classifier` puts a new trainable classifier on a stage-1 model and freezes the rest with
-  :func:`freeze_backbone`, which also keeps the backbone in eval mode: its BatchNorm statistics do **not**
-  drift in stage 2, even if you call ``model.train()``.
-* :func:`~longtail_losses.training.train_one_epoch` and :func:`~longtail_losses.training.predict` (in
-  :mod:`longtail_losses.training`: nothing two-stage about them) are a generic loop body for either stage.
-* Fast stage 2: the frozen backbone is a fixed function, so :func:`extract_features` runs it once and
-  :func:`train_classifier` trains the new layer on the cached features. Without data augmentation this gives the
-  same classifier as running the backbone every step (same batches from
-  :class:`~longtail_losses.data.SeededBatchSampler`), at a fraction of the cost
-  (``benchmarks/bench_stage2_cache.py``).
-
-Evaluation always uses the **raw** logits of the model. The balanced-softmax prior (:math:`+\log n_c`) of
-:class:`~longtail_losses.BalancedSoftmax`, :class:`~longtail_losses.BFS` and :class:`~longtail_losses.BWLM`
-is a training-time correction only; never add it at test time.
-
-Everything here is optional: the losses are drop-in for any training loop. A whole run, in outline::
-
-    import longtail_losses as ltl
-    from longtail_losses import training, twostage
-    from torch.utils.data import DataLoader, Subset
-
-    stage1_idx, stage2_idx = twostage.data_balanced_review(train_set, seed=0)
-    # Stage 1: cross-entropy on the head classes, all parameters.
-    loader = DataLoader(Subset(train_set, stage1_idx.tolist()), batch_size=64, shuffle=True)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * len(loader))
-    for epoch in range(epochs):
-        training.train_one_epoch(model, loader, torch.nn.CrossEntropyLoss(), optimizer, scheduler=scheduler)
-    # Stage 2: frozen backbone, new classifier over all classes, BWLM on the reviewed set.
-    fc = twostage.replace_classifier(model, num_classes)
-    counts = ltl.class_counts(Subset(train_set_without_augmentation, stage2_idx.tolist()), num_classes)
-    features, labels = twostage.extract_features(model, Subset(train_set_without_augmentation, stage2_idx.tolist()))
-    twostage.train_classifier(fc, features, labels, ltl.BWLM(counts, classifier=fc), epochs=epochs)
-    logits, targets = training.predict(model, test_loader)  # raw logits: no prior at test time
-
-With data augmentation in stage 2, replace the last two stage-2 lines by
-:func:`~longtail_losses.training.train_one_epoch` over a loader of the augmented subset,
-optimising ``fc.parameters()`` only.
-
-The package, by concern: :mod:`~longtail_losses.twostage.review` (eq. 2), :mod:`~longtail_losses.twostage.surgery`
-(classifier replacement and the frozen backbone), :mod:`~longtail_losses.twostage.features` (the feature cache
-and the classifier loop on it) and :mod:`~longtail_losses.twostage.decoupled` (the decoupled classifiers of Kang
-et al.: cRT's re-training is :func:`train_classifier`, plus LWS, tau-normalisation and NCM).
+Evaluate on the **raw** logits of the model (:func:`~longtail_losses.training.predict`): the balanced-softmax
+prior (:math:`+\log n_c`) of :class:`~longtail_losses.BalancedSoftmax`, :class:`~longtail_losses.BFS` and
+:class:`~longtail_losses.BWLM` is a training-time correction only. Everything here is optional: the losses are
+drop-in for any training loop.
 """
 
 from __future__ import annotations

@@ -1,29 +1,10 @@
 r"""Decoupled classifiers (Kang et al., ICLR 2020): re-balance the classifier of a frozen representation.
 
-Exported from :mod:`longtail_losses.twostage`. Given a backbone trained with instance-balanced sampling (or
-the paper's stage 1), Kang et al. re-balance only the classifier:
-
-* **cRT** (classifier re-training): a new linear classifier trained on the frozen features with
-  class-balanced sampling. With this library: :func:`~longtail_losses.twostage.replace_classifier` and
-  :func:`~longtail_losses.twostage.extract_features`, then batches from
-  :class:`~longtail_losses.data.ClassAwareSampler` (``power=0``) and plain cross-entropy::
-
-      fc = twostage.replace_classifier(model, num_classes)
-      features, labels = twostage.extract_features(model, train_set_without_augmentation)
-      sampler = ClassAwareSampler(labels, power=0.0, seed=0)
-      optimizer = torch.optim.SGD(fc.parameters(), lr=0.01, momentum=0.9)
-      for epoch in range(epochs):
-          sampler.set_epoch(epoch)
-          index = torch.tensor(list(sampler))
-          for batch in index.split(64):
-              loss = F.cross_entropy(fc(features[batch]), labels[batch])
-              optimizer.zero_grad(); loss.backward(); optimizer.step()
-
-* **tau-normalisation** (:func:`tau_normalize`): no training, rescale each class's weight vector by a power
-  of its norm.
-* **LWS** (:class:`LearnableWeightScaling`): keep the classifier, learn one scale per class with
-  class-balanced sampling (as for cRT, optimising ``lws.scales`` only).
-* **NCM** (:func:`nearest_class_mean`): a classifier of class-mean features, by cosine similarity.
+Exported from :mod:`longtail_losses.twostage`: tau-normalisation (:func:`tau_normalize`), learnable weight
+scaling (:class:`LearnableWeightScaling`) and the nearest class mean (:func:`nearest_class_mean`). cRT (classifier
+re-training) is a recipe, written out in the docs' *Decoupled classifiers* page:
+:func:`~longtail_losses.twostage.replace_classifier`, :func:`~longtail_losses.twostage.extract_features`, then
+class-balanced batches (:class:`~longtail_losses.data.ClassAwareSampler`, ``power=0``) and cross-entropy.
 """
 
 from __future__ import annotations
@@ -39,22 +20,9 @@ from longtail_losses._validation import check_features_labels, check_finite, che
 __all__ = ["LearnableWeightScaling", "NearestClassMean", "nearest_class_mean", "tau_normalize"]
 
 
-def _linear_weight(classifier: object) -> Tensor:
-    if not isinstance(classifier, nn.Module):
-        raise TypeError(
-            f"Expected `classifier` to be an nn.Module (e.g. nn.Linear), but got {type(classifier).__name__}"
-        )
-    weight = check_weight_matrix(classifier)
-    if weight.ndim != 2:
-        raise ValueError(
-            f"Expected `classifier` weight to have shape (num_classes, features), but got {tuple(weight.shape)}"
-        )
-    return weight
-
-
 @torch.no_grad()
 def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = False) -> nn.Linear:
-    r"""tau-normalised classifier :cite:`kang2020decoupling`, eq. (3): rows :math:`W_j / \lVert W_j \rVert^{\tau}`.
+    r"""tau-normalised copy of a linear classifier :cite:`kang2020decoupling`, eq. (3).
 
     .. math::
         \tilde W_j = \frac{W_j}{\lVert W_j \rVert_2^{\tau}}
@@ -63,9 +31,8 @@ def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = 
     row unit-norm, ``tau=0`` changes nothing, values in between (Kang et al. pick :math:`\tau` on a validation
     set; they report about 0.7 on ImageNet-LT) interpolate. A zero row stays zero.
 
-    **The bias** is dropped by default (``keep_bias=False``), as in Kang et al.'s released tau-normalisation
-    code, which computes :math:`\tilde W x` only: a bias learned together with the un-normalised rows has the
-    scale of those rows, and carries its own long-tail bias. With ``keep_bias=True`` it is copied unchanged.
+    **The bias** is dropped by default, as in Kang et al.'s code, which computes :math:`\tilde W x` only: a bias
+    learned with the un-normalised rows has their scale and its own long-tail bias.
 
     Args:
         classifier: A linear classifier with a ``weight`` of shape :math:`(C, D)` (and optionally ``bias``).
@@ -73,8 +40,7 @@ def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = 
         keep_bias: Copy the bias unchanged (``True``) or leave the new classifier without one (``False``).
 
     Returns:
-        A new :class:`~torch.nn.Linear` on the device and in the dtype of ``classifier``; ``classifier`` is not
-        modified.
+        A new :class:`~torch.nn.Linear` on the device and in the dtype of ``classifier`` (left unchanged).
 
     Raises:
         TypeError: If ``classifier`` has no floating-point ``weight`` or ``tau`` is not a real number.
@@ -91,9 +57,17 @@ def tau_normalize(classifier: nn.Module, tau: float = 1.0, *, keep_bias: bool = 
         True
     """
     tau = check_finite("tau", tau)
-    weight = _linear_weight(classifier)
+    if not isinstance(classifier, nn.Module):
+        raise TypeError(
+            f"Expected `classifier` to be an nn.Module (e.g. nn.Linear), but got {type(classifier).__name__}"
+        )
+    weight = check_weight_matrix(classifier)
+    if weight.ndim != 2:
+        raise ValueError(
+            f"Expected `classifier` weight to have shape (num_classes, features), but got {tuple(weight.shape)}"
+        )
     norms = weight.norm(dim=1, keepdim=True)
-    scale = torch.where(norms > 0, norms.pow(-tau) if tau != 0.0 else torch.ones_like(norms), torch.ones_like(norms))
+    scale = torch.where(norms > 0, norms.pow(-tau), 1.0)  # a zero row stays zero
     bias = getattr(classifier, "bias", None)
     keep = bool(keep_bias) and isinstance(bias, Tensor)
     out = nn.Linear(weight.shape[1], weight.shape[0], bias=keep, device=weight.device, dtype=weight.dtype)
@@ -110,14 +84,12 @@ class LearnableWeightScaling(nn.Module):
         \tilde W_j = f_j W_j, \qquad \text{here:}\quad \tilde z_j = f_j\, z_j(x),
 
     one learnable scale :math:`f_j` per class (initialised to 1) on the logits of ``classifier``, whose own
-    parameters are frozen (``requires_grad=False``, restored by :meth:`unfreeze`). For a linear classifier
-    without bias this is exactly :math:`f_j W_j x`; with a bias, the bias is scaled too (as in Kang et al.'s
-    code, which scales the logits). Train ``lws.scales`` only, with class-balanced sampling
-    (:class:`~longtail_losses.data.ClassAwareSampler`), cross-entropy and a small learning rate.
+    parameters are frozen (restored by :meth:`unfreeze`): exactly :math:`f_j W_j x` for a linear classifier without
+    bias; a bias is scaled too, as in Kang et al.'s code. Train ``lws.scales`` only, with class-balanced sampling,
+    cross-entropy and a small learning rate.
 
     Args:
-        classifier: The trained classifier, mapping features :math:`(N, D)` to logits :math:`(N, C)`; its
-            ``weight`` has one row per class.
+        classifier: The trained classifier, features :math:`(N, D)` to logits :math:`(N, C)`; one weight row per class.
 
     Shape:
         input: :math:`(N, D)`, the features.
@@ -209,8 +181,7 @@ def nearest_class_mean(features: Tensor, labels: Tensor, num_classes: Optional[i
         s_j(x) = \frac{x^\top \mu_j}{\lVert x \rVert\, \lVert \mu_j \rVert}, \qquad
         \hat y = \operatorname{argmax}_j s_j(x).
 
-    A class without a training sample gets a zero mean and a similarity of 0. The means are computed in float64
-    and returned in the dtype of ``features``.
+    A class without a training sample gets a zero mean and a similarity of 0. The means are computed in float64.
 
     Args:
         features: Training features, e.g. from :func:`~longtail_losses.twostage.extract_features`.
@@ -222,7 +193,7 @@ def nearest_class_mean(features: Tensor, labels: Tensor, num_classes: Optional[i
         labels: :math:`(N)`.
 
     Returns:
-        A :class:`NearestClassMean` module whose ``means`` is :math:`(C, D)`, on the device of ``features``.
+        A :class:`NearestClassMean` whose ``means`` is :math:`(C, D)`, on the device and of the dtype of ``features``.
 
     Raises:
         TypeError: If ``features`` is not floating point or ``labels`` not integer.

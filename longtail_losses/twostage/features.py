@@ -2,8 +2,7 @@ r"""Fast stage 2: run the frozen backbone once, cache its features, train the ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
@@ -12,36 +11,27 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from longtail_losses._validation import check_features_labels, check_int
 from longtail_losses.data.samplers import SeededBatchSampler
-from longtail_losses.training import _autocast, _model_device, _modes, _prepare, _restore, _upcast, train_one_epoch
+from longtail_losses.training import Criterion, DeviceLike, _forward_all, _model_device, train_one_epoch
 from longtail_losses.twostage.surgery import _resolve
 
 __all__ = ["extract_features", "train_classifier", "train_classifier_epoch"]
 
-Criterion = Callable[[Tensor, Tensor], Tensor]
-DeviceLike = Union[torch.device, str, None]
 
-
-# Fast stage 2 on cached features
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _as_loader(data: Any, batch_size: int, num_workers: int) -> tuple[Iterable[Any], bool]:
+def _as_loader(data: Any, batch_size: int, num_workers: int) -> DataLoader:
     if isinstance(data, DataLoader):
-        return data, True
+        return data
     if isinstance(data, Tensor):
-        return DataLoader(TensorDataset(data), batch_size=batch_size, shuffle=False, num_workers=num_workers), False
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
-        dataset = TensorDataset(data[0], torch.as_tensor(data[1]))
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers), True
-    if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers), True
-    raise TypeError(
-        "Expected `data` to be a DataLoader, a Dataset, a Tensor or an (inputs, targets) pair of tensors, "
-        f"but got {type(data).__name__}"
-    )
+        data = TensorDataset(data)
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        data = TensorDataset(data[0], torch.as_tensor(data[1]))
+    elif not (isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__"))):
+        raise TypeError(
+            "Expected `data` to be a DataLoader, a Dataset, a Tensor or an (inputs, targets) pair of tensors, "
+            f"but got {type(data).__name__}"
+        )
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers)
 
 
-@torch.no_grad()
 def extract_features(
     model: nn.Module,
     data: Any,
@@ -55,10 +45,9 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:
     r"""Run the frozen backbone once over ``data`` and return its penultimate features (fast stage 2).
 
-    Runs under :class:`torch.no_grad` with ``model`` in eval mode (BatchNorm uses its running statistics), with
-    ``model.<classifier_attr>`` temporarily swapped for :class:`~torch.nn.Identity`; the classifier and all
-    modes are restored afterwards. Train the stage-2 classifier on the result with :func:`train_classifier`.
-    Caching is exact only without random data augmentation: pass the un-augmented training set.
+    Runs without gradients, in eval mode, with ``model.<classifier_attr>`` swapped for :class:`~torch.nn.Identity`;
+    the classifier and all modes are restored afterwards. Caching is exact only without random data augmentation:
+    pass the un-augmented training set.
 
     Args:
         model: The stage-1 model (its classifier is bypassed), or, with ``classifier_attr=None``, a backbone
@@ -69,13 +58,12 @@ def extract_features(
         device: Where to run and keep the features. Default: the device of the model's first parameter.
         batch_size: Batch size when ``data`` is not a ``DataLoader``.
         num_workers: DataLoader workers when ``data`` is not a ``DataLoader``.
-        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision, or ``None``; the features
-            are returned in ``float32`` then (else in the model's dtype).
+        autocast_dtype: ``torch.float16`` or ``torch.bfloat16`` for mixed precision (float32 features), or ``None``.
         channels_last: Send 4-D inputs in ``channels_last`` memory format.
 
     Returns:
-        ``(features, labels)``: :math:`(N, D)` (flattened) on ``device`` and ``int64`` :math:`(N)` on
-        ``device``, in data order. For a bare tensor ``data``, ``labels`` is empty.
+        ``(features, labels)`` on ``device``, in data order: :math:`(N, D)` (flattened; in the model's dtype
+        without autocast) and ``int64`` :math:`(N)`, empty for a bare tensor ``data``.
 
     Raises:
         TypeError: If ``data`` has an unsupported type or ``model.<classifier_attr>`` is not a module.
@@ -88,29 +76,24 @@ def extract_features(
         (torch.Size([5, 3]), [0, 1, 2, 3, 4], True)
     """
     device = _model_device(model, device)
-    loader, has_targets = _as_loader(data, batch_size, num_workers)
+    loader = _as_loader(data, batch_size, num_workers)
     swap = _resolve(model, classifier_attr) if classifier_attr is not None else None
-    modes = _modes(model)
-    features, labels = [], []
+    if swap is not None:
+        setattr(swap[0], swap[1], nn.Identity())
     try:
-        if swap is not None:
-            setattr(swap[0], swap[1], nn.Identity())
-        model.eval()
-        for batch in loader:
-            inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-            with _autocast(device, autocast_dtype):
-                out = model(_prepare(inputs, device, channels_last))
-            features.append(_upcast(out).flatten(1))
-            if has_targets:
-                labels.append(torch.as_tensor(batch[1]).to(device, torch.int64))
+        features, labels = _forward_all(
+            model,
+            loader,
+            device,
+            out=device,
+            autocast_dtype=autocast_dtype,
+            channels_last=channels_last,
+            empty="`data` to hold at least one sample",
+        )
     finally:
         if swap is not None:
             setattr(swap[0], swap[1], swap[2])
-        _restore(modes)
-    if not features:
-        raise ValueError("Expected `data` to hold at least one sample, but got none")
-    targets = torch.cat(labels) if labels else torch.empty(0, dtype=torch.int64, device=device)
-    return torch.cat(features), targets
+    return features.flatten(1), labels
 
 
 def train_classifier_epoch(
@@ -128,9 +111,8 @@ def train_classifier_epoch(
 ) -> float:
     """One stage-2 epoch of ``classifier`` on cached features; the loop body of :func:`train_classifier`.
 
-    The batches are those of ``SeededBatchSampler(len(labels), batch_size, seed=seed)`` at ``epoch``; each
-    step is ``loss = criterion(classifier(x), y)``, backward, ``optimizer.step()``, then ``scheduler.step()``
-    if given (once per batch). Use it to write your own stage-2 loop (checkpoints, validation per epoch).
+    :func:`~longtail_losses.training.train_one_epoch` over the batches of
+    ``SeededBatchSampler(len(labels), batch_size, seed=seed)`` at ``epoch``. Use it to write your own stage-2 loop.
 
     Args:
         classifier: The new classifier, e.g. from :func:`replace_classifier`.
@@ -184,15 +166,14 @@ def train_classifier(
     r"""Train the stage-2 classifier on cached features with the paper's recipe (fast stage 2).
 
     SGD with momentum over ``classifier``'s trainable parameters; with ``scheduler="cosine"`` the learning rate
-    follows :class:`~torch.optim.lr_scheduler.CosineAnnealingLR` per step, from ``lr`` to 0 over all
+    decays per step (:class:`~torch.optim.lr_scheduler.CosineAnnealingLR`) from ``lr`` to 0 over all
     :math:`T = \text{epochs} \cdot \lceil N / \text{batch\_size} \rceil` steps:
 
     .. math::
         \eta_t = \tfrac{1}{2}\,\eta_0 \left(1 + \cos \frac{\pi t}{T}\right)
 
-    Epoch :math:`e` draws its batches from ``SeededBatchSampler(N, batch_size, seed=seed)`` at epoch
-    :math:`e`, so the result equals running the frozen backbone every step with :func:`train_one_epoch` over
-    those batches (without augmentation), at a fraction of the cost.
+    Each epoch is :func:`train_classifier_epoch`, so the result equals running the frozen backbone every step
+    over the same batches (without augmentation), at a fraction of the cost.
 
     Args:
         classifier: The new classifier, e.g. from :func:`replace_classifier`, on the device of ``features``.
@@ -204,14 +185,12 @@ def train_classifier(
         batch_size: Samples per batch (paper: 64).
         lr: Initial learning rate (paper: 0.01).
         momentum: SGD momentum (paper: 0.9).
-        weight_decay: SGD (L2) weight decay on all classifier parameters; leave it at 0 with a
-            :class:`~longtail_losses.BWLM` criterion, which already penalises the weight (a warning says so).
+        weight_decay: SGD (L2) weight decay; leave it at 0 with a BWLM criterion (a warning says so).
         scheduler: ``"cosine"`` (decay to 0, as in the paper) or ``None`` (constant learning rate).
         seed: Base seed of the batch permutations.
         drop_last: Drop each epoch's last batch if it is smaller than ``batch_size``.
-        optimizer_hooks: Called once with the optimizer before training, e.g.
-            ``lambda opt: ClassNormDecay(classifier, 5e-3).attach(opt)``; a returned handle with ``remove()`` is
-            removed when training ends.
+        optimizer_hooks: Called once with the optimizer, e.g. ``lambda opt: ClassNormDecay(clf, 5e-3).attach(opt)``;
+            a returned handle with ``remove()`` is removed when training ends.
         callback: Called as ``callback(epoch, mean_loss)`` after every epoch.
 
     Shape:
@@ -241,31 +220,19 @@ def train_classifier(
     params = [p for p in classifier.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     steps = len(SeededBatchSampler(labels.shape[0], batch_size, seed=seed, drop_last=drop_last))
-    sched = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)
-        if scheduler == "cosine"
-        else None
-    )
-    handle = optimizer_hooks(optimizer) if optimizer_hooks is not None else None
+    sched = None
+    if scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=0.0)
+    handle: Any = optimizer_hooks(optimizer) if optimizer_hooks is not None else None
+    common: dict[str, Any] = {"batch_size": batch_size, "seed": seed, "scheduler": sched, "drop_last": drop_last}
     history: list[float] = []
     try:
         for epoch in range(epochs):
-            loss = train_classifier_epoch(
-                classifier,
-                features,
-                labels,
-                criterion,
-                optimizer,
-                batch_size=batch_size,
-                epoch=epoch,
-                seed=seed,
-                scheduler=sched,
-                drop_last=drop_last,
-            )
+            loss = train_classifier_epoch(classifier, features, labels, criterion, optimizer, epoch=epoch, **common)
             history.append(loss)
             if callback is not None:
                 callback(epoch, loss)
     finally:
-        if handle is not None and callable(getattr(handle, "remove", None)):
+        if callable(getattr(handle, "remove", None)):
             handle.remove()
     return history

@@ -2,7 +2,7 @@ r"""Data balanced review (eq. 2 of the BWLM paper): the two stages' index sets."
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -12,40 +12,27 @@ from longtail_losses.data.counts import _labels_of, class_counts
 
 __all__ = ["data_balanced_review", "head_tail_classes"]
 
-Criterion = Callable[[Tensor, Tensor], Tensor]
-DeviceLike = Union[torch.device, str, None]
 
-
-# Data balanced review (eq. 2)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def _frequency_order(counts: Tensor) -> list[int]:
-    # Descending count; ties keep the lower class index first.
-    values = counts.tolist()
-    return sorted(range(len(values)), key=lambda c: (-values[c], c))
-
-
-def _review_labels(labels: Any) -> tuple[Tensor, Tensor, list[int]]:
+def _split(labels: Any) -> tuple[Tensor, Tensor, list[int], list[int]]:
+    # (labels on the CPU, counts, head, tail): classes by descending count, ties lower index first; head = first C // 2.
     counts = class_counts(labels)
-    values = _labels_of(labels, None).to(device="cpu", dtype=torch.int64)
     if counts.numel() < 2:
         raise ValueError(f"Expected `labels` to hold at least 2 classes, but got {counts.numel()}")
-    return values, counts, _frequency_order(counts)
+    values, n = counts.tolist(), counts.numel()
+    order = sorted(range(n), key=lambda c: (-values[c], c))
+    return _labels_of(labels, None).to(device="cpu", dtype=torch.int64), counts, order[: n // 2], order[n // 2 :]
 
 
 def head_tail_classes(labels: Any) -> tuple[Tensor, Tensor]:
     r"""Split the classes into the head and tail halves of :func:`data_balanced_review`.
 
-    The classes are ordered by their number of training samples, descending (ties: lower class index first).
-    The first :math:`m = \lfloor C/2 \rfloor` are the head, the other :math:`C - m` the tail.
-    :math:`C` is ``max(labels) + 1``.
+    In the order of :func:`data_balanced_review`, the first :math:`m = \lfloor C/2 \rfloor` classes are the head.
 
     Args:
         labels: Class indices of the training set (tensor, list or array), or a data set with ``.targets``.
 
     Returns:
-        ``(head, tail)``: ``int64`` class indices, each in the order above (most frequent first).
+        ``(head, tail)``: ``int64`` class indices, each most frequent first.
 
     Raises:
         TypeError: If ``labels`` is not integer-valued.
@@ -56,9 +43,8 @@ def head_tail_classes(labels: Any) -> tuple[Tensor, Tensor]:
         >>> head, tail
         (tensor([1, 2]), tensor([0, 3]))
     """
-    _, counts, order = _review_labels(labels)
-    m = counts.numel() // 2
-    return torch.tensor(order[:m], dtype=torch.int64), torch.tensor(order[m:], dtype=torch.int64)
+    _, _, head, tail = _split(labels)
+    return torch.tensor(head, dtype=torch.int64), torch.tensor(tail, dtype=torch.int64)
 
 
 def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -74,8 +60,7 @@ def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
 
     where :math:`\mathrm{sam}(D_j, n)` draws :math:`n` samples of :math:`D_j` uniformly without replacement
     (seeded: the same ``seed`` gives the same subset on every machine). Stage 1 sees the head classes only;
-    stage 2 trains the new classifier on all :math:`C` classes, each head class cut down to :math:`n_{m+1}`.
-    For CIFAR-100-LT with imbalance factor 100 (10,847 images) that is 9,901 and 3,346 samples.
+    stage 2 all :math:`C` classes, each head class cut down to :math:`n_{m+1}`.
 
     Args:
         labels: Class indices of the training set (tensor, list or array), or a data set with ``.targets``
@@ -100,9 +85,7 @@ def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
         tensor([2, 2, 2, 1])
     """
     check_int("seed", seed, -(2**63))
-    values, counts, order = _review_labels(labels)
-    m = counts.numel() // 2
-    head, tail = order[:m], order[m:]
+    values, counts, head, tail = _split(labels)
     n_review = int(counts[tail[0]])
     if n_review == 0:
         raise ValueError(
@@ -119,6 +102,3 @@ def data_balanced_review(labels: Any, seed: int = 0) -> tuple[Tensor, Tensor]:
         parts.append(members[torch.randperm(members.numel(), generator=generator)[:n_review]])
     stage2 = torch.sort(torch.cat(parts)).values
     return stage1, stage2
-
-
-# --------------------------------------------------------------------------------------------------------------------

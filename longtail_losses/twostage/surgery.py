@@ -2,21 +2,13 @@ r"""Model surgery for stage 2: find the classifier, freeze the backbone, put a n
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from longtail_losses._validation import check_int, replaced_classifiers
 
 __all__ = ["BackboneFreeze", "freeze_backbone", "get_classifier", "replace_classifier"]
-
-Criterion = Callable[[Tensor, Tensor], Tensor]
-DeviceLike = Union[torch.device, str, None]
-
-
-# Classifier replacement and the frozen backbone
-# --------------------------------------------------------------------------------------------------------------------
 
 
 def _resolve(model: nn.Module, classifier_attr: str) -> tuple[nn.Module, str, nn.Module]:
@@ -24,26 +16,21 @@ def _resolve(model: nn.Module, classifier_attr: str) -> tuple[nn.Module, str, nn
         raise TypeError(f"Expected `model` to be an nn.Module, but got {type(model).__name__}")
     if not isinstance(classifier_attr, str) or not classifier_attr:
         raise TypeError(f"Expected `classifier_attr` to be a non-empty str, but got {classifier_attr!r}")
-    *path, name = classifier_attr.split(".")
-    parent = model
-    for i, part in enumerate(path):
-        child = getattr(parent, part, None)
-        if not isinstance(child, nn.Module):
+    parts = classifier_attr.split(".")
+    parent: nn.Module = model
+    module: Any = model
+    for i, part in enumerate(parts):
+        parent, module = module, getattr(module, part, None)
+        if not isinstance(module, nn.Module):
+            last = i == len(parts) - 1
+            names = [n for n, _ in model.named_modules() if n] if last else []
+            hint = f" (its submodules end with {names[-3:]})" if names else ""
+            where = "" if last else f": {'.'.join(parts[: i + 1])!r} is not a submodule"
             raise ValueError(
-                f"Expected `classifier_attr` to name a submodule of {type(model).__name__}, "
-                f"but got {classifier_attr!r}: "
-                f"{'.'.join(path[: i + 1])!r} is not a submodule"
+                f"Expected `classifier_attr` to name a submodule of {type(model).__name__}{hint}, "
+                f"but got {classifier_attr!r}{where}"
             )
-        parent = child
-    module = getattr(parent, name, None)
-    if not isinstance(module, nn.Module):
-        names = [n for n, _ in model.named_modules() if n]
-        hint = f" (its submodules end with {names[-3:]})" if names else ""
-        raise ValueError(
-            f"Expected `classifier_attr` to name a submodule of {type(model).__name__}{hint}, "
-            f"but got {classifier_attr!r}"
-        )
-    return parent, name, module
+    return parent, parts[-1], module
 
 
 def get_classifier(model: nn.Module, classifier_attr: str = "fc") -> nn.Module:
@@ -103,13 +90,11 @@ class BackboneFreeze:
 def freeze_backbone(model: nn.Module, classifier_attr: str = "fc") -> BackboneFreeze:
     r"""Freeze every part of ``model`` except its classifier, parameters *and* normalisation statistics.
 
-    Every parameter outside ``model.<classifier_attr>`` gets ``requires_grad=False``, and every submodule
-    outside it (except ``model`` itself and the classifier's ancestors) gets a forward pre-hook that sets it
-    to eval mode before it runs. So the backbone's BatchNorm layers normalise with, and never update, their
-    stage-1 running statistics, and its dropout is off, even after ``model.train()``: calling ``model.train()``
-    in stage 2 trains only the classifier. (Freezing only ``requires_grad`` lets BatchNorm statistics drift in
-    stage 2, a known bug of reference implementations.) The classifier follows ``model.train()``/``eval()``
-    as usual.
+    Every parameter outside ``model.<classifier_attr>`` gets ``requires_grad=False``, and every submodule outside it
+    (except ``model`` itself and the classifier's ancestors) a forward pre-hook that puts it in eval mode. So the
+    backbone's BatchNorm layers use, and never update, their stage-1 running statistics and its dropout is off,
+    even after ``model.train()``, which in stage 2 trains only the classifier. (Freezing only ``requires_grad``
+    lets BatchNorm statistics drift in stage 2, a known bug of reference implementations.)
 
     Args:
         model: The stage-1 network.
@@ -154,23 +139,19 @@ def replace_classifier(
 ) -> nn.Linear:
     r"""Start stage 2: put a new trainable :class:`~torch.nn.Linear` classifier on a frozen stage-1 model.
 
-    ``model.<classifier_attr>`` must be an :class:`~torch.nn.Linear` (as the ``fc`` of torchvision's ResNet and
-    ResNeXt); it is replaced, in place, by a freshly initialised ``nn.Linear(in_features, num_classes)`` on the same
-    device and dtype. With ``freeze=True`` the rest of the model is then frozen by :func:`freeze_backbone`
-    (parameters and BatchNorm statistics, eval mode even under ``model.train()``), for the model's lifetime.
+    ``model.<classifier_attr>``, an :class:`~torch.nn.Linear`, is replaced in place by a freshly initialised
+    ``nn.Linear(in_features, num_classes)`` on the same device and dtype.
 
     Args:
         model: The stage-1 network; modified in place.
         num_classes: Outputs of the new classifier (all :math:`C` classes).
         classifier_attr: Attribute name of the classifier, see :func:`get_classifier`.
         bias: Whether the new classifier has a bias.
-        freeze: Freeze everything but the new classifier with :func:`freeze_backbone`.
+        freeze: Freeze everything but the new classifier with :func:`freeze_backbone`, for the model's lifetime.
 
     Returns:
-        The new classifier, e.g. for ``BWLM(counts, classifier=...)`` and
-        :class:`~longtail_losses.ClassNormDecay`; optimise only its parameters. A
-        :class:`~longtail_losses.BWLM` built on the old layer raises when called: build it on the new one, or
-        call its :meth:`~longtail_losses.BWLM.rebind`.
+        The new classifier; optimise only its parameters. A :class:`~longtail_losses.BWLM` built on the old
+        layer raises when called: build it on the new one, or call its :meth:`~longtail_losses.BWLM.rebind`.
 
     Raises:
         TypeError: If ``model.<classifier_attr>`` is not an ``nn.Linear`` or ``num_classes`` is not an int.
@@ -186,9 +167,7 @@ def replace_classifier(
     parent, name, old = _resolve(model, classifier_attr)
     if not isinstance(old, nn.Linear):
         raise TypeError(f"Expected `model.{classifier_attr}` to be an nn.Linear, but got {type(old).__name__}")
-    new = nn.Linear(
-        old.in_features, num_classes, bias=bias, device=old.weight.device, dtype=old.weight.dtype
-    ).requires_grad_(True)
+    new = nn.Linear(old.in_features, num_classes, bias=bias, device=old.weight.device, dtype=old.weight.dtype)
     new.train(old.training)
     setattr(parent, name, new)
     # Record the replacement (on the library's side) so that a BWLM still pointing at the old layer or its weight
@@ -197,6 +176,3 @@ def replace_classifier(
     if freeze:
         freeze_backbone(model, classifier_attr)
     return new
-
-
-# --------------------------------------------------------------------------------------------------------------------
