@@ -126,10 +126,10 @@ def check_int(name: str, value: object, minimum: int, *, optional: bool = False)
 
 def check_seed(seed: object) -> int:
     """Return ``seed`` if it is an int that, plus any epoch, still seeds a :class:`torch.Generator`."""
-    seed = check_int("seed", seed, -(2**63))
-    if seed >= 2**63:
-        raise ValueError(f"Expected `seed` to be < 2**63 (plus the epoch, it seeds a torch.Generator), but got {seed}")
-    return int(seed)
+    value: int = check_int("seed", seed, -(2**63))
+    if value >= 2**63:
+        raise ValueError(f"Expected `seed` to be < 2**63 (plus the epoch, it seeds a torch.Generator), but got {value}")
+    return value
 
 
 def check_imbalance_factor(imbalance_factor: object) -> float:

@@ -121,12 +121,9 @@ class CallOptions(NamedTuple):
 
 def check_options(
     *,
-    reduction: str = "mean",
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    validate_args: bool = True,
+    reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0, validate_args: bool = True,
     **unknown: object,
-) -> CallOptions:
+) -> CallOptions:  # fmt: skip
     """Check the call options; the one place that holds their defaults (those of ``nn.CrossEntropyLoss``)."""
     for name in unknown:
         raise TypeError(
@@ -316,13 +313,10 @@ def _focal_per_row(rows: Rows, weights: Tensor, gamma: float) -> Tensor:
 
 
 def softmax_per_row(
-    rows: Rows,
-    *,
-    shift: Optional[Tensor] = None,
-    scale: Union[float, Tensor] = 1.0,
-    margin: Optional[Tensor] = None,
+    rows: Rows, *,
+    shift: Optional[Tensor] = None, scale: Union[float, Tensor] = 1.0, margin: Optional[Tensor] = None,
     class_weights: Optional[Tensor] = None,
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Per row, :math:`w_y\, \mathrm{CE}(x, y)` of the adjusted logits :math:`x` (:func:`_kernel.adjusted_logits`).
 
     Probability targets give the expectation :math:`\sum_k t_k w_k \mathrm{CE}(x^{(k)}, k)`, where the logits of
@@ -398,17 +392,9 @@ def mixture_per_row(rows: Rows, counts: Tensor, *, alpha: float, beta: float, ga
 
 
 def mixture_loss(
-    logits: Tensor,
-    target: Tensor,
-    counts: Tensor,
-    options: CallOptions,
-    *,
-    alpha: float,
-    beta: float,
-    gamma: float,
-    tau: float,
-    penalty: Optional[Callable[[], Tensor]] = None,
-) -> Tensor:
+    logits: Tensor, target: Tensor, counts: Tensor, options: CallOptions, *,
+    alpha: float, beta: float, gamma: float, tau: float, penalty: Optional[Callable[[], Tensor]] = None,
+) -> Tensor:  # fmt: skip
     """The paper's losses and logit adjustment (hyperparameters and ``counts`` checked): steps 1-4.
 
     ``penalty`` is called after the inputs are checked and its value added once (BWLM's classifier norm).

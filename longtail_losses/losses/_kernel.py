@@ -94,13 +94,9 @@ def focal_terms(s: Tensor, gamma: Union[float, Tensor], *, derivative: bool = Tr
 
 
 def adjusted_logits(
-    z: Tensor,
-    labels: Optional[Tensor] = None,
-    *,
-    shift: Optional[Tensor] = None,
-    scale: Union[float, Tensor] = 1.0,
-    margin: Optional[Tensor] = None,
-) -> Tensor:
+    z: Tensor, labels: Optional[Tensor] = None, *,
+    shift: Optional[Tensor] = None, scale: Union[float, Tensor] = 1.0, margin: Optional[Tensor] = None,
+) -> Tensor:  # fmt: skip
     r"""The logits of the softmax term, :math:`x = \text{scale} \cdot (z - m_y e_y) + \text{shift}`, rows (M, C).
 
     ``shift`` is (C,) (a per-class log prior) or (M, C) (a per-row shift, Seesaw); ``scale`` a float or (C,);
@@ -175,15 +171,9 @@ def use_fast_path(logits: Tensor) -> bool:
 
 
 def _forward(
-    z: Tensor,
-    labels: Tensor,
-    *,
-    shift: Optional[Tensor],
-    weights: Optional[Tensor],
-    alpha: float,
-    gamma: float,
-    grad: Optional[Tensor],
-) -> tuple[Tensor, Tensor]:
+    z: Tensor, labels: Tensor, *,
+    shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float, grad: Optional[Tensor],
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Per-row loss and, if ``grad`` is given, its gradient: the gradient of row i is ``scale[i] * grad[i]``."""
     n = z.shape[0]
     loss = torch.empty(n, dtype=z.dtype, device=z.device)
@@ -253,15 +243,10 @@ class _FusedLoss(torch.autograd.Function):
 
 
 def fused_loss(
-    logits: Tensor,
-    labels: Tensor,
-    *,
-    shift: Optional[Tensor],
-    weights: Optional[Tensor],
-    alpha: float,
-    gamma: float,
+    logits: Tensor, labels: Tensor, *,
+    shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float,
     reference: Callable[[Tensor], Tensor],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Per-row :math:`\alpha\, w_y \sum_j f(s_j) + (1-\alpha)\, \mathrm{CE}(z + \text{shift}, y)` by the fast path.
 
     ``logits`` (N, C) float32/float64 and ``labels`` (N,) in ``[0, C)`` come prepared by the engine; ``shift`` is

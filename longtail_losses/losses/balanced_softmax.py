@@ -14,11 +14,9 @@ __all__ = ["BalancedSoftmax", "balanced_softmax_loss"]
 
 
 def balanced_softmax_loss(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
+    logits: Tensor, target: Tensor, class_counts: CountsLike,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Balanced softmax loss :cite:`ren2020balanced`, eq. (9)–(10) of the BWLM paper :cite:`fan2024bwlm`.
 
     The softmax is reweighted by the training prior of each class,

@@ -27,15 +27,10 @@ ClassifierLike = Union[nn.Module, Tensor]
 
 @fill
 def bfs_loss(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    alpha: float = 0.1,
-    beta: float = 0.9999,
-    gamma: float = 1.0,
+    logits: Tensor, target: Tensor, class_counts: CountsLike, *,
+    alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Balanced Focal Softmax loss, eq. (11)–(13) of the BWLM paper :cite:`fan2024bwlm`.
 
     A per-sample mixture of the class-balanced sigmoid focal loss (:func:`class_balanced_focal_loss`, which
@@ -82,17 +77,10 @@ def bfs_loss(
 
 
 def bwlm_loss(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    classifier: ClassifierLike,
-    *,
-    alpha: float = 0.1,
-    beta: float = 0.9999,
-    gamma: float = 1.0,
-    weight_decay: float = 5e-3,
+    logits: Tensor, target: Tensor, class_counts: CountsLike, classifier: ClassifierLike, *,
+    alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0, weight_decay: float = 5e-3,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Balanced Weight Learning Mechanism loss, eq. (17) of the BWLM paper :cite:`fan2024bwlm`.
 
     :func:`bfs_loss` plus the classifier-norm penalty (:func:`classifier_norm_penalty`) on the rows
@@ -186,14 +174,10 @@ class BFS(CountsLoss):
     _hyperparameters: ClassVar[tuple[str, ...]] = ("alpha", "beta", "gamma")
 
     def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
-        alpha: float = 0.1,
-        beta: float = 0.9999,
-        gamma: float = 1.0,
+        self, class_counts: CountsLike, *,
+        alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, **options)
         self.alpha, self.beta, self.gamma = check_bfs(alpha, beta, gamma)
 
@@ -254,16 +238,11 @@ class BWLM(BFS):
     _hyperparameters = ("alpha", "beta", "gamma", "weight_decay")
 
     def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
-        classifier: ClassifierLike,
-        alpha: float = 0.1,
-        beta: float = 0.9999,
-        gamma: float = 1.0,
+        self, class_counts: CountsLike, *,
+        classifier: ClassifierLike, alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0,
         weight_decay: float = 5e-3,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, alpha=alpha, beta=beta, gamma=gamma, **options)
         self.weight_decay = check_weight_decay(weight_decay)
         self.rebind(classifier)

@@ -51,14 +51,10 @@ def class_balanced_weights(
 
 
 def class_balanced_focal_loss(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    beta: float = 0.9999,
-    gamma: float = 1.0,
+    logits: Tensor, target: Tensor, class_counts: CountsLike, *,
+    beta: float = 0.9999, gamma: float = 1.0,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Class-balanced sigmoid focal loss :cite:`cui2019class`, eq. (6)–(8) of the BWLM paper :cite:`fan2024bwlm`.
 
     Each class is a binary problem with :math:`p^t_j = \sigma(z_j)` for the target class and
@@ -147,13 +143,10 @@ class ClassBalancedFocal(CountsLoss):
     _hyperparameters = ("beta", "gamma")
 
     def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
-        beta: float = 0.9999,
-        gamma: float = 1.0,
+        self, class_counts: CountsLike, *,
+        beta: float = 0.9999, gamma: float = 1.0,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, **options)
         self.beta = check_beta(beta)
         self.gamma = check_gamma(gamma)

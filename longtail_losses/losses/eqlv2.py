@@ -68,17 +68,10 @@ def _check_eqlv2(gamma: object, mu: object, alpha: object, background: object) -
 
 
 def eqlv2_loss(
-    logits: Tensor,
-    target: Tensor,
-    pos_grad: Optional[Tensor] = None,
-    neg_grad: Optional[Tensor] = None,
-    *,
-    gamma: float = 12.0,
-    mu: float = 0.8,
-    alpha: float = 4.0,
-    background: bool = False,
+    logits: Tensor, target: Tensor, pos_grad: Optional[Tensor] = None, neg_grad: Optional[Tensor] = None, *,
+    gamma: float = 12.0, mu: float = 0.8, alpha: float = 4.0, background: bool = False,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Equalization loss v2 :cite:`tan2021eqlv2` for given accumulated gradient statistics.
 
     A sigmoid binary cross-entropy per class, each sample a positive of its class and a negative of the others,
@@ -221,16 +214,11 @@ class EQLv2Loss(CountsLoss):
     _hyperparameters = ("gamma", "mu", "alpha", "background")
 
     def __init__(
-        self,
-        num_classes: int,
-        *,
-        gamma: float = 12.0,
-        mu: float = 0.8,
-        alpha: float = 4.0,
-        background: bool = False,
+        self, num_classes: int, *,
+        gamma: float = 12.0, mu: float = 0.8, alpha: float = 4.0, background: bool = False,
         process_group: Optional[Any] = None,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(num_classes=num_classes, **options)
         self.options.without_smoothing("EQLv2")
         self.gamma, self.mu, self.alpha, self.background = _check_eqlv2(gamma, mu, alpha, background)

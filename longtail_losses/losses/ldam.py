@@ -55,13 +55,9 @@ def ldam_margins(class_counts: CountsLike, max_margin: float = 0.5, *, dtype: to
 
 
 def drw_weights(
-    class_counts: CountsLike,
-    epoch: int,
-    start_epoch: int,
-    *,
-    beta: float = 0.9999,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
+    class_counts: CountsLike, epoch: int, start_epoch: int, *,
+    beta: float = 0.9999, dtype: torch.dtype = torch.float32,
+) -> Tensor:  # fmt: skip
     r"""Deferred re-weighting (DRW) :cite:`cao2019ldam`, Algorithm 1: the class weights of epoch ``epoch``.
 
     Before ``start_epoch``, every weight is 1 (plain empirical risk); from ``start_epoch`` on, the
@@ -104,15 +100,9 @@ def drw_weights(
 
 
 def _ldam(
-    logits: Tensor,
-    target: Tensor,
-    counts: Tensor,
-    class_weights: Optional[Tensor],
-    options: _engine.CallOptions,
-    *,
-    max_margin: float,
-    scale: float,
-) -> Tensor:
+    logits: Tensor, target: Tensor, counts: Tensor, class_weights: Optional[Tensor], options: _engine.CallOptions, *,
+    max_margin: float, scale: float,
+) -> Tensor:  # fmt: skip
     rows = _engine.prepare(logits, target, counts.shape[0], options)
     z = rows.logits
     w = None if class_weights is None else class_weights.to(device=z.device, dtype=z.dtype)
@@ -124,15 +114,10 @@ def _ldam(
 
 
 def ldam_loss(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    max_margin: float = 0.5,
-    scale: float = 30.0,
-    class_weights: Optional[CountsLike] = None,
+    logits: Tensor, target: Tensor, class_counts: CountsLike, *,
+    max_margin: float = 0.5, scale: float = 30.0, class_weights: Optional[CountsLike] = None,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Label-distribution-aware margin (LDAM) loss :cite:`cao2019ldam`, eq. (13).
 
     The target logit loses a margin that grows as the class gets rarer (:func:`ldam_margins`), and the
@@ -246,14 +231,10 @@ class LDAMLoss(CountsLoss):
     _hyperparameters = ("max_margin", "scale", "weighted")
 
     def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
-        max_margin: float = 0.5,
-        scale: float = 30.0,
-        class_weights: Optional[CountsLike] = None,
+        self, class_counts: CountsLike, *,
+        max_margin: float = 0.5, scale: float = 30.0, class_weights: Optional[CountsLike] = None,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, **options)
         self.max_margin = check_finite("max_margin", max_margin, low=0.0)
         self.scale = check_finite("scale", scale, low=0.0, strict=True)

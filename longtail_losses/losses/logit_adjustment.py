@@ -35,13 +35,10 @@ DEFAULT_TAUS: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(31))
 
 
 def logit_adjusted_loss(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
+    logits: Tensor, target: Tensor, class_counts: CountsLike, *,
     tau: float = 1.0,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Logit-adjusted softmax cross-entropy :cite:`menon2021logit`, eq. (10).
 
     The cross-entropy of the logits shifted by :math:`\tau` times the log prior of the training set,
@@ -119,12 +116,10 @@ class LogitAdjustedLoss(CountsLoss):
     _hyperparameters = ("tau",)
 
     def __init__(
-        self,
-        class_counts: CountsLike,
-        *,
+        self, class_counts: CountsLike, *,
         tau: float = 1.0,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(class_counts, **options)
         self.tau = check_finite("tau", tau)
 
@@ -193,13 +188,9 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
 
 
 def tune_tau(
-    logits: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    *,
-    taus: Union[Sequence[float], Tensor] = DEFAULT_TAUS,
-    ignore_index: int = -100,
-) -> float:
+    logits: Tensor, target: Tensor, class_counts: CountsLike, *,
+    taus: Union[Sequence[float], Tensor] = DEFAULT_TAUS, ignore_index: int = -100,
+) -> float:  # fmt: skip
     r"""The :math:`\tau` of :func:`posthoc_adjust` that maximises balanced accuracy on a validation set.
 
     Balanced accuracy is the mean over classes of the per-class accuracy of

@@ -47,15 +47,10 @@ def _seesaw_per_row(rows: _engine.Rows, counts: Tensor, *, p: float, q: float, e
 
 
 def seesaw_loss(
-    logits: Tensor,
-    target: Tensor,
-    accumulated_counts: CountsLike,
-    *,
-    p: float = 0.8,
-    q: float = 2.0,
-    eps: float = 1e-2,
+    logits: Tensor, target: Tensor, accumulated_counts: CountsLike, *,
+    p: float = 0.8, q: float = 2.0, eps: float = 1e-2,
     **options: Unpack[LossOptions],
-) -> Tensor:
+) -> Tensor:  # fmt: skip
     r"""Seesaw loss :cite:`wang2021seesaw` for given accumulated class counts.
 
     The softmax of the target class is computed with every other class :math:`j` scaled by a Seesaw factor,
@@ -163,16 +158,11 @@ class SeesawLoss(CountsLoss):
     _hyperparameters = ("p", "q", "eps")
 
     def __init__(
-        self,
-        num_classes: int,
-        *,
-        p: float = 0.8,
-        q: float = 2.0,
-        eps: float = 1e-2,
-        initial_counts: Optional[CountsLike] = None,
+        self, num_classes: int, *,
+        p: float = 0.8, q: float = 2.0, eps: float = 1e-2, initial_counts: Optional[CountsLike] = None,
         process_group: Optional[Any] = None,
         **options: Unpack[LossOptions],
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__(num_classes=num_classes, **options)
         self.options.without_smoothing("Seesaw")
         self.p, self.q, self.eps = _check_seesaw(p, q, eps)

@@ -97,18 +97,9 @@ def extract_features(
 
 
 def train_classifier_epoch(
-    classifier: nn.Module,
-    features: Tensor,
-    labels: Tensor,
-    criterion: Criterion,
-    optimizer: Optimizer,
-    *,
-    batch_size: int = 64,
-    epoch: int = 0,
-    seed: int = 0,
-    scheduler: Any = None,
-    drop_last: bool = False,
-) -> float:
+    classifier: nn.Module, features: Tensor, labels: Tensor, criterion: Criterion, optimizer: Optimizer, *,
+    batch_size: int = 64, epoch: int = 0, seed: int = 0, scheduler: Any = None, drop_last: bool = False,
+) -> float:  # fmt: skip
     """One stage-2 epoch of ``classifier`` on cached features; the loop body of :func:`train_classifier`.
 
     :func:`~longtail_losses.training.train_one_epoch` over the batches of
@@ -147,22 +138,12 @@ def train_classifier_epoch(
 
 
 def train_classifier(
-    classifier: nn.Module,
-    features: Tensor,
-    labels: Tensor,
-    criterion: Criterion,
-    *,
-    epochs: int,
-    batch_size: int = 64,
-    lr: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    scheduler: Optional[str] = "cosine",
-    seed: int = 0,
-    drop_last: bool = False,
+    classifier: nn.Module, features: Tensor, labels: Tensor, criterion: Criterion, *,
+    epochs: int, batch_size: int = 64, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
+    scheduler: Optional[str] = "cosine", seed: int = 0, drop_last: bool = False,
     optimizer_hooks: Optional[Callable[[Optimizer], Any]] = None,
     callback: Optional[Callable[[int, float], Any]] = None,
-) -> list[float]:
+) -> list[float]:  # fmt: skip
     r"""Train the stage-2 classifier on cached features with the paper's recipe (fast stage 2).
 
     SGD with momentum over ``classifier``'s trainable parameters; with ``scheduler="cosine"`` the learning rate
