@@ -69,16 +69,10 @@ def check_real(name: str, value: object) -> float:
 
 
 def check_number(
-    name: str,
-    value: object,
-    *,
-    low: float = -math.inf,
-    high: float = math.inf,
-    strict_low: bool = False,
-    strict_high: bool = False,
-    interval: bool = False,
-    optional: bool = False,
-) -> Any:
+    name: str, value: object, *,
+    low: float = -math.inf, high: float = math.inf, strict_low: bool = False, strict_high: bool = False,
+    interval: bool = False, optional: bool = False,
+) -> Any:  # fmt: skip
     """Return ``value`` as a float if it is a finite real number between ``low`` and ``high``.
 
     The bounds are inclusive unless ``strict_*``. The rule reads "a finite number >= low and <= high", or with
@@ -233,14 +227,9 @@ def as_real_tensor(name: str, value: object, rule: str) -> Tensor:
 
 
 def as_counts(
-    value: object,
-    name: str = "class_counts",
-    *,
-    num_classes: Optional[int] = None,
-    minimum: int = 1,
-    dtype: torch.dtype = torch.int64,
-    check_values: bool = True,
-) -> Tensor:
+    value: object, name: str = "class_counts", *,
+    num_classes: Optional[int] = None, minimum: int = 1, dtype: torch.dtype = torch.int64, check_values: bool = True,
+) -> Tensor:  # fmt: skip
     """The one check of per-class numbers: a non-empty 1-D tensor of finite values ``>= minimum``, in ``dtype``.
 
     Training counts (the default) are positive whole numbers (``5`` and ``5.0`` both work; ``5.5`` does not), as

@@ -139,14 +139,9 @@ def shot_groups(
 
 
 def shot_accuracy(
-    logits_or_preds: Tensor,
-    target: Tensor,
-    class_counts: Any,
-    *,
-    many_threshold: float = 100,
-    few_threshold: float = 20,
-    relative: bool = False,
-) -> dict[str, float]:
+    logits_or_preds: Tensor, target: Tensor, class_counts: Any, *,
+    many_threshold: float = 100, few_threshold: float = 20, relative: bool = False,
+) -> dict[str, float]:  # fmt: skip
     r"""Many-, Medium-, Few-shot and overall accuracy, as reported for long-tailed benchmarks.
 
     Each group's accuracy is the mean of the :func:`per_class_accuracy` of its classes, grouped by
@@ -248,13 +243,9 @@ def _cell(value: Any, digits: int, percent: bool) -> str:
 
 
 def format_shot_table(
-    rows: Mapping[str, Mapping[str, Any]],
-    *,
-    header: str = "Method",
-    columns: tuple[str, ...] = SHOT_KEYS,
-    digits: int = 1,
-    percent: bool = True,
-) -> str:
+    rows: Mapping[str, Mapping[str, Any]], *,
+    header: str = "Method", columns: tuple[str, ...] = SHOT_KEYS, digits: int = 1, percent: bool = True,
+) -> str:  # fmt: skip
     """Format :func:`shot_accuracy` results as a Markdown table (readable as plain text too).
 
     Args:

@@ -59,12 +59,9 @@ class ClassNormDecay:
     """
 
     def __init__(
-        self,
-        classifier: Union[nn.Module, Tensor],
-        weight_decay: float,
-        max_norm: Optional[float] = None,
+        self, classifier: Union[nn.Module, Tensor], weight_decay: float, max_norm: Optional[float] = None,
         per_class: Optional[Union[Tensor, Any]] = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         self.weight = check_weight_matrix(classifier)
         num_classes = self.weight.shape[0]
         self.weight_decay = check_weight_decay(weight_decay)

@@ -133,16 +133,10 @@ def row(name: Union[str, Row]) -> Row:
 
 
 def criterion(
-    name: Union[str, Row],
-    class_counts: CountsLike,
-    classifier: nn.Module,
-    *,
-    alpha: float = RECIPE.alpha,
-    beta: float = RECIPE.beta,
-    gamma: float = RECIPE.gamma,
-    weight_decay: float = RECIPE.weight_decay,
-    validate_args: bool = True,
-) -> nn.Module:
+    name: Union[str, Row], class_counts: CountsLike, classifier: nn.Module, *,
+    alpha: float = RECIPE.alpha, beta: float = RECIPE.beta, gamma: float = RECIPE.gamma,
+    weight_decay: float = RECIPE.weight_decay, validate_args: bool = True,
+) -> nn.Module:  # fmt: skip
     r"""The loss of the row ``name``, for ``classifier``, built from ``class_counts``.
 
     Every "W" row is a :class:`~longtail_losses.BWLM`, the one penalised loss: ``+BWLM`` with ``alpha``, ``+CBW``

@@ -41,15 +41,9 @@ def _upcast(t: Tensor) -> Tensor:
 
 @torch.no_grad()
 def _forward_all(
-    model: nn.Module,
-    loader: Iterable[Any],
-    device: torch.device,
-    *,
-    out: DeviceLike,
-    autocast_dtype: Optional[torch.dtype],
-    channels_last: bool,
-    empty: str,
-) -> tuple[Tensor, Tensor]:
+    model: nn.Module, loader: Iterable[Any], device: torch.device, *,
+    out: DeviceLike, autocast_dtype: Optional[torch.dtype], channels_last: bool, empty: str,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     # The eval-mode loop of predict and extract_features: (outputs, int64 targets) on `out`, the modes of `model`
     # restored afterwards; the targets are empty if the batches are bare inputs.
     modes = [(m, m.training) for m in model.modules()]
@@ -115,19 +109,11 @@ def warn_double_decay(criterion: Any, optimizer: Optimizer) -> bool:
 
 
 def train_one_epoch(
-    model: nn.Module,
-    loader: Iterable[Any],
-    criterion: Criterion,
-    optimizer: Optimizer,
-    *,
-    scheduler: Any = None,
-    device: DeviceLike = None,
-    autocast_dtype: Optional[torch.dtype] = None,
-    grad_scaler: Any = None,
-    channels_last: bool = False,
-    progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None,
-    world_size: int = 1,
-) -> float:
+    model: nn.Module, loader: Iterable[Any], criterion: Criterion, optimizer: Optimizer, *,
+    scheduler: Any = None, device: DeviceLike = None, autocast_dtype: Optional[torch.dtype] = None,
+    grad_scaler: Any = None, channels_last: bool = False,
+    progress: Optional[Callable[[Iterable[Any]], Iterable[Any]]] = None, world_size: int = 1,
+) -> float:  # fmt: skip
     r"""Train ``model`` for one pass over ``loader``: a generic loop body for either stage.
 
     Calls ``model.train()`` (a backbone frozen by :func:`freeze_backbone` stays in eval mode), then per batch:
@@ -226,13 +212,9 @@ def _shard_factor(batch: Any, local: int, world_size: int) -> float:
 
 
 def predict(
-    model: nn.Module,
-    loader: Iterable[Any],
-    *,
-    device: DeviceLike = None,
-    autocast_dtype: Optional[torch.dtype] = None,
-    channels_last: bool = False,
-) -> tuple[Tensor, Tensor]:
+    model: nn.Module, loader: Iterable[Any], *,
+    device: DeviceLike = None, autocast_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     r"""Raw logits and targets of ``model`` over ``loader``, in eval mode and without gradients.
 
     These are the logits to evaluate: **never** add the balanced-softmax prior :math:`\log n_c` at test time,

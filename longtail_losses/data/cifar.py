@@ -23,16 +23,9 @@ _CIFAR = {
 
 
 def _cifar_lt(
-    spec_name: str,
-    root: PathLike,
-    imbalance_factor: float,
-    train: bool,
-    transform: Transform,
-    target_transform: Transform,
-    download: bool,
-    seed: int,
-    max_count: Optional[int],
-) -> InMemoryImageDataset:
+    spec_name: str, root: PathLike, imbalance_factor: float, train: bool, transform: Transform,
+    target_transform: Transform, download: bool, seed: int, max_count: Optional[int],
+) -> InMemoryImageDataset:  # fmt: skip
     folder, train_files, test_files, meta_file, label_key, names_key = _CIFAR[spec_name]
     factor = check_imbalance_factor(imbalance_factor)
     base = Path(root).expanduser() / folder
@@ -74,16 +67,10 @@ def _cifar_lt(
 
 
 def cifar100_lt(
-    root: PathLike,
-    imbalance_factor: float,
-    train: bool = True,
-    transform: Transform = None,
-    download: bool = False,
-    seed: int = 0,
-    *,
-    target_transform: Transform = None,
-    max_count: Optional[int] = None,
-) -> InMemoryImageDataset:
+    root: PathLike, imbalance_factor: float, train: bool = True, transform: Transform = None, download: bool = False,
+    seed: int = 0, *,
+    target_transform: Transform = None, max_count: Optional[int] = None,
+) -> InMemoryImageDataset:  # fmt: skip
     """CIFAR-100-LT :cite:`cao2019ldam`: CIFAR-100 with an exponentially long-tailed training set.
 
     Reads torchvision's on-disk format, ``root/cifar-100-python/{train,test,meta}`` (the official "python
@@ -117,16 +104,10 @@ def cifar100_lt(
 
 
 def cifar10_lt(
-    root: PathLike,
-    imbalance_factor: float,
-    train: bool = True,
-    transform: Transform = None,
-    download: bool = False,
-    seed: int = 0,
-    *,
-    target_transform: Transform = None,
-    max_count: Optional[int] = None,
-) -> InMemoryImageDataset:
+    root: PathLike, imbalance_factor: float, train: bool = True, transform: Transform = None, download: bool = False,
+    seed: int = 0, *,
+    target_transform: Transform = None, max_count: Optional[int] = None,
+) -> InMemoryImageDataset:  # fmt: skip
     """CIFAR-10-LT :cite:`cao2019ldam`, the ten-class twin of :func:`cifar100_lt`.
 
     Reads ``root/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}``; the head class keeps 5,000

@@ -33,16 +33,9 @@ class InMemoryImageDataset(Dataset):
     """
 
     def __init__(
-        self,
-        data: Any,
-        targets: Sequence[int],
-        classes: Sequence[str],
-        *,
-        name: str,
-        indices: Optional[Tensor] = None,
-        transform: Transform = None,
-        target_transform: Transform = None,
-    ) -> None:
+        self, data: Any, targets: Sequence[int], classes: Sequence[str], *,
+        name: str, indices: Optional[Tensor] = None, transform: Transform = None, target_transform: Transform = None,
+    ) -> None:  # fmt: skip
         self.data = data
         self.targets = [int(t) for t in targets]
         self.classes = list(classes)
@@ -123,16 +116,9 @@ class ImageListDataset(Dataset):
     """
 
     def __init__(
-        self,
-        root: Path,
-        split_file: Path,
-        samples: list[tuple[str, int]],
-        num_classes: int,
-        *,
-        transform: Transform = None,
-        target_transform: Transform = None,
-        loader: Optional[Callable[[str], Any]] = None,
-    ) -> None:
+        self, root: Path, split_file: Path, samples: list[tuple[str, int]], num_classes: int, *,
+        transform: Transform = None, target_transform: Transform = None, loader: Optional[Callable[[str], Any]] = None,
+    ) -> None:  # fmt: skip
         self.root = root
         self.split_file = split_file
         self.samples = samples

@@ -14,15 +14,10 @@ __all__ = ["digits_lt"]
 
 
 def digits_lt(
-    imbalance_factor: float,
-    train: bool = True,
-    *,
-    test_per_class: int = 50,
-    max_count: Optional[int] = None,
-    transform: Transform = None,
-    target_transform: Transform = None,
-    seed: int = 0,
-) -> InMemoryImageDataset:
+    imbalance_factor: float, train: bool = True, *,
+    test_per_class: int = 50, max_count: Optional[int] = None, transform: Transform = None,
+    target_transform: Transform = None, seed: int = 0,
+) -> InMemoryImageDataset:  # fmt: skip
     """Digits-LT: scikit-learn's bundled 8x8 digits, made long-tailed; needs no download.
 
     :func:`sklearn.datasets.load_digits` has 1,797 images of 10 classes (174 to 183 per class). A seeded

@@ -29,15 +29,10 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 
 def fashion_mnist_lt(
-    root: PathLike,
-    imbalance_factor: float,
-    train: bool = True,
-    max_count: Optional[int] = None,
-    transform: Transform = None,
-    seed: int = 0,
-    *,
+    root: PathLike, imbalance_factor: float, train: bool = True, max_count: Optional[int] = None,
+    transform: Transform = None, seed: int = 0, *,
     target_transform: Transform = None,
-) -> InMemoryImageDataset:
+) -> InMemoryImageDataset:  # fmt: skip
     """Fashion-MNIST-LT: Fashion-MNIST :cite:`xiao2017fashion` with an exponentially long-tailed training set.
 
     Reads the four IDX files ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` with :func:`read_idx`, from

@@ -13,14 +13,10 @@ __all__ = ["imagenet_lt"]
 
 
 def imagenet_lt(
-    root: PathLike,
-    split_file: PathLike,
-    transform: Transform = None,
-    *,
-    target_transform: Transform = None,
-    num_classes: Optional[int] = None,
+    root: PathLike, split_file: PathLike, transform: Transform = None, *,
+    target_transform: Transform = None, num_classes: Optional[int] = None,
     loader: Optional[Callable[[str], Any]] = None,
-) -> ImageListDataset:
+) -> ImageListDataset:  # fmt: skip
     """ImageNet-LT :cite:`liu2019oltr` from one of its standard split files.
 
     Each line of ``split_file`` reads ``relative/path.JPEG label`` (one space, labels ``0..999``), with paths

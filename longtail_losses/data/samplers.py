@@ -94,16 +94,10 @@ class ClassAwareSampler(Sampler[int]):
     """
 
     def __init__(
-        self,
-        labels: Any,
-        power: float = 0.0,
-        num_samples: Optional[int] = None,
-        *,
-        seed: int = 0,
-        num_replicas: Optional[int] = None,
-        rank: Optional[int] = None,
+        self, labels: Any, power: float = 0.0, num_samples: Optional[int] = None, *,
+        seed: int = 0, num_replicas: Optional[int] = None, rank: Optional[int] = None,
         progressive_epochs: Optional[int] = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         values = check_labels("labels", _labels_of(labels, None)).to(device="cpu", dtype=torch.int64)
         if values.numel() == 0:
             raise ValueError("Expected `labels` to hold at least one label, but got none")
@@ -205,8 +199,9 @@ class SeededBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, num_samples: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = False
-    ) -> None:
+        self, num_samples: int, batch_size: int, *,
+        seed: int = 0, shuffle: bool = True, drop_last: bool = False,
+    ) -> None:  # fmt: skip
         num_samples, batch_size = check_int("num_samples", num_samples, 0), check_int("batch_size", batch_size, 1)
         self.num_samples = num_samples
         self.batch_size = batch_size

@@ -33,16 +33,10 @@ def _as_loader(data: Any, batch_size: int, num_workers: int) -> DataLoader:
 
 
 def extract_features(
-    model: nn.Module,
-    data: Any,
-    *,
-    classifier_attr: Optional[str] = "fc",
-    device: DeviceLike = None,
-    batch_size: int = 256,
-    num_workers: int = 0,
-    autocast_dtype: Optional[torch.dtype] = None,
-    channels_last: bool = False,
-) -> tuple[Tensor, Tensor]:
+    model: nn.Module, data: Any, *,
+    classifier_attr: Optional[str] = "fc", device: DeviceLike = None, batch_size: int = 256, num_workers: int = 0,
+    autocast_dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
     r"""Run the frozen backbone once over ``data`` and return its penultimate features (fast stage 2).
 
     Runs without gradients, in eval mode, with ``model.<classifier_attr>`` swapped for :class:`~torch.nn.Identity`;
