@@ -231,7 +231,7 @@ class LinearBalancedSoftmax(CountsLoss):
 
     @property
     def classifier_weight(self) -> Tensor:
-        """The weight the penalty acts on: ``weight`` (read by :func:`~longtail_losses.training.warn_double_decay`)."""
+        """The weight the penalty acts on, ``weight`` itself (read by ``training.warn_double_decay``)."""
         return self.weight
 
     def _hyper(self) -> tuple[float, float, float]:
