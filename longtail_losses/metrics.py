@@ -29,7 +29,9 @@ SHOT_KEYS = ("many", "medium", "few", "all")
 GROUPS = SHOT_KEYS[:3]
 
 
-def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int) -> Tensor:
+def per_class_accuracy(
+    logits_or_preds: Tensor, target: Tensor, num_classes: int, *, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Accuracy of every class: the fraction of its test samples that are predicted as that class.
 
     Its mean over the classes with test samples (``.nanmean()``) is the balanced accuracy.
@@ -38,11 +40,12 @@ def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int
         logits_or_preds: Raw logits (floating point; the prediction is their argmax) or predicted class indices.
         target: True class indices in ``[0, C)``.
         num_classes: Number of classes C.
+        dtype: Floating-point dtype of the result.
 
     Shape:
         logits_or_preds: :math:`(N, C)` logits or :math:`(N)` predictions.
         target: :math:`(N)`.
-        output: :math:`(C)`, ``float32`` on the device of ``logits_or_preds``; ``nan`` for a class without a test
+        output: :math:`(C)` in ``dtype`` on the device of ``logits_or_preds``; ``nan`` for a class without a test
             sample.
 
     Raises:
@@ -81,8 +84,8 @@ def per_class_accuracy(logits_or_preds: Tensor, target: Tensor, num_classes: int
         raise ValueError(
             f"Expected every `target` label to be in [0, {num_classes}), but got {int(y[i])} at position {i}"
         )
-    total = torch.bincount(y, minlength=num_classes).to(torch.float32)
-    correct = torch.bincount(y[preds == y], minlength=num_classes).to(torch.float32)
+    total = torch.bincount(y, minlength=num_classes).to(dtype)
+    correct = torch.bincount(y[preds == y], minlength=num_classes).to(dtype)
     return correct / total  # 0 / 0 = nan for a class without test samples
 
 

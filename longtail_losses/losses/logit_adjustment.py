@@ -237,6 +237,8 @@ def tune_tau(
         )
     if isinstance(taus, Tensor):
         taus = taus.detach().cpu().reshape(-1).tolist()
+    elif hasattr(taus, "tolist") and not isinstance(taus, (str, bytes)):  # a NumPy array
+        taus = taus.tolist()
     if isinstance(taus, (str, bytes)) or not isinstance(taus, Sequence):
         raise TypeError(f"Expected `taus` to be a sequence of real numbers, but got {type(taus).__name__}")
     candidates = [check_finite("tau", t) for t in taus]
@@ -251,8 +253,13 @@ def tune_tau(
     check_target_values(labels, counts.shape[0], ignore_index)
     log_prior = _log_prior(counts, torch.float64).to(z.device)
     z = z.to(torch.float64)
-    # Balanced accuracy: the mean per-class accuracy over the classes present (nanmean skips the absent ones).
+    # Balanced accuracy, in float64: the mean per-class accuracy over the classes present (nanmean skips the rest).
     scores = torch.stack(
-        [per_class_accuracy((z - t * log_prior).argmax(1), labels, counts.shape[0]).nanmean() for t in candidates]
+        [
+            per_class_accuracy((z - t * log_prior).argmax(1), labels, counts.shape[0], dtype=torch.float64).nanmean()
+            for t in candidates
+        ]
     )
-    return candidates[int(scores.argmax())]  # argmax returns the first maximiser
+    # Scores within the rounding of that mean are ties, which go to the first candidate (3/8 == 1/4 + 1/8).
+    tied = scores >= scores.max() - 4 * counts.shape[0] * torch.finfo(torch.float64).eps
+    return candidates[int(tied.nonzero()[0, 0])]

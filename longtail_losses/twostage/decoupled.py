@@ -92,8 +92,9 @@ class LearnableWeightScaling(nn.Module):
         classifier: The trained classifier, features :math:`(N, D)` to logits :math:`(N, C)`; one weight row per class.
 
     Shape:
-        input: :math:`(N, D)`, the features.
-        output: :math:`(N, C)`.
+        input: :math:`(N, D)`, the features (or what ``classifier`` takes, e.g. :math:`(N, D, H, W)` for a 1x1
+        convolution of a dense head).
+        output: :math:`(N, C)` (or :math:`(N, C, H, W)`): the scales act on the class dimension.
 
     Raises:
         TypeError: If ``classifier`` is not a module with a floating-point ``weight``.
@@ -123,8 +124,9 @@ class LearnableWeightScaling(nn.Module):
             param.requires_grad_(requires_grad)
 
     def forward(self, features: Tensor) -> Tensor:
-        """Scaled logits ``classifier(features) * scales``."""
-        return self.classifier(features) * self.scales
+        """Scaled logits ``classifier(features) * scales``, the scales on the class dimension (1, or 0 unbatched)."""
+        logits = self.classifier(features)
+        return logits * (self.scales if logits.ndim <= 2 else self.scales.view(-1, *([1] * (logits.ndim - 2))))
 
     def extra_repr(self) -> str:
         """Show the number of classes."""

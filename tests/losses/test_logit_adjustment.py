@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
@@ -254,3 +254,34 @@ class TestTuneTau:
             ltl.tune_tau(logits, torch.tensor([0, 1, 2, 1]), [2, 1])
         with pytest.raises(ValueError, match="Expected `target` to hold at least one label that is not ignore_index"):
             ltl.tune_tau(logits, torch.full((4,), -100), [2, 1])
+
+
+@given(st.integers(0, 2**31 - 1), st.integers(2, 6), st.integers(4, 40))
+@settings(max_examples=60, deadline=None)
+def test_tune_tau_returns_the_first_exact_maximiser(seed: int, num_classes: int, n: int) -> None:
+    from fractions import Fraction
+
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, num_classes, generator=g).round(decimals=1)  # coarse logits: many exact ties
+    target = torch.randint(0, num_classes, (n,), generator=g)
+    counts = torch.randint(1, 50, (num_classes,), generator=g)
+    taus = [0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+    log_prior = (counts.double().log() - counts.double().sum().log()).tolist()
+
+    def exact(tau: float) -> Fraction:  # the balanced accuracy as a rational number: no rounding at all
+        preds = (logits.double() - tau * torch.tensor(log_prior, dtype=torch.float64)).argmax(1)
+        present = [c for c in range(num_classes) if (target == c).any()]
+        return sum(
+            (Fraction(int(((preds == c) & (target == c)).sum()), int((target == c).sum())) for c in present),
+            Fraction(0),
+        ) / len(present)
+
+    scores = [exact(t) for t in taus]
+    assert ltl.tune_tau(logits, target, counts, taus=taus) == taus[scores.index(max(scores))]
+
+
+def test_tune_tau_takes_a_numpy_grid() -> None:
+    import numpy as np
+
+    logits, target = torch.tensor([[2.0, 0.5], [3.0, 0.0], [1.0, 0.9], [0.0, 1.0]]), torch.tensor([0, 0, 1, 1])
+    assert ltl.tune_tau(logits, target, [90, 10], taus=np.array([0.0, 0.5, 1.0])) == 0.5

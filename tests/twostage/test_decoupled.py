@@ -137,3 +137,14 @@ class TestNearestClassMean:
             twostage.nearest_class_mean(torch.zeros(0, 2), torch.zeros(0, dtype=torch.int64))
         with pytest.raises(ValueError, match="Expected `means` to have shape"):
             twostage.NearestClassMean(torch.zeros(3))
+
+
+def test_lws_scales_the_class_dimension_of_a_1x1_convolution() -> None:
+    conv = nn.Conv2d(4, 3, kernel_size=1)
+    lws = twostage.LearnableWeightScaling(conv)
+    with torch.no_grad():
+        lws.scales.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    x = torch.randn(2, 4, 1, 3)
+    out = lws(x)
+    assert out.shape == conv(x).shape == (2, 3, 1, 3)
+    torch.testing.assert_close(out, conv(x) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1))
