@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import io
 import pickle
 from typing import Any, Callable, Optional
@@ -433,3 +434,18 @@ def test_penalty_survives_reduction_none_when_every_label_is_ignored() -> None:
     torch.testing.assert_close(total, torch.tensor(4.0))  # 1/2 * 1.0 * ||W||^2 = 4
     (g_none,) = torch.autograd.grad(none.sum(), w)
     torch.testing.assert_close(g_none, w.detach())
+
+
+@pytest.mark.parametrize("logit", [30.0, 1e4])
+@pytest.mark.parametrize("alpha", [0.0, 0.1])
+def test_large_logits_keep_the_loss_non_negative_and_relatively_accurate(logit: float, alpha: float) -> None:
+    x, w, y, counts = torch.tensor([[1.0]]), torch.tensor([[logit], [0.0]]), torch.tensor([0]), [10**6, 1]
+    loss = LF.linear_bfs_loss(x, w, y, counts, alpha=alpha, beta=0.99, reduction="none")
+    # Independent reference: log(1 + n_1 e^{z_1} / (n_0 e^{z_0})) = log1p(exp(-(logit + log 1e6))) in float64,
+    # plus the focal term of the float64 dense loss.
+    margin = torch.tensor(logit + math.log(1e6), dtype=torch.float64)
+    softmax = torch.log1p(torch.exp(-margin))
+    focal = LF.class_balanced_focal_loss((x @ w.T).double(), y, counts, beta=0.99, reduction="none")
+    expected = (1 - alpha) * softmax + alpha * focal
+    assert (loss >= 0).all()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=0.0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from longtail_losses._validation import check_linear_inputs, check_target_values
@@ -100,25 +101,31 @@ class Engine:
             z_y = torch.where(inside[:, 0], z, 0.0)
         return _all_reduce(z_y, self.group)
 
-    def statistics(self, *, focal: bool) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        """Pass 1: per sample, the log-sum-exp of ``z + log n`` and the focal row sum, over all classes and ranks.
+    def statistics(self, z_y: Tensor, *, focal: bool) -> tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+        r"""Pass 1: per sample, over all classes and ranks, ``(rest, lse, focal sums)``.
 
-        The log-sum-exp is None if ``alpha == 1``; the focal sums (target class excluded) are None without ``focal``.
+        ``rest`` is the log-sum-exp of :math:`x = z + \log n` over the classes other than the target and ``lse`` over
+        all of them (both None if ``alpha == 1``); the balanced-softmax loss is then
+        :math:`\operatorname{softplus}(\text{rest} - x_y) \ge 0`, accurate relative to itself at any logit scale
+        (``lse - x_y`` would cancel). The focal sums (target class excluded) are None without ``focal``.
         """
         n = self.features.shape[0]
-        lse = self.features.new_full((n,), -math.inf) if self.alpha < 1.0 else None
+        rest = self.features.new_full((n,), -math.inf) if self.alpha < 1.0 else None
         sums = self.features.new_zeros(n) if focal else None
         for block, _, z, inside, cols in self.blocks(shifted=not focal):
             if sums is not None:
                 sums += _row_sum(_kernel.focal_terms(torch.neg(z), self.gamma, derivative=False)[0], inside, cols)
-                if lse is not None:
+                if rest is not None:
                     z += self.counts[block].log()
-            if lse is not None:
-                torch.logaddexp(lse, torch.logsumexp(z, dim=1), out=lse)
-        if lse is not None and self.group is not None:  # all-reduce of the maxima, then of the rescaled sums
-            top = _all_reduce(lse.clone(), self.group, op="max")
-            lse = top + _all_reduce(torch.exp(lse - top), self.group).log()
-        return lse, None if sums is None else _all_reduce(sums, self.group)
+            if rest is not None:
+                z.scatter_(1, cols, torch.where(inside, -math.inf, z.gather(1, cols)))  # the target left out
+                torch.logaddexp(rest, torch.logsumexp(z, dim=1), out=rest)
+        if rest is not None and self.group is not None:  # all-reduce of the maxima, then of the rescaled sums
+            top = _all_reduce(rest.clone(), self.group, op="max")
+            finite_top = torch.where(torch.isfinite(top), top, 0.0)
+            rest = finite_top + _all_reduce(torch.exp(rest - finite_top), self.group).log()
+        lse = None if rest is None else torch.logaddexp(rest, z_y + self.log_n_y)
+        return rest, lse, None if sums is None else _all_reduce(sums, self.group)
 
     def gradients(self, grad_output: Optional[Tensor], z_y: Tensor, lse: Optional[Tensor]) -> tuple[Any, ...]:
         r"""Pass 2: the gradients of :math:`\sum_n r_n \ell_n` and of the penalty, and the focal row sums.
@@ -199,13 +206,13 @@ class LinearLoss(torch.autograd.Function):
     def forward(ctx: Any, features: Tensor, weight: Tensor, bias: Optional[Tensor], engine: Engine) -> Tensor:
         z_y = engine.target_logit()
         precompute = any(engine.needs) and engine.reduction != "none"
-        lse, focal = engine.statistics(focal=engine.alpha > 0.0 and not precompute)
+        rest, lse, focal = engine.statistics(z_y, focal=engine.alpha > 0.0 and not precompute)
         # With grad_output = 1; backward scales them (the same arithmetic as a recomputation).
         ctx.grads = engine.gradients(None, z_y, lse) if precompute else None
         focal = ctx.grads[3] if precompute else focal
         per_sample = torch.zeros_like(z_y)
-        if lse is not None:
-            per_sample += (1.0 - engine.alpha) * (lse - z_y - engine.log_n_y)
+        if rest is not None:
+            per_sample += (1.0 - engine.alpha) * F.softplus(rest - z_y - engine.log_n_y)
         if focal is not None:
             assert engine.cb_weight is not None
             target_loss = _kernel.focal_terms(z_y, engine.gamma, derivative=False)[0]
