@@ -127,19 +127,8 @@ def check_seed(seed: object) -> int:
 
 
 def check_imbalance_factor(imbalance_factor: object) -> float:
-    """Return ``imbalance_factor`` as a float if it is a finite real number ``>= 1``."""
-    if isinstance(imbalance_factor, bool) or not isinstance(imbalance_factor, numbers.Real):
-        raise TypeError(
-            f"Expected `imbalance_factor` to be a real number, but got {imbalance_factor!r} "
-            f"of type {type(imbalance_factor).__name__}"
-        )
-    value = float(imbalance_factor)
-    if not (math.isfinite(value) and value >= 1.0):
-        raise ValueError(
-            f"Expected `imbalance_factor` (= largest / smallest class count) to be a finite number >= 1, "
-            f"but got {imbalance_factor}"
-        )
-    return value
+    """Return ``imbalance_factor`` (largest / smallest class count) as a float if it is finite and ``>= 1``."""
+    return check_number("imbalance_factor", imbalance_factor, low=1.0)
 
 
 def check_reduction(reduction: object) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
-import math
 import io
+import math
 import pickle
 from typing import Any, Callable, Optional
 
