@@ -43,9 +43,11 @@ def _upcast(t: Tensor) -> Tensor:
 def _forward_all(
     model: nn.Module, loader: Iterable[Any], device: torch.device, *,
     out: DeviceLike, autocast_dtype: Optional[torch.dtype], channels_last: bool, empty: str,
+    take: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     # The eval-mode loop of predict and extract_features: (outputs, int64 targets) on `out`, the modes of `model`
-    # restored afterwards; the targets are empty if the batches are bare inputs.
+    # restored afterwards; the targets are empty if the batches are bare inputs. `take` maps the model's output
+    # of a batch to what is kept (extract_features: the classifier's input, caught by a hook).
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     outputs, labels = [], []
@@ -54,7 +56,7 @@ def _forward_all(
             paired = isinstance(batch, (tuple, list))
             with _autocast(device, autocast_dtype):
                 logits = model(_prepare(batch[0] if paired else batch, device, channels_last))
-            outputs.append(_upcast(logits).to(out))
+            outputs.append(_upcast(logits if take is None else take(logits)).to(out))
             if paired and len(batch) > 1:
                 labels.append(torch.as_tensor(batch[1]).to(out, torch.int64))
     finally:

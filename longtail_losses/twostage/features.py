@@ -39,12 +39,12 @@ def extract_features(
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     r"""Run the frozen backbone once over ``data`` and return its penultimate features (fast stage 2).
 
-    Runs without gradients, in eval mode, with ``model.<classifier_attr>`` swapped for :class:`~torch.nn.Identity`;
-    the classifier and all modes are restored afterwards. Caching is exact only without random data augmentation:
-    pass the un-augmented training set.
+    Runs without gradients, in eval mode, and keeps the input of ``model.<classifier_attr>`` (caught by a forward
+    pre-hook, removed afterwards: the model is not modified; its modes are restored). Caching is exact only without
+    random data augmentation: pass the un-augmented training set.
 
     Args:
-        model: The stage-1 model (its classifier is bypassed), or, with ``classifier_attr=None``, a backbone
+        model: The stage-1 model (the features are its classifier's input), or, with ``classifier_attr=None``, a backbone
             that already returns features.
         data: A :class:`~torch.utils.data.DataLoader` or data set yielding ``(inputs, targets)``, an
             ``(inputs, targets)`` pair of tensors, or a tensor of inputs.
@@ -71,22 +71,19 @@ def extract_features(
     """
     device = _model_device(model, device)
     loader = _as_loader(data, batch_size, num_workers)
-    swap = _resolve(model, classifier_attr) if classifier_attr is not None else None
-    if swap is not None:
-        setattr(swap[0], swap[1], nn.Identity())
+    # The classifier's input of every batch, caught by a forward pre-hook: the model itself is left as it is.
+    inputs: list[Tensor] = []
+    classifier = _resolve(model, classifier_attr)[2] if classifier_attr is not None else None
+    hook = None if classifier is None else classifier.register_forward_pre_hook(lambda _, args: inputs.append(args[0]))
     try:
         features, labels = _forward_all(
-            model,
-            loader,
-            device,
-            out=device,
-            autocast_dtype=autocast_dtype,
-            channels_last=channels_last,
+            model, loader, device, out=device, autocast_dtype=autocast_dtype, channels_last=channels_last,
             empty="`data` to hold at least one sample",
-        )
+            take=None if classifier is None else lambda _: inputs.pop(),
+        )  # fmt: skip
     finally:
-        if swap is not None:
-            setattr(swap[0], swap[1], swap[2])
+        if hook is not None:
+            hook.remove()
     return features.flatten(1), labels
 
 
