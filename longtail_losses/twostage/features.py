@@ -44,8 +44,8 @@ def extract_features(
     random data augmentation: pass the un-augmented training set.
 
     Args:
-        model: The stage-1 model (the features are its classifier's input), or, with ``classifier_attr=None``, a backbone
-            that already returns features.
+        model: The stage-1 model (the features are its classifier's input), or, with ``classifier_attr=None``,
+            a backbone that already returns features.
         data: A :class:`~torch.utils.data.DataLoader` or data set yielding ``(inputs, targets)``, an
             ``(inputs, targets)`` pair of tensors, or a tensor of inputs.
         classifier_attr: Attribute name of the classifier to bypass (see :func:`get_classifier`), or ``None``.
