@@ -14,6 +14,12 @@ settings.register_profile(
 )
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The fuzz tests (tests/fuzz) use one of these, on top of the profile loaded above (so CI stays derandomized):
+# a modest budget in the normal run, 20 times that with LTL_FUZZ=large.
+FUZZ_EXAMPLES = 50
+settings.register_profile("fuzz", settings.default, max_examples=FUZZ_EXAMPLES)
+settings.register_profile("fuzz-large", settings.default, max_examples=20 * FUZZ_EXAMPLES)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if torch.cuda.is_available():
