@@ -267,7 +267,8 @@ def finish(per_row: Tensor, rows: Rows, reduction: str, *, row_weights: Optional
     if reduction == "sum":
         return total
     if row_weights is not None and rows.keep is not None:
-        return total / torch.where(rows.keep, row_weights, 0.0).sum()
+        weight = torch.where(rows.keep, row_weights, 0.0).sum()
+        return torch.where(weight > 0, total / weight, math.nan)  # no weight: nan, as cross-entropy
     if rows.keep is None:
         return total / per_row.shape[0]
     return total / rows.keep.sum().to(total.dtype)
@@ -410,11 +411,11 @@ def mixture_loss(
         if not is_prob:
             y, keep, invalid = labels(target, counts.shape[0], options, checked=options.check_values)
             if invalid is not None:  # an unchecked invalid label gives nan, never another class
-                goal = torch.where(invalid, options.ignore_index, y).reshape(target.shape)
+                goal = torch.where(invalid | ~keep, options.ignore_index, y).reshape(target.shape)
         loss = F.cross_entropy(
             z + shift,
             goal,
-            ignore_index=options.ignore_index,
+            ignore_index=-100 if is_prob else options.ignore_index,  # torch refuses another one with probabilities
             reduction=options.reduction,
             label_smoothing=options.label_smoothing,
         )

@@ -17,7 +17,7 @@ from tests.fuzz._losses import NAMES, PROBS_NAMES, SPECS, LossSpec
 from tests.inputs import FLOAT_DTYPES, IGNORE_INDEX, LOW_DTYPES, REDUCTIONS, Case, cases
 
 names = st.sampled_from(NAMES)
-BS_LA = ("balanced_softmax", "logit_adjusted")  # two known defects: see the xfail tests at the end
+BS_LA = ("balanced_softmax", "logit_adjusted")  # the losses that run as F.cross_entropy of shifted logits
 SMOOTHING = [0.0, 0.1, 0.5, 1.0]
 
 
@@ -28,8 +28,6 @@ def draw_problem(data: st.DataObject, name: str, **case_kw: Any) -> tuple[LossSp
         case_kw.setdefault("kinds", ("index", "index_ignore"))
     case = data.draw(cases(**case_kw), label="case")
     ignore_index = data.draw(st.sampled_from([IGNORE_INDEX, -1, 255]), label="ignore_index")
-    if case.kind == "probs":
-        ignore_index = IGNORE_INDEX  # test_probabilities_with_other_ignore_index_xfail
     case = case.with_ignore_index(ignore_index)
     hyper = data.draw(spec.hyper(case.num_classes), label="hyper")
     options: dict[str, Any] = {
@@ -76,8 +74,8 @@ def test_reductions_agree(name: str, data: st.DataObject) -> None:
     divisor = spec.mean_divisor(case.target, kept, hyper)
     if divisor > 0:
         torch.testing.assert_close(mean - penalty, (total - penalty) / divisor)
-    else:  # nan (0/0); inf for LDAM's smoothed loss over zero weights: test_ldam_zero_weight_sum_xfail
-        assert not torch.isfinite(mean), f"'mean' of a batch with nothing to divide by should be nan, got {mean}"
+    else:  # nothing to divide by: nan, as F.cross_entropy
+        assert torch.isnan(mean), f"'mean' of a batch with nothing to divide by should be nan, got {mean}"
 
 
 @fuzz_settings()
@@ -105,8 +103,7 @@ def test_one_hot_probabilities_equal_class_index(name: str, data: st.DataObject)
         return
     one_hot = F.one_hot(index.long(), case.num_classes).movedim(-1, case.class_dim).to(case.logits.dtype)
     probs_case = Case(case.logits, one_hot, case.counts, case.form, "probs", case.layout)
-    probs_options = {**options, "ignore_index": IGNORE_INDEX}  # test_probabilities_with_other_ignore_index_xfail
-    torch.testing.assert_close(call(spec, probs_case, hyper, **probs_options), call(spec, case, hyper, **options))
+    torch.testing.assert_close(call(spec, probs_case, hyper, **options), call(spec, case, hyper, **options))
 
 
 @fuzz_settings()
@@ -184,6 +181,12 @@ def test_ignored_positions_contribute_nothing(name: str, data: st.DataObject) ->
         torch.testing.assert_close(results[0][1][ignored], torch.zeros_like(results[0][1][ignored]))
 
 
+def _ce_options(case: Case, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` for ``F.cross_entropy`` itself, which takes no ``ignore_index`` with probability targets."""
+    ce = {k: v for k, v in options.items() if k != "validate_args"}
+    return {k: v for k, v in ce.items() if k != "ignore_index"} if case.kind == "probs" else ce
+
+
 @fuzz_settings()
 @given(data=st.data())
 def test_balanced_softmax_and_la_are_cross_entropy_of_shifted_logits(data: st.DataObject) -> None:
@@ -193,12 +196,13 @@ def test_balanced_softmax_and_la_are_cross_entropy_of_shifted_logits(data: st.Da
     shape[case.class_dim] = case.num_classes
     log_n = torch.tensor(case.counts, dtype=torch.float64).log().reshape(shape)
     tau = hyper["tau"]
+    ce_options = _ce_options(case, options)
     want = F.cross_entropy(
-        case.logits + tau * log_n, case.target.long() if case.kind != "probs" else case.target, **options
+        case.logits + tau * log_n, case.target.long() if case.kind != "probs" else case.target, **ce_options
     )
     torch.testing.assert_close(call(spec, case, hyper, **options), want, equal_nan=True)
     want_bs = F.cross_entropy(
-        case.logits + log_n, case.target if case.kind == "probs" else case.target.long(), **options
+        case.logits + log_n, case.target if case.kind == "probs" else case.target.long(), **ce_options
     )
     torch.testing.assert_close(
         LF.balanced_softmax_loss(case.logits, case.target, case.counts, **options), want_bs, equal_nan=True
@@ -213,7 +217,7 @@ def test_equal_counts_give_cross_entropy_and_scaled_counts_change_nothing(data: 
     equal = [case.counts[0]] * case.num_classes
     torch.testing.assert_close(
         LF.balanced_softmax_loss(case.logits, case.target, equal, **options),
-        F.cross_entropy(case.logits, target, **options),
+        F.cross_entropy(case.logits, target, **_ce_options(case, options)),
         equal_nan=True,
     )
     torch.testing.assert_close(
@@ -230,7 +234,7 @@ def test_degenerate_hyperparameters_give_the_simpler_loss(data: st.DataObject) -
     _, case, hyper, options = draw_problem(data, "bfs")
     target = case.target if case.kind == "probs" else case.target.long()
     z, y, n = case.logits, case.target, case.counts
-    ce = F.cross_entropy(z, target, **options)
+    ce = F.cross_entropy(z, target, **_ce_options(case, options))
     torch.testing.assert_close(LF.logit_adjusted_loss(z, y, n, tau=0.0, **options), ce, equal_nan=True)
     torch.testing.assert_close(LF.ldam_loss(z, y, n, max_margin=0.0, scale=1.0, **options), ce, equal_nan=True)
     b, g = hyper["beta"], hyper["gamma"]
@@ -291,21 +295,13 @@ def test_eqlv2_module_statistics_stay_finite_and_nonnegative(data: st.DataObject
 def test_validate_args_false_changes_nothing_for_valid_inputs(name: str, data: st.DataObject) -> None:
     """``validate_args`` only decides whether values are checked: valid inputs give the same loss either way."""
     spec, case, hyper, options = draw_problem(data, name)
-    if (name in BS_LA or hyper.get("alpha") == 0.0) and (~case.kept()).any():
-        return  # test_bs_la_unchecked_ignore_index_xfail
     torch.testing.assert_close(
         call(spec, case, hyper, **options, validate_args=False), call(spec, case, hyper, **options), equal_nan=True
     )
 
 
 @pytest.mark.parametrize("name", [*BS_LA, "bfs"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_args=False makes an ignored sample count as class 0 (BS, LA, and BFS/BWLM at alpha=0): "
-    "balanced_softmax_loss(torch.tensor([[1., 2., 3.]]), torch.tensor([-100]), [1, 1, 1], reduction='none', "
-    "validate_args=False) gives tensor([2.4076]) (the loss of label 0), expected tensor([0.])",
-)
-def test_bs_la_unchecked_ignore_index_xfail(name: str) -> None:
+def test_unchecked_ignored_sample_counts_nothing(name: str) -> None:
     hyper = {"alpha": 0.0} if name == "bfs" else {}
     out = SPECS[name].functional(
         torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([-100]), [1, 1, 1], reduction="none", validate_args=False, **hyper
@@ -314,14 +310,7 @@ def test_bs_la_unchecked_ignore_index_xfail(name: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "hyper"), [("balanced_softmax", {}), ("logit_adjusted", {}), ("bfs", {"alpha": 0.0})])
-@pytest.mark.xfail(
-    strict=True,
-    reason="probability targets with ignore_index != -100 raise torch's bare RuntimeError ('ignore_index is not "
-    "supported for floating point target') from F.cross_entropy (BS, LA, and BFS/BWLM at alpha=0), while CB focal, "
-    "LDAM and BFS at alpha > 0 accept them: "
-    "balanced_softmax_loss(torch.zeros(2, 3), torch.full((2, 3), 1 / 3), [1, 2, 3], ignore_index=255)",
-)
-def test_probabilities_with_other_ignore_index_xfail(name: str, hyper: dict) -> None:
+def test_probabilities_with_any_ignore_index(name: str, hyper: dict) -> None:
     logits, probs = torch.zeros(2, 3), torch.full((2, 3), 1 / 3)
     fn = SPECS[name].functional
     torch.testing.assert_close(
@@ -329,28 +318,14 @@ def test_probabilities_with_other_ignore_index_xfail(name: str, hyper: dict) -> 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LDAM class weights given as a list are made float32, so weights below its range are read as 0 even "
-    "for float64 logits and 'mean' is 0/0 = nan (a float64 tensor works): "
-    "ldam_loss(torch.tensor([[0.0, 1.0]], dtype=torch.float64), torch.tensor([0]), [1, 1], max_margin=0.0, "
-    "scale=1.0, class_weights=[1e-50, 1e-50]) gives nan, expected F.cross_entropy(..., weight=...) = 1.3133",
-)
-def test_ldam_tiny_class_weights_xfail() -> None:
+def test_ldam_class_weights_list_read_in_float64() -> None:
     z, y = torch.tensor([[0.0, 1.0]], dtype=torch.float64), torch.tensor([0])
     weight = torch.tensor([1e-50, 1e-50], dtype=torch.float64)
     out = LF.ldam_loss(z, y, [1, 1], max_margin=0.0, scale=1.0, class_weights=weight.tolist())
     torch.testing.assert_close(out, F.cross_entropy(z, y, weight=weight))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LDAM with max_margin=0, scale=1 is documented to be exactly F.cross_entropy(weight=class_weights), but "
-    "when the kept samples' weights sum to 0 under label smoothing its 'mean' is inf where cross_entropy gives nan: "
-    "ldam_loss(torch.zeros(1, 3), torch.tensor([1]), [1, 1, 1], max_margin=0.0, scale=1.0, "
-    "class_weights=[0.0, 0.0, 1.0], label_smoothing=0.1)",
-)
-def test_ldam_zero_weight_sum_xfail() -> None:
+def test_ldam_zero_weight_sum_is_nan_as_cross_entropy() -> None:
     z, y, w = torch.zeros(1, 3), torch.tensor([1]), torch.tensor([0.0, 0.0, 1.0])
     out = LF.ldam_loss(z, y, [1, 1, 1], max_margin=0.0, scale=1.0, class_weights=w, label_smoothing=0.1)
     torch.testing.assert_close(out, F.cross_entropy(z, y, weight=w, label_smoothing=0.1), equal_nan=True)
