@@ -10,7 +10,7 @@ classifier retrained on a frozen backbone with class-balanced batches); any stag
 from __future__ import annotations
 
 import math
-from typing import ClassVar, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
