@@ -178,7 +178,7 @@ class LabelAwareSmoothing(CountsLoss):
     The counts are an ``int64`` buffer; the factors (:attr:`smoothing`) are computed from them on every call.
     As MiSLAS's stage-2 loss, pass it to :func:`~longtail_losses.twostage.train_classifier`::
 
-        head = train_classifier(features, labels, num_classes, criterion=LabelAwareSmoothing(counts))
+        train_classifier(nn.Linear(dim, num_classes), features, labels, LabelAwareSmoothing(counts), epochs=10)
 
     Args:
         class_counts: Training samples per class, all ``> 0``.
