@@ -29,13 +29,26 @@ def _world(group: Optional[Any]) -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
-def _sum_ranks(tensor: Tensor, group: Optional[Any]) -> Tensor:
-    """The sum over the ranks, differentiable: its backward sums the gradients of every rank's copy."""
-    if not _world(group):
-        return tensor
-    import torch.distributed.nn.functional as dist_nn
+class _SumRanks(torch.autograd.Function):
+    """All-reduce (sum) whose backward all-reduces the gradient: every rank's copy of the sum is differentiated."""
 
-    return dist_nn.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, group: Optional[Any]) -> Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+def _sum_ranks(tensor: Tensor, group: Optional[Any]) -> Tensor:
+    """The sum over the ranks of ``group``, differentiable (its backward sums the gradients of every rank)."""
+    return _SumRanks.apply(tensor, group) if _world(group) else tensor
 
 
 def _lader(rows: _engine.Rows, log_prior: Tensor, remine_lambda: float, gather: bool, group: Optional[Any]) -> Tensor:
