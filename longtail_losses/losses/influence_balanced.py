@@ -218,5 +218,7 @@ class IBLoss(CountsLoss):
                 f"Expected `features` (the classifier's inputs) from epoch {self.start_epoch} on, but got None at "
                 f"epoch {self.epoch}"
             )
-        hyper = {"alpha": self.alpha, "epsilon": self.epsilon, "reweight": self.reweight}
-        return _ib(logits, target, features, self.class_counts, self.options, **hyper)
+        return _ib(
+            logits, target, features, self.class_counts, self.options,
+            alpha=self.alpha, epsilon=self.epsilon, reweight=self.reweight,
+        )  # fmt: skip

@@ -42,7 +42,7 @@ class TestIBLoss:
                         lambda z, d, y: (ref.ib_rows(z, d, norms, COUNTS, 10.0, 1e-3, w), None),
                         reduction=r,
                         smoothing=s,
-                    ),  # fmt: skip
+                    ),
                     logits,
                 )
 
@@ -60,7 +60,8 @@ class TestIBLoss:
         (F.cross_entropy(z2, target, reduction="none", weight=w) * ib).mean().backward()
         torch.testing.assert_close(z.grad, z2.grad)
         torch.testing.assert_close(feats.grad, f2.grad)
-        assert feats.grad is not None and feats.grad.abs().sum() > 0
+        assert feats.grad is not None
+        assert feats.grad.abs().sum() > 0
 
     def test_start_epoch(self) -> None:
         logits, target = make_inputs("spatial", "index_ignore", seed=74)
@@ -137,6 +138,7 @@ class TestIBLoss:
         trained.set_epoch(5)
         fresh = ltl.IBLoss([1] * C, start_epoch=3)
         fresh.load_state_dict(trained.state_dict())
-        assert fresh.epoch == 5 and fresh.active
+        assert fresh.epoch == 5
+        assert fresh.active
         assert torch.equal(fresh.class_counts, torch.tensor(COUNTS))
         assert fresh.half().class_counts.dtype == torch.int64
