@@ -308,6 +308,7 @@ def task_list(design: Design, rows: Optional[tuple[str, ...]] = None) -> list[tu
         (k, math.nan) for k in ("two-stage", "CE", "BalancedSoftmax", "ClassBalancedFocal", "BFS", "BWLM", "LDAM-DRW")
     ]
     kinds += [("LogitAdjusted", t) for t in design.la_taus if t != 1.0]
+    kinds += [(k, math.nan) for k in NEW_ROWS]
     return [(f, s, k, t) for f in sorted(design.imbalance_factors) for k, t in kinds for s in design.seeds]
 
 
