@@ -458,7 +458,7 @@ def markdown(results: dict[str, Any], design: Design) -> str:
         "## At a glance: the best row of each group by mean All accuracy (%), and its paired difference to CE",
         "",
     ]
-    for add in meta.get("additions", []):
+    for add in reversed(meta.get("additions", [])):  # each inserted at the top: the first ends up first
         lines[2:2] = [
             f"Rows {', '.join(add['rows'])} added by `{add['command']}` in {add['wall_seconds'] / 60:.1f} min "
             f"({add['jobs']} workers; load average {add['loadavg_start'][0]:.1f} at start, "
