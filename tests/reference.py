@@ -284,3 +284,72 @@ def ldam_subset(targets, img_num_per_cls, seed):
         np.random.shuffle(idx)
         selected.append(idx[:the_img_num])
     return np.concatenate(selected)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# VS, label-aware smoothing, influence-balanced, LADE: each from its paper's formula and released code
+
+
+def vs_rows(z: Tensor, dist: Tensor, counts: Any, gamma: float, tau: float, weight: Optional[Tensor]) -> Tensor:
+    """Kini et al.'s code: x / ((1/n)^gamma / min((1/n)^gamma)) + tau log(n / N), expected over t, weighted."""
+    n = torch.as_tensor(counts).to(torch.float64)
+    delta = (1.0 / n) ** gamma
+    delta = delta / delta.min()
+    x = z / delta + tau * torch.log(n / n.sum())
+    w = torch.ones(z.shape[1], dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    return -(dist * w * log_softmax(x)).sum(dim=1)
+
+
+def cdt_rows(z: Tensor, dist: Tensor, counts: Any, gamma: float) -> Tensor:
+    """Ye et al. (CDT): cross-entropy of z_j / a_j with a_j = (n_max / n_j)^gamma."""
+    n = torch.as_tensor(counts).to(torch.float64)
+    return -(dist * log_softmax(z / (n.max() / n) ** gamma)).sum(dim=1)
+
+
+def las_factors(counts: Any, head: float, tail: float, shape: str, power: Optional[float] = None) -> Tensor:
+    """Zhong et al.'s code, element by element, with math.sin (equal counts: r = 0)."""
+    n = [float(c) for c in torch.as_tensor(counts).tolist()]
+    n1, nk = max(n), min(n)
+    out = []
+    for c in n:
+        r = (c - nk) / (n1 - nk) if n1 > nk else 0.0
+        if shape == "concave":
+            out.append(tail + (head - tail) * math.sin(r * math.pi / 2))
+        elif shape == "linear":
+            out.append(tail + (head - tail) * r)
+        elif shape == "convex":
+            out.append(head + (head - tail) * math.sin(1.5 * math.pi + r * math.pi / 2))
+        else:
+            out.append(tail + (head - tail) * r**power)
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def las_rows(z: Tensor, dist: Tensor, eps: Tensor) -> Tensor:
+    """sum_k t_k [(1 - eps_k) (-log p_k) + eps_k * mean_j (-log p_j)] (the code's confidence/smooth split)."""
+    nll = -log_softmax(z)
+    return (dist * ((1.0 - eps) * nll + eps * nll.mean(dim=1, keepdim=True))).sum(dim=1)
+
+
+def ib_rows(z: Tensor, dist: Tensor, norms: Tensor, counts: Any, alpha: float, eps: float, reweight: bool) -> Tensor:
+    """Park et al.'s code: alpha / (sum |softmax(z) - t| * ||h||_1 + eps) * w-weighted cross-entropy."""
+    n = torch.as_tensor(counts).to(torch.float64)
+    w = (1.0 / n) / (1.0 / n).sum() * n.numel() if reweight else torch.ones_like(n)
+    p = torch.exp(log_softmax(z))
+    influence = (p - dist).abs().sum(dim=1) * norms.to(torch.float64)
+    return alpha / (influence + eps) * -(dist * w * log_softmax(z)).sum(dim=1)
+
+
+def lader(z: Tensor, dist: Tensor, keep: Tensor, counts: Any, remine_lambda: float) -> Tensor:
+    """Hong et al.'s LADELoss, class by class over the kept rows (a class without a sample: first term 0)."""
+    n = torch.as_tensor(counts).to(torch.float64)
+    prior = n / n.sum()
+    zk, dk = z[keep], dist[keep]
+    big_n = zk.shape[0]
+    total = torch.zeros((), dtype=torch.float64)
+    for c in range(z.shape[1]):
+        num = dk[:, c].sum()
+        first = (dk[:, c] * zk[:, c]).sum() / num if num > 0 else torch.zeros((), dtype=torch.float64)
+        spread = zk[:, c] - torch.log(prior[c]) + math.log(1.0 / z.shape[1])
+        second = torch.log(torch.exp(spread).sum()) - math.log(big_n)
+        total = total - prior[c] * (first - second - remine_lambda * second**2)
+    return total

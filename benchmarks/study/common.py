@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -163,6 +163,11 @@ def main(argv: Optional[Sequence[str]], study: Any, doc: str, quick_help: str) -
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5; --quick 2)")
     parser.add_argument("--report-only", action="store_true", help="rebuild Markdown and plots from the JSON in --out")
+    if hasattr(study, "merge"):
+        parser.add_argument(
+            "--rows", help="run only these rows (comma-separated) and merge them into the JSON in --out"
+        )
+        parser.add_argument("--ifs", help="with --rows: only these imbalance factors (comma-separated)")
     args = parser.parse_args(argv)
     stem = study.STEM
     out = args.out or (Path(tempfile.mkdtemp(prefix=f"{stem}_quick_")) if args.quick else RESULTS)
@@ -172,6 +177,8 @@ def main(argv: Optional[Sequence[str]], study: Any, doc: str, quick_help: str) -
         study.report(results, type(study.QUICK)(**settings), out)
         print(f"rebuilt the report in {out}")
         return 0
+    if getattr(args, "rows", None):
+        return add_rows(args, study, argv, out)
     settings = study.QUICK if args.quick else type(study.QUICK)()
     if args.seeds is not None:
         settings = replace(settings, seeds=tuple(range(args.seeds)))
@@ -188,6 +195,33 @@ def main(argv: Optional[Sequence[str]], study: Any, doc: str, quick_help: str) -
     print(f"wrote {out / (stem + '.json')}, {stem}.md and plots in {meta['wall_seconds']:.0f} s")
     for line in study.headline(results):
         print(f"  {line}")
+    return 0
+
+
+def add_rows(args: argparse.Namespace, study: Any, argv: Optional[Sequence[str]], out: Path) -> int:
+    """Run only ``--rows`` (at ``--ifs``) with the design of the JSON in ``out``; merge the runs; rebuild the report."""
+    rows = tuple(r.strip() for r in args.rows.split(","))
+    unknown = [r for r in rows if r not in study.NEW_ROWS]
+    if unknown:
+        raise SystemExit(f"--rows: expected rows of {study.NEW_ROWS}, but got {unknown}")
+    old = json.loads((out / f"{study.STEM}.json").read_text())
+    known = {f.name for f in fields(type(study.QUICK))}
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in old[study.KEY].items() if k in known}
+    design = type(study.QUICK)(**stored)
+    settings = design
+    if args.ifs:
+        ifs = (float(f) for f in args.ifs.split(","))
+        settings = replace(design, imbalance_factors=tuple(int(f) if f.is_integer() else f for f in ifs))
+    command = f"python benchmarks/{study.STEM}.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"{study.STEM}: {len(study.task_list(settings, rows))} tasks on {args.jobs} workers -> {out}", flush=True)
+    start, load_start = time.perf_counter(), os.getloadavg()
+    new = study.run_study(args.root, settings, args.jobs, rows)
+    meta = run_meta(command=command.strip(), jobs=args.jobs, root=args.root, load_start=load_start, start=start)
+    merged = study.merge(old, new, rows, {**meta, "rows": list(rows), "imbalance_factors": settings.imbalance_factors})
+    merged[study.KEY] = asdict(design)
+    write_json(out / f"{study.STEM}.json", merged)
+    study.report(merged, design, out)
+    print(f"merged {len(new['runs'])} runs into {out / (study.STEM + '.json')} in {meta['wall_seconds']:.0f} s")
     return 0
 
 

@@ -27,8 +27,15 @@ from .stats import compare, mean_std, t_critical
 from .training import TinyCNN, logits_of, run_stage2, train_sgd
 
 STEM, KEY = "choosing_a_method", "design"
-ONE_STAGE = ("CE", "BalancedSoftmax", "LogitAdjusted", "ClassBalancedFocal", "BFS", "BWLM", "LDAM-DRW", "CE + post-hoc")
-DECOUPLED = ("cRT", "LWS", "tau-norm", "NCM")
+# VS, LADE, IB, Seesaw, EQLv2 and LAS were added later (issue: the methods recent papers compare against) and run
+# with ``--rows`` on the same seeds, IFs, split and initialisations; their runs are merged into the committed JSON.
+NEW_ONE_STAGE = ("VS", "LADE", "IB", "Seesaw", "EQLv2")
+ONE_STAGE = (
+    "CE", "BalancedSoftmax", "LogitAdjusted", "ClassBalancedFocal", "BFS", "BWLM", "LDAM-DRW", *NEW_ONE_STAGE,
+    "CE + post-hoc",
+)  # fmt: skip
+DECOUPLED = ("cRT", "LWS", "tau-norm", "NCM", "LAS")
+NEW_ROWS = (*NEW_ONE_STAGE, "LAS")
 TWO_STAGE = paper.STAGE2_ROWS
 ROWS = (*ONE_STAGE, *DECOUPLED, *TWO_STAGE)
 GROUP = {**dict.fromkeys(ONE_STAGE, "one-stage"), **dict.fromkeys(DECOUPLED, "decoupled (CE backbone)")}
@@ -61,11 +68,19 @@ class Design(Settings):
     drw_start_epoch: int = 16
     decoupled_steps: int = 500
     decoupled_lr: float = 0.05
+    vs_gamma: float = 0.3
+    vs_tau: float = 1.0
+    lade_remine_lambda: float = 0.1
+    lade_weight: float = 0.1
+    ib_alpha: float = 10.0
+    ib_start_epoch: int = 10
+    las_smooth_head: float = 0.3
+    las_smooth_tail: float = 0.0
 
 
 QUICK = Design(
     imbalance_factors=(100,), seeds=(0, 1), epochs=1, la_taus=(1.0, 2.0), drw_start_epoch=0, decoupled_steps=30,
-    stage2_steps=40, quick=True,
+    stage2_steps=40, ib_start_epoch=0, quick=True,
 )  # fmt: skip
 
 
@@ -114,16 +129,17 @@ def train_one_stage(model: nn.Module, x: Tensor, y: Tensor, loss: Any, design: D
 
 
 def train_balanced(
-    params: list[nn.Parameter], module: nn.Module, feats: Tensor, labels: Tensor, design: Design, seed: int
-) -> None:
-    """Train cRT / LWS: CE on class-balanced batches of cached features, SGD 0.9, cosine to 0, no weight decay."""
+    params: list[nn.Parameter], module: nn.Module, feats: Tensor, labels: Tensor, design: Design, seed: int,
+    loss: Any = torch.nn.functional.cross_entropy,
+) -> None:  # fmt: skip
+    """Train cRT / LWS / LAS: ``loss`` (CE) on class-balanced batches of cached features, SGD 0.9, cosine to 0."""
     steps, size = design.decoupled_steps, design.batch_size
     draws = list(ClassAwareSampler(labels, power=0.0, num_samples=steps * size, seed=seed))
     optimizer = torch.optim.SGD(params, lr=design.decoupled_lr, momentum=paper.RECIPE.momentum)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     indices = (torch.tensor(draws[step * size : (step + 1) * size]) for step in range(steps))
     batches = ((feats[index], labels[index]) for index in indices)
-    train_one_epoch(module, batches, torch.nn.functional.cross_entropy, optimizer, scheduler=scheduler)
+    train_one_epoch(module, batches, loss, optimizer, scheduler=scheduler)
 
 
 def balanced_accuracy(logits: Tensor, target: Tensor) -> float:
@@ -140,7 +156,33 @@ def one_stage_criterion(row: str, model: TinyCNN, counts: Tensor, design: Design
         return ltl.LogitAdjustedLoss(counts, tau=tau, validate_args=False)
     if row == "LDAM-DRW":
         return ltl.LDAMLoss(counts, max_margin=design.ldam_max_margin, scale=design.ldam_scale, validate_args=False)
+    if row == "VS":
+        return ltl.VSLoss(counts, gamma=design.vs_gamma, tau=design.vs_tau, validate_args=False)
+    if row == "LADE":
+        hyper = {"remine_lambda": design.lade_remine_lambda, "estim_loss_weight": design.lade_weight}
+        return ltl.LADELoss(counts, **hyper, validate_args=False)
+    if row == "IB":
+        return WithFeatures(ltl.IBLoss(counts, alpha=design.ib_alpha, start_epoch=design.ib_start_epoch), model)
+    if row == "Seesaw":
+        return ltl.SeesawLoss(NUM_CLASSES, validate_args=False)
+    if row == "EQLv2":
+        return ltl.EQLv2Loss(NUM_CLASSES, validate_args=False)
     raise ValueError(f"Expected a one-stage loss row, but got {row!r}")
+
+
+class WithFeatures:
+    """IB in a ``loss(logits, target)`` loop: a forward pre-hook on ``model.fc`` hands it the features."""
+
+    def __init__(self, ib: ltl.IBLoss, model: TinyCNN) -> None:
+        self.ib, self.features = ib, torch.empty(0)
+        model.fc.register_forward_pre_hook(self._keep)
+
+    def _keep(self, module: nn.Module, args: tuple[Tensor, ...]) -> None:
+        self.features = args[0]
+
+    def __call__(self, logits: Tensor, target: Tensor) -> Tensor:
+        """The IB loss of the batch with the features of the last forward."""
+        return self.ib(logits, target, self.features)
 
 
 def run_task(root: str, imbalance_factor: float, seed: int, kind: str, tau: float, design: Design) -> dict[str, Any]:
@@ -170,21 +212,34 @@ def run_task(root: str, imbalance_factor: float, seed: int, kind: str, tau: floa
         for row, h, z in zip(TWO_STAGE, stage2["heads"], stage2["logits"]):
             runs.append(record(row, z, h.weight, stage2_steps=stage2["steps"]))
     else:
-        loss = one_stage_criterion(kind, model, counts, design, tau)
+        loss = one_stage_criterion("CE" if kind == "LAS" else kind, model, counts, design, tau)
         before_epoch = None
         if kind == "LDAM-DRW":
 
             def before_epoch(epoch: int) -> None:
                 loss.class_weights = ltl.drw_weights(counts, epoch, design.drw_start_epoch, beta=design.beta)
 
+        elif kind == "IB":
+
+            def before_epoch(epoch: int) -> None:
+                loss.ib.set_epoch(epoch)
+
         train_one_stage(model, x, y, loss, design, seed, before_epoch=before_epoch)
         logits, val_logits = logits_of(model, x_test, y_test), logits_of(model, data["x_val"], data["y_val"])
         val = balanced_accuracy(val_logits, data["y_val"])
-        runs.append(
-            record(
-                kind, logits, model.fc.weight, tau=tau if kind == "LogitAdjusted" else None, val_balanced_accuracy=val
+        if kind == "LAS":  # MiSLAS's stage 2 on the CE backbone (the CE task's model, retrained identically)
+            backbone = {"backbone_test_accuracy": float((logits.argmax(1) == y_test).double().mean())}
+            runs.append(las_row(model, data, counts, design, seed, base_seed, record, backbone))
+        else:
+            runs.append(
+                record(
+                    kind,
+                    logits,
+                    model.fc.weight,
+                    tau=tau if kind == "LogitAdjusted" else None,
+                    val_balanced_accuracy=val,
+                )
             )
-        )
         if kind == "CE":
             runs += decoupled_rows(model, logits, val_logits, data, counts, design, seed, base_seed, record)
     for r in runs:
@@ -229,12 +284,31 @@ def decoupled_rows(
     return runs
 
 
-def task_list(design: Design) -> list[tuple[float, int, str, float]]:
-    """Every task, the costly ones (low IF = more images; CE and two-stage do more) first."""
+def las_row(
+    model: TinyCNN, data: dict[str, Tensor], counts: Tensor, design: Design, seed: int, base_seed: int, record: Any,
+    backbone: dict[str, float],
+) -> dict[str, Any]:  # fmt: skip
+    """LAS: a new classifier on the frozen CE features, trained as cRT but with label-aware smoothing (MiSLAS)."""
+    feats, labels = extract_features(model, (data["x"], data["y"]), classifier_attr="fc", batch_size=1000)
+    test_feats, _ = extract_features(model, (data["x_test"], data["y_test"]), classifier_attr="fc", batch_size=2000)
+    torch.manual_seed(base_seed + 3)  # cRT's initialisation
+    head = nn.Linear(feats.shape[1], NUM_CLASSES)
+    smoothing = {"smooth_head": design.las_smooth_head, "smooth_tail": design.las_smooth_tail}
+    criterion = ltl.LabelAwareSmoothing(counts, **smoothing, validate_args=False)
+    train_balanced(list(head.parameters()), head, feats, labels, design, seed, loss=criterion)
+    with torch.no_grad():
+        return record("LAS", head(test_feats), head.weight, **backbone)
+
+
+def task_list(design: Design, rows: Optional[tuple[str, ...]] = None) -> list[tuple[float, int, str, float]]:
+    """Every task, the costly ones (low IF = more images; CE and two-stage do more) first; ``rows``: only those."""
+    if rows is not None:
+        return [(f, s, k, math.nan) for f in sorted(design.imbalance_factors) for k in rows for s in design.seeds]
     kinds = [
         (k, math.nan) for k in ("two-stage", "CE", "BalancedSoftmax", "ClassBalancedFocal", "BFS", "BWLM", "LDAM-DRW")
     ]
     kinds += [("LogitAdjusted", t) for t in design.la_taus if t != 1.0]
+    kinds += [(k, math.nan) for k in NEW_ROWS]
     return [(f, s, k, t) for f in sorted(design.imbalance_factors) for k, t in kinds for s in design.seeds]
 
 
@@ -258,19 +332,34 @@ def select_logit_adjusted(runs: list[dict[str, Any]], design: Design) -> list[di
     return out
 
 
-def run_study(root: str, design: Design, jobs: int) -> dict[str, Any]:
-    """Every task of ``design`` on ``jobs`` workers: the tasks and the sorted runs."""
+def run_study(root: str, design: Design, jobs: int, rows: Optional[tuple[str, ...]] = None) -> dict[str, Any]:
+    """Every task of ``design`` (``rows``: only theirs) on ``jobs`` workers: the tasks and the sorted runs."""
 
     def describe(call: tuple[Any, ...], done: dict[str, Any]) -> str:
         _, f, s, k, t, _ = call
         return f"IF={f:g} seed={s} {k}{'' if math.isnan(t) else f' tau={t:g}'}: {done['task']['seconds']['task']:.0f} s"
 
-    done = common.run_all(run_task, [(root, f, s, k, t, design) for f, s, k, t in task_list(design)], jobs, describe)
+    tasks = task_list(design, rows)
+    done = common.run_all(run_task, [(root, f, s, k, t, design) for f, s, k, t in tasks], jobs, describe)
     runs = select_logit_adjusted([r for d in done for r in d["runs"]], design)
     return {
         "tasks": sorted((d["task"] for d in done), key=lambda t: (t["imbalance_factor"], t["seed"], t["kind"])),
         "runs": sorted(runs, key=lambda r: (r["imbalance_factor"], r["seed"], ROWS.index(r["row"]))),
     }
+
+
+def merge(old: dict[str, Any], new: dict[str, Any], rows: tuple[str, ...], addition: dict[str, Any]) -> dict[str, Any]:
+    """The committed results with the runs and tasks of ``rows`` replaced by ``new``'s (same design otherwise)."""
+    fs = {t["imbalance_factor"] for t in new["tasks"]}
+    again = lambda r: r["row"] in rows and r["imbalance_factor"] in fs  # noqa: E731
+    runs = [r for r in old["runs"] if not again(r)] + new["runs"]
+    tasks = [t for t in old["tasks"] if not (t["kind"] in rows and t["imbalance_factor"] in fs)] + new["tasks"]
+    meta = {**old["meta"], "additions": [*old["meta"].get("additions", []), addition]}
+    return {
+        **old, "meta": meta,
+        "tasks": sorted(tasks, key=lambda t: (t["imbalance_factor"], t["seed"], t["kind"])),
+        "runs": sorted(runs, key=lambda r: (r["imbalance_factor"], r["seed"], ROWS.index(r["row"]))),
+    }  # fmt: skip
 
 
 # The report.
@@ -352,6 +441,12 @@ def markdown(results: dict[str, Any], design: Design) -> str:
         f"DRW from epoch {d.drw_start_epoch}.",
         f"* Decoupled rows on the CE model (frozen, cached features): cRT and LWS {d.decoupled_steps} steps of "
         f"class-balanced batches, lr {d.decoupled_lr}; tau-norm tau in 0–2 by 0.1 (validation); NCM cosine.",
+        f"* Added rows (run later with `--rows` on the same seeds, IFs, split and initialisations): VS gamma "
+        f"{d.vs_gamma}, tau {d.vs_tau}; LADE lambda {d.lade_remine_lambda}, weight {d.lade_weight}; IB alpha "
+        f"{d.ib_alpha} (the code's 1000 with its learning rate / 100 from the IB epoch, as a loss scale: the shared "
+        f"recipe keeps its lr), CE before epoch {d.ib_start_epoch}, inverse-frequency weights; Seesaw p 0.8, q 2; "
+        f"EQLv2 gamma 12, mu 0.8, alpha 4; LAS: MiSLAS stage 2 on the CE backbone, a new classifier trained like "
+        f"cRT with label-aware smoothing (concave, head {d.las_smooth_head}, tail {d.las_smooth_tail}).",
         f"* The paper's two-stage rows: stage 1 on the head half, then about {d.stage2_steps} stage-2 steps on "
         "the review set (as in `real_data_lt.py`; stage 1 with this study's one-stage recipe).",
         "",
@@ -363,6 +458,13 @@ def markdown(results: dict[str, Any], design: Design) -> str:
         "## At a glance: the best row of each group by mean All accuracy (%), and its paired difference to CE",
         "",
     ]
+    for add in reversed(meta.get("additions", [])):  # each inserted at the top: the first ends up first
+        lines[2:2] = [
+            f"Rows {', '.join(add['rows'])} added by `{add['command']}` in {add['wall_seconds'] / 60:.1f} min "
+            f"({add['jobs']} workers; load average {add['loadavg_start'][0]:.1f} at start, "
+            f"{add['loadavg_end'][0]:.1f} at end), commit `{add['commit']}`.",
+            "",
+        ]
     groups = (ONE_STAGE[1:-1], DECOUPLED, TWO_STAGE)
     glance = []
     for key in ifs:

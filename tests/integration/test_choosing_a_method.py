@@ -88,6 +88,15 @@ def test_one_stage_criteria_are_the_library_losses():
     torch.testing.assert_close(crit("BWLM")(z, y), bwlm(z, y))
     ldam = ltl.LDAMLoss(counts, max_margin=0.5, scale=1.0)
     torch.testing.assert_close(crit("LDAM-DRW")(z, y), ldam(z, y))
+    vs = ltl.VSLoss(counts, gamma=0.3, tau=1.0)
+    torch.testing.assert_close(crit("VS")(z, y), vs(z, y))
+    torch.testing.assert_close(crit("LADE")(z, y), ltl.LADELoss(counts)(z, y))
+    torch.testing.assert_close(crit("Seesaw")(z, y), ltl.SeesawLoss(10)(z, y))
+    torch.testing.assert_close(crit("EQLv2")(z, y), ltl.EQLv2Loss(10)(z, y))
+    ib = crit("IB")
+    model(torch.randn(16, 1, 28, 28))  # the hook keeps the features of the last forward
+    ib.ib.set_epoch(design.ib_start_epoch)
+    torch.testing.assert_close(ib(z, y), ltl.functional.influence_balanced_loss(z, y, ib.features, counts, alpha=10.0))
     with pytest.raises(ValueError, match="one-stage loss row"):
         crit("cRT")
 
@@ -125,3 +134,16 @@ def test_quick_study_smoke(run_quick, tmp_path):
     assert "## Ranking per IF" in report
     for png in ("choosing_a_method_accuracy_vs_if.png", "choosing_a_method_per_class.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+    # LAS retrains the CE model of the same (IF, seed): the same backbone, to the bit.
+    for run in results["runs"]:
+        if run["row"] == "LAS":
+            assert math.isclose(run["backbone_test_accuracy"], acc["CE", run["seed"]] / 100, rel_tol=1e-6)
+    # --rows reruns only those rows and merges them: every other run unchanged, the addition recorded.
+    run_quick("choosing_a_method", tmp_path, "--rows", "VS")
+    merged = json.loads((tmp_path / "choosing_a_method.json").read_text())
+    assert [r for r in merged["runs"] if r["row"] != "VS"] == [r for r in results["runs"] if r["row"] != "VS"]
+    assert [r["all"] for r in merged["runs"] if r["row"] == "VS"] == [
+        r["all"] for r in results["runs"] if r["row"] == "VS"
+    ]
+    assert merged["meta"]["additions"][0]["rows"] == ["VS"]
+    assert "Rows VS added by" in (tmp_path / "choosing_a_method.md").read_text()

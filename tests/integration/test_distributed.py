@@ -164,3 +164,68 @@ def test_two_gloo_processes_follow_the_single_process(tmp_path: Path) -> None:
                         torch.testing.assert_close(got[key], expected[key], msg=msg)
         # all-reduced: after the first step each rank's counts hold the whole first batch, not its half
         assert int(ranked["seesaw"][0]["accumulated_counts"].sum()) == 2 * DDP_HALF
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# LADE: the regulariser's batch statistics summed over two gloo processes == one process on the whole batch.
+
+LADE_COUNTS = [40, 20, 10, 5, 2]
+
+
+def train_lade(rank: int, world_size: int) -> list[dict[str, Tensor]]:
+    """DDP_STEPS SGD steps of a linear classifier with LADELoss; the ranks' gradients averaged as DDP does."""
+    torch.manual_seed(0)
+    model = nn.Linear(DDP_FEATURES, len(LADE_COUNTS)).double()
+    criterion = ltl.LADELoss(LADE_COUNTS, estim_loss_weight=0.5)
+    records = []
+    for step in range(DDP_STEPS):
+        g = torch.Generator().manual_seed(100 + step)
+        x = torch.randn(2 * DDP_HALF, DDP_FEATURES, generator=g, dtype=torch.float64)
+        y = torch.multinomial(torch.tensor(LADE_COUNTS, dtype=torch.float64), 2 * DDP_HALF, True, generator=g)
+        if world_size > 1:
+            x, y = x[rank * DDP_HALF : (rank + 1) * DDP_HALF], y[rank * DDP_HALF : (rank + 1) * DDP_HALF]
+        loss = criterion(model(x), y)
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if world_size > 1:
+                    dist.all_reduce(p.grad)
+                    p.grad /= world_size
+                p -= 0.5 * p.grad
+                p.grad = None
+        mean_loss = loss.detach().clone()
+        if world_size > 1:
+            dist.all_reduce(mean_loss)
+            mean_loss /= world_size
+        records.append({"loss": mean_loss, "weight": model.weight.detach().clone()})
+    return records
+
+
+def lade_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        torch.save(train_lade(rank, world_size), Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
+def test_lade_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
+    start(lade_worker, free_port(), str(tmp_path))
+    single = train_lade(0, 1)
+    for rank in range(2):
+        ranked = torch.load(tmp_path / f"rank{rank}.pt")
+        assert len(ranked) == DDP_STEPS
+        for step, (got, want) in enumerate(zip(ranked, single)):
+            for key in want:  # float64 sums in another order: equal up to rounding
+                torch.testing.assert_close(got[key], want[key], msg=f"rank {rank}, step {step}, {key}")
+    # Without the gathered statistics the halves would differ: the rank's own batch gives another regulariser.
+    x = torch.randn(2 * DDP_HALF, len(LADE_COUNTS), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.arange(2 * DDP_HALF) % len(LADE_COUNTS)
+    whole = ltl.functional.lade_loss(x, y, LADE_COUNTS, estim_loss_weight=0.5)
+    halves = [ltl.functional.lade_loss(x[i::2], y[i::2], LADE_COUNTS, estim_loss_weight=0.5) for i in range(2)]
+    assert abs(float(sum(halves) / 2 - whole)) > 1e-3
