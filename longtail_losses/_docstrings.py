@@ -21,6 +21,11 @@ FRAGMENTS: dict[str, str] = {
         "target: class indices (``logits``' shape without C) or probabilities (``logits``' shape).\n"
         "output: a scalar, or the shape of the class-index target if ``reduction='none'``."
     ),
+    # The per-class loss weights and the call options of a module form with class weights (LDAM, VS), after its Args.
+    "weighted_module_options": (
+        "class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0``, or ``None``. Default: ``None``.\n"
+        "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."
+    ),
     # The call options of a module form, after its Args.
     "module_options": (
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."

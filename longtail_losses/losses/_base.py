@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from longtail_losses._validation import CountsLike, as_counts, check_int
 from longtail_losses.losses._engine import CallOptions, LossOptions, Unpack, check_options
 
-__all__ = ["CountsLoss", "LossOptions", "Unpack", "all_reduce"]
+__all__ = ["CountsLoss", "LossOptions", "Unpack", "WeightedLoss", "all_reduce"]
 
 
 class CountsLoss(nn.Module):
@@ -94,6 +94,31 @@ class CountsLoss(nn.Module):
         if self.label_smoothing:
             fields.append(f"label_smoothing={self.label_smoothing}")
         return ", ".join(fields)
+
+
+class WeightedLoss(CountsLoss):
+    """A :class:`CountsLoss` with optional per-class loss weights ``class_weights`` (a float64 buffer, or None).
+
+    The weights follow ``.to(device)`` and ``state_dict()``, stay float64 under ``.half()``, may be reassigned
+    between epochs (e.g. to :func:`~longtail_losses.drw_weights`) and load with or without them in the checkpoint.
+    """
+
+    class_weights: Optional[Tensor]
+    _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {
+        "class_counts": (1, torch.int64),
+        "class_weights": (0, torch.float64),
+    }
+    _optional = ("class_weights",)
+    _float64 = ("class_weights",)
+
+    def __init__(self, class_counts: CountsLike, class_weights: Optional[CountsLike], **options: Any) -> None:
+        super().__init__(class_counts, **options)
+        self._register_per_class("class_weights", class_weights)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether ``class_weights`` are set."""
+        return self.class_weights is not None
 
 
 def all_reduce(tensor: Tensor, group: Optional[Any]) -> Tensor:

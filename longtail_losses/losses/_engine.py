@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Callable, NamedTuple, Optional, TypedDict, Union
+from typing import Any, Callable, NamedTuple, Optional, TypedDict, Union
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,7 @@ __all__ = [
     "add_penalty",
     "check_options",
     "class_balanced_weights",
+    "class_weights_arg",
     "compute_dtype",
     "finish",
     "function_args",
@@ -71,6 +72,7 @@ __all__ = [
     "prepare",
     "sigmoid_per_row",
     "softmax_per_row",
+    "weighted_softmax",
 ]
 
 #: Below this many logits (32 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)`` in
@@ -336,6 +338,34 @@ def softmax_per_row(
     # CE(x^(k), k) = softplus(lse_{j != k} x_j - (x_k - s m_k)): the target logit of class k loses its margin.
     target_logits = x - scale * margin
     return (u * F.softplus(_leave_one_out_logsumexp(x) - target_logits)).sum(dim=1)
+
+
+def weighted_softmax(
+    logits: Tensor, target: Tensor, counts: Tensor, class_weights: Optional[Tensor], options: CallOptions,
+    adjust: Callable[[Tensor, torch.dtype], dict[str, Any]],
+) -> Tensor:  # fmt: skip
+    """Steps 1-3 for the softmax term with per-class loss weights (LDAM, VS): ``'mean'`` as ``F.cross_entropy``.
+
+    ``adjust(counts, dtype)`` gives the keywords of :func:`softmax_per_row` (``scale``, ``shift``, ``margin``) from
+    the counts on the logits' device; with class indices and weights, ``'mean'`` divides by the summed weights of
+    the kept labels.
+    """
+    rows = prepare(logits, target, counts.shape[0], options)
+    z = rows.logits
+    w = None if class_weights is None else class_weights.to(device=z.device, dtype=z.dtype)
+    per_row = softmax_per_row(rows, class_weights=w, **adjust(counts.to(z.device), z.dtype))
+    row_weights = None if w is None or rows.labels is None else w[rows.labels]
+    return finish(per_row, rows, options.reduction, row_weights=row_weights)
+
+
+def class_weights_arg(class_weights: Optional[CountsLike], num_classes: int, options: CallOptions) -> Optional[Tensor]:
+    """A function's ``class_weights``: None, or (C,) finite and ``>= 0``, as float64 (values checked as asked)."""
+    if class_weights is None:
+        return None
+    check = options.check_values
+    return as_counts(
+        class_weights, "class_weights", num_classes=num_classes, minimum=0, dtype=torch.float64, check_values=check
+    )
 
 
 def _leave_one_out_logsumexp(a: Tensor) -> Tensor:

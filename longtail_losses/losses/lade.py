@@ -21,6 +21,7 @@ from longtail_losses._validation import CountsLike, as_counts, check_finite
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
+from longtail_losses.losses.logit_adjustment import add_log_prior
 
 __all__ = ["LADELoss", "lade_loss", "shift_prior"]
 
@@ -258,15 +259,4 @@ def shift_prior(logits: Tensor, test_prior: CountsLike) -> Tensor:
     prior = as_counts(test_prior, "test_prior", minimum=0, dtype=torch.float64)
     if float(prior.sum()) <= 0.0:
         raise ValueError(f"Expected `test_prior` to have a positive sum, but got {prior.tolist()}")
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}")
-    class_dim = 0 if logits.ndim == 1 else 1
-    if logits.ndim == 0 or logits.shape[class_dim] != prior.shape[0]:
-        raise ValueError(
-            f"Expected `logits` to have C = {prior.shape[0]} classes on dimension {class_dim}, "
-            f"but got shape {tuple(logits.shape)}"
-        )
-    log_prior = (prior / prior.sum()).log().to(device=logits.device, dtype=logits.dtype)
-    return logits + log_prior.view(-1, *([1] * (logits.ndim - class_dim - 1)))
+    return add_log_prior(logits, prior, 1.0)

@@ -7,7 +7,7 @@ weights late in training (:func:`drw_weights`). Everything here runs on any devi
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -15,7 +15,7 @@ from torch import Tensor
 from longtail_losses._docstrings import fill
 from longtail_losses._validation import CountsLike, as_counts, check_beta, check_finite
 from longtail_losses.losses import _engine
-from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._base import WeightedLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["LDAMLoss", "drw_weights", "ldam_loss", "ldam_margins"]
@@ -103,14 +103,10 @@ def _ldam(
     logits: Tensor, target: Tensor, counts: Tensor, class_weights: Optional[Tensor], options: _engine.CallOptions, *,
     max_margin: float, scale: float,
 ) -> Tensor:  # fmt: skip
-    rows = _engine.prepare(logits, target, counts.shape[0], options)
-    z = rows.logits
-    w = None if class_weights is None else class_weights.to(device=z.device, dtype=z.dtype)
-    margins = _margins(counts.to(z.device), max_margin, z.dtype)
-    per_row = _engine.softmax_per_row(rows, scale=scale, margin=margins, class_weights=w)
-    # Class indices with weights: 'mean' divides by the summed weights of the kept labels, as F.cross_entropy.
-    row_weights = None if w is None or rows.labels is None else w[rows.labels]
-    return _engine.finish(per_row, rows, options.reduction, row_weights=row_weights)
+    def adjust(n: Tensor, dtype: torch.dtype) -> dict[str, Any]:
+        return {"scale": scale, "margin": _margins(n, max_margin, dtype)}
+
+    return _engine.weighted_softmax(logits, target, counts, class_weights, options, adjust)
 
 
 def ldam_loss(
@@ -176,20 +172,12 @@ def ldam_loss(
     max_margin = check_finite("max_margin", max_margin, low=0.0)
     scale = check_finite("scale", scale, low=0.0, strict=True)
     counts, checked = _engine.function_args(logits, class_counts, options)
-    if class_weights is not None:
-        class_weights = as_counts(
-            class_weights,
-            "class_weights",
-            num_classes=counts.shape[0],
-            minimum=0,
-            dtype=torch.float64,
-            check_values=checked.check_values,
-        )
+    class_weights = _engine.class_weights_arg(class_weights, counts.shape[0], checked)
     return _ldam(logits, target, counts, class_weights, checked, max_margin=max_margin, scale=scale)
 
 
 @fill
-class LDAMLoss(CountsLoss):
+class LDAMLoss(WeightedLoss):
     r"""Module form of :func:`ldam_loss`: :math:`w_y\,\mathrm{CE}(s\,(z - m_y e_y), y)`, :math:`m_j \propto n_j^{-1/4}`.
 
     The counts are an ``int64`` buffer; ``class_weights`` is a float64 buffer (or ``None``), so both follow
@@ -207,8 +195,7 @@ class LDAMLoss(CountsLoss):
         class_counts: Training samples per class, all ``> 0``.
         max_margin: Margin of the rarest class, ``>= 0``. Default: ``0.5``.
         scale: Scale of the logits, ``> 0``. Default: ``30.0``.
-        class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0``, or ``None``. Default: ``None``.
-        {module_options}
+        {weighted_module_options}
 
     Shape:
         {logits_shape}
@@ -221,13 +208,6 @@ class LDAMLoss(CountsLoss):
         tensor(3.0012)
     """
 
-    class_weights: Optional[Tensor]
-    _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {
-        "class_counts": (1, torch.int64),
-        "class_weights": (0, torch.float64),
-    }
-    _optional = ("class_weights",)
-    _float64 = ("class_weights",)
     _hyperparameters = ("max_margin", "scale", "weighted")
 
     def __init__(
@@ -235,15 +215,9 @@ class LDAMLoss(CountsLoss):
         max_margin: float = 0.5, scale: float = 30.0, class_weights: Optional[CountsLike] = None,
         **options: Unpack[LossOptions],
     ) -> None:  # fmt: skip
-        super().__init__(class_counts, **options)
+        super().__init__(class_counts, class_weights, **options)
         self.max_margin = check_finite("max_margin", max_margin, low=0.0)
         self.scale = check_finite("scale", scale, low=0.0, strict=True)
-        self._register_per_class("class_weights", class_weights)
-
-    @property
-    def weighted(self) -> bool:
-        """Whether ``class_weights`` are set."""
-        return self.class_weights is not None
 
     @property
     def margins(self) -> Tensor:

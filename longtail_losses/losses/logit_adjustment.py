@@ -22,6 +22,7 @@ from longtail_losses._validation import (
     check_ignore_index,
     check_logits_target,
     check_target_values,
+    check_tensor,
 )
 from longtail_losses.losses import _engine
 from longtail_losses.losses._base import CountsLoss
@@ -170,10 +171,17 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
         >>> adjusted.argmax(1)  # the first sample moves to the rare class
         tensor([1, 1])
     """
-    tau = check_finite("tau", tau)
-    counts = as_counts(class_counts)
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
+    return add_log_prior(logits, as_counts(class_counts), -check_finite("tau", tau))
+
+
+def add_log_prior(logits: Tensor, counts: Tensor, factor: float) -> Tensor:
+    r""":math:`z + \text{factor} \cdot \log \pi` on the class dimension, :math:`\pi` the counts normalised (checked).
+
+    :func:`posthoc_adjust` (factor :math:`-\tau`, training counts) and
+    :func:`~longtail_losses.losses.lade.shift_prior` (factor 1, a test prior) are this; computed in float32 or
+    float64 and returned in the dtype of ``logits``.
+    """
+    check_tensor("logits", logits)
     if not logits.dtype.is_floating_point:
         raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}")
     class_dim = 0 if logits.ndim == 1 else 1
@@ -184,7 +192,7 @@ def posthoc_adjust(logits: Tensor, class_counts: CountsLike, *, tau: float = 1.0
         )
     shift = _log_prior(counts, _engine.compute_dtype(logits.dtype)).to(logits.device)
     shift = shift if logits.ndim <= 2 else shift.view(-1, *([1] * (logits.ndim - 2)))
-    return (logits.to(shift.dtype) - tau * shift).to(logits.dtype)
+    return (logits.to(shift.dtype) + factor * shift).to(logits.dtype)
 
 
 def tune_tau(

@@ -7,15 +7,15 @@ VS contains CDT (Ye et al. 2020; ``tau=0``) and logit adjustment (Menon et al.; 
 
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
 from longtail_losses._docstrings import fill
-from longtail_losses._validation import CountsLike, as_counts, check_finite
+from longtail_losses._validation import CountsLike, check_finite
 from longtail_losses.losses import _engine
-from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._base import WeightedLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
 
 __all__ = ["VSLoss", "vs_loss"]
@@ -33,14 +33,11 @@ def _vs(
     logits: Tensor, target: Tensor, counts: Tensor, class_weights: Optional[Tensor], options: _engine.CallOptions, *,
     gamma: float, tau: float,
 ) -> Tensor:  # fmt: skip
-    rows = _engine.prepare(logits, target, counts.shape[0], options)
-    z = rows.logits
-    w = None if class_weights is None else class_weights.to(device=z.device, dtype=z.dtype)
-    scale, shift = _scale_shift(counts.to(z.device), gamma, tau, z.dtype)
-    per_row = _engine.softmax_per_row(rows, scale=scale, shift=shift, class_weights=w)
-    # Class indices with weights: 'mean' divides by the summed weights of the kept labels, as F.cross_entropy.
-    row_weights = None if w is None or rows.labels is None else w[rows.labels]
-    return _engine.finish(per_row, rows, options.reduction, row_weights=row_weights)
+    def adjust(n: Tensor, dtype: torch.dtype) -> dict[str, Any]:
+        scale, shift = _scale_shift(n, gamma, tau, dtype)
+        return {"scale": scale, "shift": shift}
+
+    return _engine.weighted_softmax(logits, target, counts, class_weights, options, adjust)
 
 
 def vs_loss(
@@ -105,16 +102,12 @@ def vs_loss(
     gamma = check_finite("gamma", gamma, low=0.0)
     tau = check_finite("tau", tau)
     counts, checked = _engine.function_args(logits, class_counts, options)
-    if class_weights is not None:
-        class_weights = as_counts(
-            class_weights, "class_weights", num_classes=counts.shape[0], minimum=0, dtype=torch.float64,
-            check_values=checked.check_values,
-        )  # fmt: skip
+    class_weights = _engine.class_weights_arg(class_weights, counts.shape[0], checked)
     return _vs(logits, target, counts, class_weights, checked, gamma=gamma, tau=tau)
 
 
 @fill
-class VSLoss(CountsLoss):
+class VSLoss(WeightedLoss):
     r"""Module form of :func:`vs_loss`: :math:`w_y\,\mathrm{CE}(\Delta \odot z + \iota, y)`.
 
     :math:`\Delta_j = (n_j/n_{\max})^\gamma`, :math:`\iota_j = \tau\log(n_j/N)`. The counts are an ``int64`` buffer;
@@ -125,8 +118,7 @@ class VSLoss(CountsLoss):
         class_counts: Training samples per class, all ``> 0``.
         gamma: Exponent of the multiplicative adjustment, ``>= 0``. Default: ``0.3`` (Kini et al.'s code).
         tau: Strength of the additive adjustment. Default: ``1.0`` (Kini et al.'s code).
-        class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0``, or ``None``. Default: ``None``.
-        {module_options}
+        {weighted_module_options}
 
     Shape:
         {logits_shape}
@@ -139,13 +131,6 @@ class VSLoss(CountsLoss):
         tensor(0.9329)
     """
 
-    class_weights: Optional[Tensor]
-    _per_class: ClassVar[dict[str, tuple[int, torch.dtype]]] = {
-        "class_counts": (1, torch.int64),
-        "class_weights": (0, torch.float64),
-    }
-    _optional = ("class_weights",)
-    _float64 = ("class_weights",)
     _hyperparameters = ("gamma", "tau", "weighted")
 
     def __init__(
@@ -153,15 +138,9 @@ class VSLoss(CountsLoss):
         gamma: float = 0.3, tau: float = 1.0, class_weights: Optional[CountsLike] = None,
         **options: Unpack[LossOptions],
     ) -> None:  # fmt: skip
-        super().__init__(class_counts, **options)
+        super().__init__(class_counts, class_weights, **options)
         self.gamma = check_finite("gamma", gamma, low=0.0)
         self.tau = check_finite("tau", tau)
-        self._register_per_class("class_weights", class_weights)
-
-    @property
-    def weighted(self) -> bool:
-        """Whether ``class_weights`` are set."""
-        return self.class_weights is not None
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         """Compute the loss; see :func:`vs_loss`."""
