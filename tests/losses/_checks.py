@@ -10,7 +10,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from tests.inputs import COUNTS, C, make_inputs
+from tests import reference as ref
+from tests.inputs import COUNTS, REDUCTIONS, C, make_inputs
 
 
 def _cotangent(out: Tensor) -> Tensor:
@@ -30,6 +31,28 @@ def assert_matches(library: Callable[[Tensor], Tensor], reference: Callable[[Ten
     """``library`` and ``reference`` agree at ``logits``, in value (and shape) and gradient."""
     for got, want in zip(grad(library, logits), grad(reference, logits)):
         torch.testing.assert_close(got, want)
+
+
+def assert_weighted_softmax_matches(
+    library: Callable[[Tensor, str, float, Any], Tensor],
+    rows: Callable[[Tensor, Tensor, Any], Tensor],
+    logits: Tensor,
+    target: Tensor,
+    weight: Tensor,
+) -> None:
+    """Every reduction x label smoothing x (no class weights, ``weight``): ``library(x, reduction, smoothing, w)``
+    equals the float64 per-row formula ``rows(z, dist, w)`` reduced with cross-entropy's weighted mean."""
+    for reduction in REDUCTIONS:
+        for smoothing, w in [(0.0, None), (0.2, None), (0.0, weight), (0.2, weight)]:
+
+            def per_rows(z: Tensor, dist: Tensor, labels: Any, w: Any = w) -> tuple[Tensor, Any]:
+                return rows(z, dist, w), None if w is None or labels is None else w[labels]
+
+            assert_matches(
+                lambda x, r=reduction, s=smoothing, w=w: library(x, r, s, w),
+                lambda x, r=reduction, s=smoothing, p=per_rows: ref.form_loss(x, target, p, reduction=r, smoothing=s),
+                logits,
+            )
 
 
 def assert_half_in_float32(loss: Callable[..., Tensor], dtype: torch.dtype, seed: int) -> None:

@@ -30,24 +30,15 @@ class TestLDAMLoss:
         logits, target = make_inputs(form, kind, seed=len(form) + len(kind))
         logits = torch.tanh(logits)  # cosine-like scores, as in Cao et al.
         counts = torch.tensor(COUNTS)
-        for reduction in REDUCTIONS:
-            for smoothing, weight in [(0.0, None), (0.2, None), (0.0, WEIGHT), (0.2, WEIGHT)]:
-                options = {"max_margin": 0.4, "scale": 10.0, "class_weights": weight}
-
-                def library(x: Tensor, r: str = reduction, s: float = smoothing, o: dict = options) -> Tensor:
-                    return LF.ldam_loss(x, target, counts, reduction=r, label_smoothing=s, **o)
-
-                def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None, w: Tensor | None = weight) -> tuple:
-                    row_weight = None if w is None or labels is None else w[labels]
-                    return ref.ldam_rows(z, dist, counts, 0.4, 10.0, w), row_weight
-
-                checks.assert_matches(
-                    library,
-                    lambda x, r=reduction, s=smoothing, p=per_rows: ref.form_loss(
-                        x, target, p, reduction=r, smoothing=s
-                    ),
-                    logits,
-                )
+        checks.assert_weighted_softmax_matches(
+            lambda x, r, s, w: LF.ldam_loss(
+                x, target, counts, max_margin=0.4, scale=10.0, class_weights=w, reduction=r, label_smoothing=s
+            ),
+            lambda z, dist, w: ref.ldam_rows(z, dist, counts, 0.4, 10.0, w),
+            logits,
+            target,
+            WEIGHT,
+        )
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     def test_no_margin_equals_weighted_cross_entropy(self, form: str, kind: str) -> None:

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 import longtail_losses as ltl
 from longtail_losses import functional as LF
@@ -24,25 +23,15 @@ class TestVSLoss:
     def test_matches_reference(self, form: str, kind: str) -> None:
         # One equivalence per input form: every reduction, with and without label smoothing and class weights.
         logits, target = make_inputs(form, kind, seed=40 + len(form) + len(kind))
-        for reduction in REDUCTIONS:
-            for smoothing, weight in [(0.0, None), (0.2, None), (0.0, WEIGHT), (0.2, WEIGHT)]:
-
-                def library(x: Tensor, r: str = reduction, s: float = smoothing, w: Tensor | None = weight) -> Tensor:
-                    return LF.vs_loss(
-                        x, target, COUNTS, gamma=0.4, tau=1.3, class_weights=w, reduction=r, label_smoothing=s
-                    )
-
-                def per_rows(z: Tensor, dist: Tensor, labels: Tensor | None, w: Tensor | None = weight) -> tuple:
-                    row_weight = None if w is None or labels is None else w[labels]
-                    return ref.vs_rows(z, dist, COUNTS, 0.4, 1.3, w), row_weight
-
-                checks.assert_matches(
-                    library,
-                    lambda x, r=reduction, s=smoothing, p=per_rows: ref.form_loss(
-                        x, target, p, reduction=r, smoothing=s
-                    ),
-                    logits,
-                )
+        checks.assert_weighted_softmax_matches(
+            lambda x, r, s, w: LF.vs_loss(
+                x, target, COUNTS, gamma=0.4, tau=1.3, class_weights=w, reduction=r, label_smoothing=s
+            ),
+            lambda z, dist, w: ref.vs_rows(z, dist, COUNTS, 0.4, 1.3, w),
+            logits,
+            target,
+            WEIGHT,
+        )
 
     @pytest.mark.parametrize(("form", "kind"), FORM_KINDS)
     def test_special_cases(self, form: str, kind: str) -> None:
