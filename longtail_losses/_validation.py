@@ -236,7 +236,8 @@ def as_counts(
     rule = "positive whole numbers" if whole and minimum == 1 else "real numbers"
     if not whole and not isinstance(value, Tensor):  # a list of floats read in `dtype`: 1e-50 is no float32 zero
         with contextlib.suppress(TypeError, ValueError, RuntimeError):  # as_real_tensor says what is wrong
-            value = torch.as_tensor(value, dtype=dtype)
+            if torch.as_tensor(value).dtype.is_floating_point:  # booleans stay booleans, and are refused below
+                value = torch.as_tensor(value, dtype=dtype)
     tensor = as_real_tensor(name, value, f"a sequence, NumPy array or tensor of {rule}")
     if tensor.ndim != 1:
         raise ValueError(f"Expected `{name}` to be 1-D (one count per class), but got shape {tuple(tensor.shape)}")
