@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from longtail_losses._validation import check_int, check_labels
+from longtail_losses._validation import check_bool, check_ignore_index, check_int, check_labels, check_multihot_values
 
 __all__ = ["class_counts", "multilabel_counts"]
 
@@ -184,9 +184,6 @@ def multilabel_counts(
         >>> multilabel_counts([[1.0, -1.0], [0.9, 0.2]], ignore_index=-1)
         (tensor([2, 0]), 2)
     """
-    from longtail_losses._validation import check_bool, check_ignore_index, check_multihot_values
-    from longtail_losses.losses._base import all_reduce as _all_reduce
-
     values = _multihot_of(labels, label_fn)
     ignore_index = check_ignore_index(ignore_index)
     if values.dtype.is_complex:
@@ -198,5 +195,7 @@ def multilabel_counts(
     positive = (values.double() > 0.5) & (values.double() != ignore_index)
     stats = torch.cat([positive.sum(dim=0), torch.tensor([values.shape[0]])]).to(torch.int64)
     if check_bool("all_reduce", all_reduce):
-        _all_reduce(stats, group)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
     return stats[:-1], int(stats[-1])

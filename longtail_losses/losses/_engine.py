@@ -18,6 +18,11 @@ r"""The one loss engine: every loss goes prepare -> a per-row kernel -> finish (
 4. :func:`add_penalty` adds a penalty (BWLM's classifier norm) once to the reduced loss, or spread over the
    kept rows so that ``'none'`` always sums to ``'sum'``.
 
+**Multi-hot targets** (the multi-label losses) take the same steps element-wise: :func:`prepare_multihot` (checks,
+rows, unknown elements marked by ``ignore_index``), :func:`multihot_elements` (the focal kernel on both signs of
+each element, the fast path of :func:`_kernel.fused_multilabel` or the reference) and :func:`finish_elements`
+(per-element weight, unknown elements zeroed, ``'mean'`` over the known elements or over the samples).
+
 Probability targets :math:`t` (mixup, cutmix, distillation, label smoothing) mean the expectation of the
 class-index loss, :math:`\ell(z, t) = \sum_k t_k\, \ell(z, k)`, for every loss.
 
