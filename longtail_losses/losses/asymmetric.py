@@ -50,7 +50,7 @@ def asymmetric_loss(  # noqa: D417 (weight, mean_over and options are the multih
     gradient of the formula above (the paper's gradient analysis).
 
     **Reduction.** ``'mean'`` averages over the known elements, as ``BCEWithLogitsLoss``; the official code
-    *sums* over the batch and the classes (hence its losses near 100 at the start of training), which
+    *sums* over the batch and the classes (hence the large values its users see early in training), which
     ``reduction='sum'`` gives, and ``mean_over='samples'`` gives the per-sample sum averaged over samples
     (learning-rate scale independent of the batch size, :math:`C` times the element mean). The element mean is
     the default so that the loss is a drop-in for ``BCEWithLogitsLoss`` at its learning rates.
