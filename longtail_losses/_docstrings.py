@@ -26,6 +26,21 @@ FRAGMENTS: dict[str, str] = {
         "class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0``, or ``None``. Default: ``None``.\n"
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."
     ),
+    # Shape of the multi-label losses (functions and modules).
+    "multihot_shape": (
+        "logits: :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`.\n"
+        "target: the shape of ``logits``, any real dtype (bool, integer, floating point).\n"
+        "weight: broadcastable to the shape of ``logits``.\n"
+        "output: a scalar, or the shape of ``logits`` if ``reduction='none'`` (zero where unknown)."
+    ),
+    # The Args every multi-label function shares, after its hyperparameters.
+    "multihot_args": (
+        "weight: Per-element weight, broadcastable to the logits (``BCEWithLogitsLoss``'s ``weight``), or None.\n"
+        "mean_over: What ``reduction='mean'`` divides by: ``'elements'`` (the known elements, the default, as\n"
+        "    ``BCEWithLogitsLoss``) or ``'samples'`` (the mean over samples of the sum over classes).\n"
+        "**options: ``reduction``, ``ignore_index`` (the target value that means *unknown*), ``label_smoothing``\n"
+        "    (binary: :math:`t(1-\\varepsilon) + \\varepsilon/2`), ``validate_args``: :ref:`call-options`."
+    ),
     # The call options of a module form, after its Args.
     "module_options": (
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."

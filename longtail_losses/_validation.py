@@ -39,6 +39,10 @@ __all__ = [
     "check_logits_target",
     "check_lr",
     "check_max_norm",
+    "check_mean_over",
+    "check_multihot",
+    "check_multihot_values",
+    "check_num_samples",
     "check_number",
     "check_probabilities",
     "check_real",
@@ -55,6 +59,7 @@ __all__ = [
 CountsLike = Union[Sequence[int], Sequence[float], Tensor, Any]
 
 _REDUCTIONS = ("none", "mean", "sum")
+_MEAN_OVER = ("elements", "samples")
 
 
 def check_real(name: str, value: object) -> float:
@@ -455,3 +460,102 @@ def check_linear_inputs(features: Any, weight: Any, bias: Any, target: Any) -> N
         )
     if target.device != features.device:
         raise ValueError(f"Expected `target` on the device of `features` ({features.device}), but got {target.device}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Multi-hot targets
+
+
+def check_mean_over(mean_over: object) -> str:
+    """Return ``mean_over`` if it is ``'elements'`` or ``'samples'`` (what ``reduction='mean'`` divides by)."""
+    if not isinstance(mean_over, str) or mean_over not in _MEAN_OVER:
+        raise ValueError(f"Expected `mean_over` to be one of {_MEAN_OVER}, but got {mean_over!r}")
+    return mean_over
+
+
+def check_multihot(logits: object, target: object, num_classes: Optional[int], weight: object = None) -> None:
+    """Check the types, dtypes, shapes and devices of multi-hot ``target`` and per-element ``weight`` (metadata).
+
+    ``logits`` :math:`(C)`, :math:`(N, C)` or :math:`(N, C, d_1, ..., d_k)`; ``target`` of the same shape, of any
+    real dtype (bool, integer or floating point); ``weight`` None or a real tensor broadcastable to that shape.
+    ``num_classes`` None accepts any C.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}")
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}")
+    if logits.ndim == 0:
+        raise ValueError("Expected `logits` to have shape (C,), (N, C) or (N, C, d1, ..., dk), but got a scalar")
+    class_dim = 0 if logits.ndim == 1 else 1
+    if num_classes is not None and logits.shape[class_dim] != num_classes:
+        raise ValueError(
+            f"Expected `logits` to have C = {num_classes} classes on dimension {class_dim}, "
+            f"but got shape {tuple(logits.shape)}"
+        )
+    if target.dtype.is_complex:
+        raise TypeError(f"Expected `target` to hold multi-hot labels (real numbers in [0, 1]), but got {target.dtype}")
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"Expected multi-hot `target` to have the shape of `logits` {tuple(logits.shape)}, "
+            f"but got {tuple(target.shape)}"
+        )
+    if target.device != logits.device:
+        raise ValueError(f"Expected `target` on the device of `logits` ({logits.device}), but got {target.device}")
+    if weight is None:
+        return
+    w = check_tensor("weight", weight)
+    if w.dtype.is_complex or w.dtype == torch.bool:
+        raise TypeError(f"Expected `weight` to hold real numbers, but got dtype {w.dtype}")
+    if w.device != logits.device:
+        raise ValueError(f"Expected `weight` on the device of `logits` ({logits.device}), but got {w.device}")
+    try:
+        torch.broadcast_shapes(w.shape, logits.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"Expected `weight` to be broadcastable to the shape of `logits` {tuple(logits.shape)}, "
+            f"but got {tuple(w.shape)}"
+        ) from None
+    if torch.broadcast_shapes(w.shape, logits.shape) != logits.shape:
+        raise ValueError(
+            f"Expected `weight` to be broadcastable to the shape of `logits` {tuple(logits.shape)}, "
+            f"but got {tuple(w.shape)}"
+        )
+
+
+def check_multihot_values(target: Tensor, ignore_index: int) -> None:
+    """Check that every ``target`` value is in ``[0, 1]`` or equals ``ignore_index`` (synchronises with the device).
+
+    The position in the message counts the values in row-major order (``target.flatten()``).
+    """
+    if target.numel() == 0:
+        return
+    flat = target.reshape(-1)
+    if flat.dtype == torch.bool:
+        return
+    values = flat.double() if flat.dtype.is_floating_point else flat.long()
+    bad = ~((values >= 0) & (values <= 1)) & (values != ignore_index)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(
+            f"Expected every multi-hot `target` value to be in [0, 1] or equal to ignore_index={ignore_index}, "
+            f"but got {flat[i].item()} at position {i}"
+        )
+
+
+def check_num_samples(num_samples: object, counts: Tensor, *, check_values: bool = True) -> int:
+    """Return ``num_samples`` N (an int ``>= 1``) if every positive count is ``< N`` (a device sync, with values).
+
+    A class positive in every sample has prior 1, whose logit is infinite.
+    """
+    n: int = check_int("num_samples", num_samples, 1)
+    if check_values and counts.device.type != "meta" and counts.numel():
+        top = int(counts.max())
+        if top >= n:
+            j = int(counts.argmax())
+            raise ValueError(
+                f"Expected every entry of `class_counts` to be < num_samples={n} (a class positive in every sample "
+                f"has an infinite prior logit), but got {top} for class {j}"
+            )
+    return n

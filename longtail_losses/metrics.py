@@ -23,7 +23,15 @@ from longtail_losses._validation import (
     check_weight_matrix,
 )
 
-__all__ = ["classifier_weight_norms", "format_shot_table", "per_class_accuracy", "shot_accuracy", "shot_groups"]
+__all__ = [
+    "classifier_weight_norms",
+    "format_shot_table",
+    "per_class_accuracy",
+    "per_class_average_precision",
+    "shot_accuracy",
+    "shot_groups",
+    "shot_map",
+]
 
 SHOT_KEYS = ("many", "medium", "few", "all")
 GROUPS = SHOT_KEYS[:3]
@@ -197,6 +205,127 @@ def shot_accuracy(
 
     def mean_of(classes: Tensor) -> float:
         values = acc[classes]
+        values = values[~values.isnan()]
+        return float(values.mean()) if values.numel() else math.nan
+
+    out = {k: mean_of(groups[k]) for k in GROUPS}
+    out["all"] = mean_of(torch.arange(counts.numel()))
+    return out
+
+
+def per_class_average_precision(scores: Tensor, target: Tensor, *, dtype: torch.dtype = torch.float64) -> Tensor:
+    r"""Average precision of every class of a multi-label problem, as scikit-learn's ``average_precision_score``.
+
+    For class :math:`j`, rank the samples by score and sum the precision at each distinct score threshold
+    weighted by the recall it adds,
+
+    .. math::
+        \mathrm{AP}_j = \sum_k (R_k - R_{k-1})\, P_k,
+
+    samples with equal scores entering together (no interpolation). Its mean over the classes (``.nanmean()``) is
+    the mAP. Scores may be logits or probabilities (any monotone map gives the same AP).
+
+    Args:
+        scores: Class scores, floating point.
+        target: Multi-hot labels, ``> 0.5`` meaning positive (any real dtype).
+        dtype: Floating-point dtype of the result.
+
+    Shape:
+        scores: :math:`(N, C)`.
+        target: :math:`(N, C)`.
+        output: :math:`(C)` in ``dtype`` on the device of ``scores``; ``nan`` for a class without a positive.
+
+    Raises:
+        TypeError: If an argument has the wrong type or dtype.
+        ValueError: If the shapes disagree.
+
+    Example:
+        >>> scores = torch.tensor([[0.9, 0.1], [0.8, 0.7], [0.3, 0.2], [0.1, 0.6]])
+        >>> per_class_average_precision(scores, torch.tensor([[1, 0], [0, 1], [1, 0], [0, 0]]))
+        tensor([0.8333, 1.0000], dtype=torch.float64)
+    """
+    z = check_tensor("scores", scores).detach()
+    t = check_tensor("target", target).detach()
+    if not z.dtype.is_floating_point:
+        raise TypeError(f"Expected `scores` to be a floating-point tensor, but got dtype {z.dtype}")
+    if t.dtype.is_complex:
+        raise TypeError(f"Expected `target` to hold real numbers, but got dtype {t.dtype}")
+    if z.ndim != 2 or t.shape != z.shape:
+        raise ValueError(
+            f"Expected `scores` of shape (N, C) and `target` of the same shape, but got {tuple(z.shape)} and "
+            f"{tuple(t.shape)}"
+        )
+    if z.shape[0] == 0:
+        return torch.full((z.shape[1],), math.nan, dtype=dtype, device=z.device)
+    # Per class (rows of the transposed matrices), sorted by decreasing score.
+    neg_sorted, order = torch.sort(-z.t().to(torch.float64), dim=1, stable=True)
+    positive = (t.t().to(device=z.device, dtype=torch.float64) > 0.5).gather(1, order).to(torch.float64)
+    tp = positive.cumsum(dim=1)
+    # A tie block enters at once: the precision of every positive is that at the end of its block.
+    end = torch.searchsorted(neg_sorted.contiguous(), neg_sorted.contiguous(), right=True) - 1
+    precision_at_end = (tp / torch.arange(1, z.shape[0] + 1, device=z.device, dtype=torch.float64)).gather(1, end)
+    num_positive = positive.sum(dim=1)
+    ap = (positive * precision_at_end).sum(dim=1) / num_positive  # 0 / 0 = nan without a positive
+    return ap.to(dtype)
+
+
+def shot_map(
+    scores: Tensor, target: Tensor, class_counts: Any, *,
+    many_threshold: float = 100, few_threshold: float = 20, relative: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    r"""Many-, Medium-, Few-shot and overall mAP of a multi-label problem.
+
+    Each group's value is the mean of the :func:`per_class_average_precision` of its classes, grouped by
+    :func:`shot_groups` on the **positive** training counts (:func:`~longtail_losses.data.multilabel_counts`):
+    by default Many :math:`n > 100`, Medium :math:`20 \le n \le 100`, Few :math:`n < 20` positives, the split of
+    the multi-label long-tailed benchmarks (VOC-MLT, COCO-MLT :cite:`wu2020distribution`); pass ``relative=True``
+    for fractions of the head class's count. ``"all"`` is the mAP over every class. A class without a test
+    positive is left out of the means; an empty group gives ``nan`` and a :class:`UserWarning`.
+
+    Args:
+        scores: Class scores (logits or probabilities).
+        target: Multi-hot test labels, ``> 0.5`` meaning positive.
+        class_counts: Positive training samples per class; its length is C.
+        many_threshold: Many-shot above this, as in :func:`shot_groups`.
+        few_threshold: Few-shot below this, as in :func:`shot_groups`.
+        relative: Read both thresholds as fractions of the head class's count.
+
+    Shape:
+        scores: :math:`(N, C)`.
+        target: :math:`(N, C)`.
+        class_counts: :math:`(C)`.
+
+    Returns:
+        ``{"many": ..., "medium": ..., "few": ..., "all": ...}``, floats in ``[0, 1]`` or ``nan``.
+
+    Raises:
+        TypeError: If an argument has the wrong type or dtype.
+        ValueError: If the shapes disagree or the thresholds are invalid.
+
+    Example:
+        >>> scores = torch.tensor([[0.9, 0.1, 0.2], [0.8, 0.7, 0.9], [0.3, 0.2, 0.1], [0.1, 0.6, 0.8]])
+        >>> target = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 0, 0], [0, 0, 1]])
+        >>> shot_map(scores, target, class_counts=[500, 50, 5])
+        {'many': 0.8333333333333333, 'medium': 1.0, 'few': 1.0, 'all': 0.9444444444444443}
+    """
+    counts = as_counts(class_counts, minimum=0)
+    groups = shot_groups(counts, many_threshold=many_threshold, few_threshold=few_threshold, relative=relative)
+    ap = per_class_average_precision(scores, target).cpu()
+    if ap.shape[0] != counts.numel():
+        raise ValueError(
+            f"Expected `class_counts` to have one entry per class ({ap.shape[0]}), but got {counts.numel()}"
+        )
+    empty = [k for k in GROUPS if groups[k].numel() == 0]
+    if empty:
+        sizes = ", ".join(f"{k}={groups[k].numel()}" for k in GROUPS)
+        warnings.warn(
+            f"shot_map: no class in the {'/'.join(empty)} group ({sizes} classes); its mAP is nan",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    def mean_of(classes: Tensor) -> float:
+        values = ap[classes]
         values = values[~values.isnan()]
         return float(values.mean()) if values.numel() else math.nan
 

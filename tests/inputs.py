@@ -251,3 +251,38 @@ def cases(
     layout = draw(st.sampled_from(LAYOUTS))
     counts = draw(counts_lists(num_classes))
     return Case(apply_layout(logits, layout), target, counts, form, kind, layout)
+
+
+# Multi-hot targets
+
+MULTIHOT_KINDS = ["hard", "hard_unknown", "soft"]
+"""Integer 0/1 labels; the same with every fifth element ``IGNORE_INDEX`` (unknown); soft labels in [0, 1]."""
+
+MULTIHOT_COUNTS = [90, 40, 12, 5, 2]
+"""Positive training samples per class of the multi-label problem (of ``MULTIHOT_SAMPLES`` samples)."""
+
+MULTIHOT_SAMPLES = 100
+
+
+def make_multihot(
+    form: str = "batched", kind: str = "hard", *, seed: int = 0, dtype: torch.dtype = torch.float64, scale: float = 3.0
+) -> tuple[Tensor, Tensor]:
+    """Logits of ``form`` (as ``make_inputs``) and a multi-hot target of ``kind`` of the same shape, from ``seed``.
+
+    ``hard``: int64 0/1 (about a third positive); ``hard_unknown``: the same with every fifth element
+    ``IGNORE_INDEX``; ``soft``: uniform in [0, 1] in ``dtype`` with a few exact 0 and 1.
+    """
+    g = torch.Generator().manual_seed(seed)
+    shape = {"unbatched": (C,), "batched": (6, C), "spatial": (2, C, 3, 2)}[form]
+    logits = (scale * torch.randn(shape, generator=g, dtype=torch.float64)).to(dtype)
+    if kind == "soft":
+        target = torch.rand(shape, generator=g, dtype=torch.float64)
+        target.view(-1)[::4] = 1.0
+        target.view(-1)[1::7] = 0.0
+        return logits, target.to(dtype)
+    target = (torch.rand(shape, generator=g) < 0.35).to(torch.int64)
+    if kind == "hard_unknown":
+        target.view(-1)[2::5] = IGNORE_INDEX
+    elif kind != "hard":
+        raise ValueError(f"unknown kind {kind!r}")
+    return logits, target

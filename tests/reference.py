@@ -353,3 +353,89 @@ def lader(z: Tensor, dist: Tensor, keep: Tensor, counts: Any, remine_lambda: flo
         second = torch.log(torch.exp(spread).sum()) - math.log(big_n)
         total = total - prior[c] * (first - second - remine_lambda * second**2)
     return total
+
+
+# Multi-label losses, per element, from the papers' formulas with explicit sigmoids (float64)
+
+
+def _sigmoid(z: Tensor) -> Tensor:
+    return 1.0 / (1.0 + torch.exp(-z))
+
+
+def asl_elements(z: Tensor, t: Tensor, gamma_neg: float, gamma_pos: float, clip: float) -> Tensor:
+    """Ridnik et al., eq. (7): -t (1-p)^g+ log p - (1-t) p_m^g- log(1 - p_m), p_m = max(p - clip, 0)."""
+    z, t = z.to(torch.float64), t.to(torch.float64)
+    p = _sigmoid(z)
+    p_m = torch.clamp(p - clip, min=0.0)
+    return -t * (1 - p) ** gamma_pos * torch.log(p) - (1 - t) * p_m**gamma_neg * torch.log(1 - p_m)
+
+
+def focal_elements(z: Tensor, t: Tensor, gamma: float) -> Tensor:
+    """Sigmoid focal loss per element, -t (1-p)^g log p - (1-t) p^g log(1-p)."""
+    return asl_elements(z, t, gamma, gamma, 0.0)
+
+
+def db_elements(
+    z: Tensor, t: Tensor, counts: Tensor, num_samples: int, *,
+    alpha: float, beta: float, mu: float, gamma: float, lam: float, kappa: float,
+) -> Tensor:  # fmt: skip
+    """Wu et al. (reference code's bias): r_ki = (1/n_i) / sum_j t_kj / n_j, mapped; NTR at z + kappa/lam logit(p).
+
+    Rows without a positive get the limit alpha + 1.
+    """
+    z, t, n = z.to(torch.float64), t.to(torch.float64), counts.to(torch.float64)
+    p_class = n / num_samples
+    nu = kappa / lam * torch.log(p_class / (1 - p_class))
+    x = z + nu
+    weights = torch.empty_like(z)
+    for k in range(z.shape[0]):
+        repeat = sum(float(t[k, j]) / float(n[j]) for j in range(z.shape[1]))
+        for i in range(z.shape[1]):
+            if repeat > 0:
+                r = (1.0 / float(n[i])) / repeat
+                weights[k, i] = alpha + 1.0 / (1.0 + math.exp(-beta * (r - mu)))
+            else:
+                weights[k, i] = alpha + 1.0
+    p_pos = _sigmoid(x)
+    p_neg = _sigmoid(lam * x)  # the probability of the positive class under the scaled negative logit
+    pos = -((1 - p_pos) ** gamma) * torch.log(p_pos)
+    neg = -(p_neg**gamma) * torch.log(1 - p_neg) / lam
+    return weights * (t * pos + (1 - t) * neg)
+
+
+def la_bce_elements(z: Tensor, t: Tensor, counts: Tensor, num_samples: int, tau: float) -> Tensor:
+    """BCE(z + tau log(p / (1 - p)), t) with explicit sigmoids."""
+    n = counts.to(torch.float64)
+    p = n / num_samples
+    return focal_elements(z.to(torch.float64) + tau * torch.log(p / (1 - p)), t, 0.0)
+
+
+def multihot_reduce(
+    per_element: Tensor, target: Tensor, reduction: str, *, mean_over: str = "elements", ignore_index: int = IGNORE
+) -> Tensor:
+    """Zero the unknown elements; 'mean' divides by the known elements, or by the rows (of ``rows_of``)."""
+    known = target != ignore_index
+    out = torch.where(known, per_element, torch.zeros_like(per_element))
+    if reduction == "none":
+        return out
+    if reduction == "sum":
+        return out.sum()
+    if mean_over == "samples":
+        return out.sum() / rows_of(out).shape[0]
+    return out.sum() / known.sum()
+
+
+def multihot_apply(
+    elements: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: Tensor, reduction: str, **kw: Any
+) -> Tensor:
+    """A per-element formula on (M, C) rows of any input form, unknown targets read as 0, then reduced."""
+    z = rows_of(logits).to(torch.float64)
+    t = rows_of(target).to(torch.float64)
+    t_known = torch.where(t == IGNORE, torch.zeros_like(t), t)
+    per = elements(z, t_known)
+    shape = logits.shape
+    if len(shape) > 2:
+        per = per.reshape(shape[0], *shape[2:], shape[1]).permute(0, -1, *range(1, len(shape) - 1))
+    else:
+        per = per.reshape(shape)
+    return multihot_reduce(per, target, reduction, **kw)

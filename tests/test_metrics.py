@@ -225,3 +225,61 @@ class TestFormatShotTable:
             M.format_shot_table({"x": {"many": "1"}}, columns=("many",))
         with pytest.raises(ValueError, match="number or a \\(mean, std\\) pair"):
             M.format_shot_table({"x": {"many": (1, 2, 3)}}, columns=("many",))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Multi-label: average precision and mAP by shot, against scikit-learn
+
+
+def _sklearn_ap(scores, target):
+    from sklearn.metrics import average_precision_score
+
+    return [
+        average_precision_score(target[:, j].numpy(), scores[:, j].numpy()) if target[:, j].any() else float("nan")
+        for j in range(scores.shape[1])
+    ]
+
+
+class TestPerClassAveragePrecision:
+    @pytest.mark.parametrize("ties", [False, True])
+    def test_matches_sklearn(self, ties):
+        g = torch.Generator().manual_seed(int(ties))
+        for _ in range(20):
+            scores = torch.randn(40, 6, generator=g, dtype=torch.float64)
+            if ties:
+                scores = scores.round()  # many equal scores: they enter together, as in scikit-learn
+            target = (torch.rand(40, 6, generator=g) < 0.25).long()
+            target[0] = 1
+            torch.testing.assert_close(
+                M.per_class_average_precision(scores, target),
+                torch.tensor(_sklearn_ap(scores, target), dtype=torch.float64),
+            )
+
+    def test_no_positive_is_nan(self):
+        ap = M.per_class_average_precision(torch.randn(5, 2), torch.tensor([[1, 0]] * 5))
+        assert ap[0] == 1.0
+        assert math.isnan(ap[1])
+
+    def test_exceptions(self):
+        with pytest.raises(ValueError, match=r"Expected `scores` of shape \(N, C\) and `target` of the same shape"):
+            M.per_class_average_precision(torch.randn(5, 2), torch.ones(5, 3))
+        with pytest.raises(TypeError, match="Expected `scores` to be a floating-point tensor"):
+            M.per_class_average_precision(torch.ones(5, 2, dtype=torch.long), torch.ones(5, 2))
+
+
+class TestShotMap:
+    def test_equals_sklearn_grouped(self):
+        g = torch.Generator().manual_seed(3)
+        counts = [500, 300, 150, 80, 40, 20, 19, 5]
+        scores = torch.randn(60, 8, generator=g)
+        target = (torch.rand(60, 8, generator=g) < 0.3).long()
+        target[0] = 1
+        ap = torch.tensor(_sklearn_ap(scores.double(), target), dtype=torch.float64)
+        got = M.shot_map(scores, target, counts)
+        for key, classes in (("many", [0, 1, 2]), ("medium", [3, 4, 5]), ("few", [6, 7]), ("all", range(8))):
+            assert math.isclose(got[key], float(ap[list(classes)].mean()), rel_tol=1e-12)
+
+    def test_empty_group_warns(self):
+        with pytest.warns(UserWarning, match="no class in the medium/few group"):
+            out = M.shot_map(torch.randn(4, 2), torch.tensor([[1, 1]] * 4), [500, 200])
+        assert math.isnan(out["few"])

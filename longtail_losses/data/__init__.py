@@ -15,31 +15,37 @@ The package, by concern: :mod:`~longtail_losses.data.profile` (the long-tailed p
 :mod:`~longtail_losses.data.datasets` (the Dataset classes), :mod:`~longtail_losses.data.readers` (file formats),
 one module per data set (:mod:`~longtail_losses.data.cifar`, :mod:`~longtail_losses.data.imagenet`,
 :mod:`~longtail_losses.data.fashion_mnist`, :mod:`~longtail_losses.data.digits`), :mod:`~longtail_losses.data.counts`
-(class counts) and :mod:`~longtail_losses.data.samplers`; all of it is importable from ``longtail_losses.data``.
+(class counts, multi-label counts), :mod:`~longtail_losses.data.mosaic` (the multi-label Fashion-MNIST
+mosaics) and :mod:`~longtail_losses.data.samplers`; all of it is importable from ``longtail_losses.data``.
 """
 
 from longtail_losses.data.cifar import cifar10_lt, cifar100_lt
-from longtail_losses.data.counts import class_counts
+from longtail_losses.data.counts import class_counts, multilabel_counts
 from longtail_losses.data.datasets import ImageListDataset, InMemoryImageDataset
 from longtail_losses.data.digits import digits_lt
 from longtail_losses.data.fashion_mnist import fashion_mnist_lt
 from longtail_losses.data.imagenet import imagenet_lt
+from longtail_losses.data.mosaic import MultiLabelImageDataset, fashion_mnist_mosaic
 from longtail_losses.data.profile import longtail_counts, longtail_indices
 from longtail_losses.data.readers import read_idx
-from longtail_losses.data.samplers import ClassAwareSampler, SeededBatchSampler
+from longtail_losses.data.samplers import ClassAwareSampler, MultiLabelClassAwareSampler, SeededBatchSampler
 
 __all__ = [
     "ClassAwareSampler",
     "ImageListDataset",
     "InMemoryImageDataset",
+    "MultiLabelClassAwareSampler",
+    "MultiLabelImageDataset",
     "SeededBatchSampler",
     "cifar10_lt",
     "cifar100_lt",
     "class_counts",
     "digits_lt",
     "fashion_mnist_lt",
+    "fashion_mnist_mosaic",
     "imagenet_lt",
     "longtail_counts",
     "longtail_indices",
+    "multilabel_counts",
     "read_idx",
 ]

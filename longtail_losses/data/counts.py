@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from longtail_losses._validation import check_int, check_labels
+from longtail_losses._validation import check_bool, check_ignore_index, check_int, check_labels, check_multihot_values
 
-__all__ = ["class_counts"]
+__all__ = ["class_counts", "multilabel_counts"]
 
 
 def _as_labels(values: Any, what: str) -> Tensor:
@@ -110,3 +110,92 @@ def class_counts(
     if num_classes is None and values.numel() == 0:
         raise ValueError("Expected `labels` to be non-empty when `num_classes` is not given, but got no labels")
     return torch.bincount(values, minlength=num_classes or 0)
+
+
+def _multihot_of(source: Any, label_fn: Optional[Callable[[Any], Any]]) -> Tensor:
+    """The (N, C) multi-hot labels of ``source``, read without decoding a sample whenever the data set allows it."""
+    if isinstance(source, DataLoader):
+        return _multihot_of(source.dataset, label_fn)
+    if label_fn is None:
+        targets = getattr(source, "targets", None)
+        if targets is not None:
+            return torch.as_tensor(targets).detach()
+        if isinstance(source, TensorDataset) and len(source.tensors) >= 2:
+            return source.tensors[1].detach()
+    if isinstance(source, Subset):
+        parent = _multihot_of(source.dataset, label_fn)
+        return parent[torch.as_tensor(list(source.indices), dtype=torch.long)]
+    if isinstance(source, Dataset) or label_fn is not None:
+        if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
+            raise TypeError(
+                f"Expected `labels` to be a map-style data set (with __len__ and __getitem__), but got "
+                f"{type(source).__name__}"
+            )
+        pick = label_fn if label_fn is not None else _second
+        rows = [torch.as_tensor(pick(source[i])) for i in range(len(source))]
+        if not rows:
+            raise ValueError("Expected `labels` to hold at least one sample, but got an empty data set")
+        return torch.stack(rows)
+    try:
+        return torch.as_tensor(source).detach()
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            "Expected `labels` to be a multi-hot matrix (tensor, nested list or array), a data set or a DataLoader, "
+            f"but got {type(source).__name__}: {err}"
+        ) from None
+
+
+def multilabel_counts(
+    labels: Any, *,
+    label_fn: Optional[Callable[[Any], Any]] = None, ignore_index: int = -100, all_reduce: bool = False,
+    group: Optional[Any] = None,
+) -> tuple[Tensor, int]:  # fmt: skip
+    """Count the positive training samples of every class, and the samples, of a multi-hot label matrix.
+
+    The counts that :class:`~longtail_losses.DistributionBalancedLoss`, :class:`~longtail_losses.LogitAdjustedBCE`
+    and :class:`~longtail_losses.MultiLabelClassBalancedFocal` take. Reads the labels as :func:`class_counts`
+    does (a data set's ``.targets``, a :class:`~torch.utils.data.TensorDataset`'s second tensor, a
+    :class:`~torch.utils.data.Subset` through its parent, a DataLoader through its data set, else sample by
+    sample with ``label_fn``). An element is a positive where its value is ``> 0.5`` (a soft label counts as
+    the hard label it rounds to); ``ignore_index`` (unknown) is never a positive.
+
+    **Distributed.** With ``all_reduce=True`` and :mod:`torch.distributed` initialised, each rank counts its
+    own shard of the data and the counts and the number of samples are summed over the ranks of ``group`` (one
+    ``all_reduce``, on the CPU tensors, so the backend must support CPU tensors, e.g. gloo).
+
+    Args:
+        labels: Multi-hot labels :math:`(N, C)` (a tensor, nested list or array, of any real dtype), a data set
+            or a DataLoader.
+        label_fn: Where the labels of a sample are, for data sets without ``.targets``. Default: ``sample[1]``.
+        ignore_index: The value that marks an unknown label.
+        all_reduce: Sum the counts over the ranks of ``group``.
+        group: The process group. Default: the world.
+
+    Returns:
+        ``(class_counts, num_samples)``: an ``int64`` tensor :math:`(C)` on the CPU and an int.
+
+    Raises:
+        TypeError: If ``labels`` cannot be read as a matrix.
+        ValueError: If it is not 2-D, or holds a value outside ``[0, 1]`` other than ``ignore_index``.
+
+    Example:
+        >>> multilabel_counts(torch.tensor([[1, 0, 1], [1, 0, 0], [0, 1, 1], [1, 0, 0]]))
+        (tensor([3, 1, 2]), 4)
+        >>> multilabel_counts([[1.0, -1.0], [0.9, 0.2]], ignore_index=-1)
+        (tensor([2, 0]), 2)
+    """
+    values = _multihot_of(labels, label_fn)
+    ignore_index = check_ignore_index(ignore_index)
+    if values.dtype.is_complex:
+        raise TypeError(f"Expected `labels` to hold real numbers, but got dtype {values.dtype}")
+    if values.ndim != 2:
+        raise ValueError(f"Expected multi-hot `labels` to have shape (N, C), but got {tuple(values.shape)}")
+    check_multihot_values(values, ignore_index)
+    values = values.to("cpu")
+    positive = (values.double() > 0.5) & (values.double() != ignore_index)
+    stats = torch.cat([positive.sum(dim=0), torch.tensor([values.shape[0]])]).to(torch.int64)
+    if check_bool("all_reduce", all_reduce):
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            dist.all_reduce(stats, op=dist.ReduceOp.SUM, group=group)
+    return stats[:-1], int(stats[-1])

@@ -14,9 +14,9 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from longtail_losses._validation import check_finite, check_int, check_labels, check_seed
-from longtail_losses.data.counts import _labels_of
+from longtail_losses.data.counts import _labels_of, _multihot_of
 
-__all__ = ["ClassAwareSampler", "SeededBatchSampler"]
+__all__ = ["ClassAwareSampler", "MultiLabelClassAwareSampler", "SeededBatchSampler"]
 
 
 def _distributed_defaults(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
@@ -167,6 +167,69 @@ class ClassAwareSampler(Sampler[int]):
             + ("" if self.progressive_epochs is None else f", progressive_epochs={self.progressive_epochs}")
             + ")"
         )
+
+
+class MultiLabelClassAwareSampler(ClassAwareSampler):
+    r"""Class-aware sampling for multi-hot labels: draw a class, then a sample that contains it.
+
+    The standard multi-label resampling (Shen et al.'s class-aware sampling, as used by the distribution-balanced
+    loss :cite:`wu2020distribution`): every draw picks a class :math:`j` with probability
+    :math:`p_j \propto n_j^q` over the classes with a positive (:math:`q = 0`, the default: uniformly), then one
+    of the :math:`n_j` samples that contain class :math:`j`, uniformly with replacement. A sample with several
+    labels can be reached through each of them. Seeds, epochs, ``progressive_epochs`` and the sharding over ranks
+    are those of :class:`ClassAwareSampler`: rank :math:`r` takes the draws :math:`r, r + R, \dots` of the epoch's
+    :math:`R \lceil N_s / R \rceil` draws, disjoint and covering.
+
+    Args:
+        labels: Multi-hot labels :math:`(N, C)` (an element ``> 0.5`` is a positive), or a data set or DataLoader
+            with them (read as :func:`~longtail_losses.data.multilabel_counts` reads them).
+        power: The exponent :math:`q`; ``0``: uniform over the classes.
+        num_samples: Draws per epoch over all ranks. Default: :math:`N`.
+        seed: Base seed of the draws; use the same on every rank.
+        num_replicas: Number of ranks :math:`R`. Default: the world size, or 1.
+        rank: This process's rank in ``[0, R)``. Default: the rank, or 0.
+        progressive_epochs: As for :class:`ClassAwareSampler`.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If ``labels`` is not 2-D or has no positive, or an int is out of range.
+
+    Example:
+        >>> labels = torch.tensor([[1, 0, 0]] * 8 + [[1, 1, 0], [0, 0, 1]])
+        >>> sampler = MultiLabelClassAwareSampler(labels, num_samples=6, seed=0)
+        >>> sampler.class_probabilities()
+        tensor([0.3333, 0.3333, 0.3333], dtype=torch.float64)
+        >>> list(sampler)  # samples 8 and 9 hold the rare classes 1 and 2
+        [9, 9, 8, 9, 8, 9]
+    """
+
+    def __init__(
+        self, labels: Any, power: float = 0.0, num_samples: Optional[int] = None, *,
+        seed: int = 0, num_replicas: Optional[int] = None, rank: Optional[int] = None,
+        progressive_epochs: Optional[int] = None,
+    ) -> None:  # fmt: skip
+        values = _multihot_of(labels, None)
+        if values.dtype.is_complex or values.ndim != 2:
+            raise ValueError(
+                f"Expected multi-hot `labels` of real numbers with shape (N, C), but got {tuple(values.shape)} "
+                f"{values.dtype}"
+            )
+        positive = values.to(device="cpu", dtype=torch.float64) > 0.5
+        if not bool(positive.any()):
+            raise ValueError("Expected `labels` to hold at least one positive, but got none")
+        # One (class, sample) pair per positive, grouped by class: the parent draws a class, then one of its pairs.
+        classes, samples = positive.t().nonzero(as_tuple=True)
+        self.power = check_finite("power", power)
+        self.num_samples = values.shape[0] if num_samples is None else check_int("num_samples", num_samples, 0)
+        self.seed = check_seed(seed)
+        self.num_replicas, self.rank = _distributed_defaults(num_replicas, rank)
+        self.progressive_epochs = (
+            None if progressive_epochs is None else check_int("progressive_epochs", progressive_epochs, 1)
+        )
+        self.epoch = 0
+        self.counts = torch.bincount(classes, minlength=values.shape[1])
+        self._by_class = samples  # nonzero lists class 0's samples first, in sample order
+        self._starts = torch.cumsum(self.counts, 0) - self.counts
 
 
 class SeededBatchSampler(Sampler[list[int]]):

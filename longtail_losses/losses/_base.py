@@ -20,7 +20,9 @@ class CountsLoss(nn.Module):
     Every per-class buffer is listed in ``_per_class`` with the rule of :func:`~longtail_losses._validation.as_counts`
     it follows (minimum and dtype) and is checked in ``__init__`` (:meth:`_register_per_class`) and again by
     ``load_state_dict``, so ``forward`` never checks it (no device sync). Training counts ``class_counts`` (int64,
-    ``> 0``) are the default; losses without them (Seesaw, EQLv2) pass ``num_classes`` instead. Buffers listed
+    ``> 0``) are the default; losses without them (Seesaw, EQLv2) pass ``num_classes`` instead, and a loss with no
+    per-class buffer at all (``_per_class = {}``, the asymmetric loss) may pass neither: it takes any C
+    (``num_classes`` is then 0). Buffers listed
     in ``_optional`` may be None, and a ``state_dict`` with or without them loads either way. Buffers listed in
     ``_float64`` stay float64 under ``.half()``/``.to(dtype)``. The call options are checked once, here;
     subclasses list their scalar hyperparameters in ``_hyperparameters`` for :meth:`extra_repr`.
@@ -37,7 +39,9 @@ class CountsLoss(nn.Module):
         self, class_counts: Optional[CountsLike] = None, *, num_classes: Optional[int] = None, **options: Any
     ) -> None:
         super().__init__()
-        if num_classes is None:
+        if num_classes is None and class_counts is None and not self._per_class:
+            self._num_classes = 0  # a loss without per-class statistics: any C (shown as such in repr)
+        elif num_classes is None:
             self._register_per_class("class_counts", class_counts)
             self._num_classes = self.class_counts.shape[0]
         else:
@@ -88,8 +92,11 @@ class CountsLoss(nn.Module):
 
     def extra_repr(self) -> str:
         """Show the number of classes and the hyperparameters in ``repr``."""
-        fields = [f"num_classes={self.num_classes}"]
-        fields += [f"{name}={getattr(self, name)}" for name in self._hyperparameters]
+        fields = [f"num_classes={self.num_classes}"] if self.num_classes else []
+        values = {name: getattr(self, name) for name in self._hyperparameters}
+        fields += [
+            f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}" for name, value in values.items()
+        ]
         fields += [f"reduction={self.reduction!r}", f"ignore_index={self.ignore_index}"]
         if self.label_smoothing:
             fields.append(f"label_smoothing={self.label_smoothing}")

@@ -18,6 +18,11 @@ r"""The one loss engine: every loss goes prepare -> a per-row kernel -> finish (
 4. :func:`add_penalty` adds a penalty (BWLM's classifier norm) once to the reduced loss, or spread over the
    kept rows so that ``'none'`` always sums to ``'sum'``.
 
+**Multi-hot targets** (the multi-label losses) take the same steps element-wise: :func:`prepare_multihot` (checks,
+rows, unknown elements marked by ``ignore_index``), :func:`multihot_elements` (the focal kernel on both signs of
+each element, the fast path of :func:`_kernel.fused_multilabel` or the reference) and :func:`finish_elements`
+(per-element weight, unknown elements zeroed, ``'mean'`` over the known elements or over the samples).
+
 Probability targets :math:`t` (mixup, cutmix, distillation, label smoothing) mean the expectation of the
 class-index loss, :math:`\ell(z, t) = \sum_k t_k\, \ell(z, k)`, for every loss.
 
@@ -43,6 +48,8 @@ from longtail_losses._validation import (
     check_ignore_index,
     check_label_smoothing,
     check_logits_target,
+    check_multihot,
+    check_multihot_values,
     check_probabilities,
     check_reduction,
     check_target_values,
@@ -58,6 +65,7 @@ else:  # typing_extensions comes with torch
 __all__ = [
     "CallOptions",
     "LossOptions",
+    "MultiHot",
     "Rows",
     "Unpack",
     "add_penalty",
@@ -66,10 +74,14 @@ __all__ = [
     "class_weights_arg",
     "compute_dtype",
     "finish",
+    "finish_elements",
     "function_args",
     "labels",
     "mixture_loss",
+    "multihot_elements",
     "prepare",
+    "prepare_multihot",
+    "prior_logits",
     "sigmoid_per_row",
     "softmax_per_row",
     "weighted_softmax",
@@ -459,3 +471,104 @@ def mixture_loss(
         per_row = mixture_per_row(rows, counts, alpha=alpha, beta=beta, gamma=gamma, tau=tau)
         loss = finish(per_row, rows, options.reduction)
     return loss if penalty is None else add_penalty(loss, penalty(), keep, options.reduction)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Multi-hot targets: the same steps, element-wise (prepare_multihot -> multihot_elements -> finish_elements)
+
+
+class MultiHot(NamedTuple):
+    """Checked multi-hot inputs brought to rows: what :func:`multihot_elements` receives."""
+
+    logits: Tensor  # (M, C) in the compute dtype
+    target: Tensor  # (M, C) in the compute dtype, in [0, 1]; 0 where unknown or invalid; smoothed if asked
+    known: Optional[Tensor]  # (M, C) bool, False where the target is ignore_index; None if nothing is
+    invalid: Optional[Tensor]  # (M, C) bool, unchecked values outside [0, 1]; None when checked
+    weight: Optional[Tensor]  # (M, C) per-element weight in the compute dtype, or None
+    shape: tuple[int, ...]  # the shape of logits (and of reduction='none')
+
+
+def prepare_multihot(
+    logits: Tensor, target: Tensor, num_classes: Optional[int], options: CallOptions, *,
+    weight: Optional[Tensor] = None,
+) -> MultiHot:  # fmt: skip
+    r"""Check multi-hot inputs and bring them to rows (step 1, element-wise).
+
+    A target value equal to ``ignore_index`` is unknown (partial labels): the element contributes nothing and
+    ``'mean'`` does not count it. ``label_smoothing`` :math:`\varepsilon` smooths each binary label,
+    :math:`t (1 - \varepsilon) + \varepsilon / 2`.
+    """
+    check_multihot(logits, target, num_classes, weight)
+    if options.check_values:
+        check_multihot_values(target, options.ignore_index)
+    z = _to_rows(logits.to(compute_dtype(logits.dtype)))
+    t = _to_rows(target.to(z.dtype))
+    unknown = t == options.ignore_index
+    in_range = (t >= 0) & (t <= 1)  # False for nan too
+    # No device sync: the mask is kept even where nothing is unknown (an all-true mask costs one where).
+    known, invalid = ~unknown, None if options.check_values else ~unknown & ~in_range
+    t = torch.where(in_range, t, 0.0)
+    if options.label_smoothing > 0.0:
+        t = t * (1.0 - options.label_smoothing) + options.label_smoothing / 2
+    w = None if weight is None else _to_rows(torch.broadcast_to(weight.to(z.dtype), logits.shape))
+    return MultiHot(z, t, known, invalid, w, tuple(logits.shape))
+
+
+def multihot_elements(
+    ml: MultiHot, *,
+    shift: Optional[Tensor] = None, class_weights: Optional[Tensor] = None,
+    gamma_pos: float = 0.0, gamma_neg: float = 0.0, clip: float = 0.0, neg_scale: float = 1.0, detach: bool = False,
+) -> Tensor:  # fmt: skip
+    r"""Per element (M, C), :math:`w\,[t f_{\gamma_+}(x) + (1-t) \lambda^{-1} f_{\gamma_-,m}(-\lambda x)]`.
+
+    The logits are :math:`x = z + \text{shift}`.
+
+    ``shift`` is (C,) (a per-class logit offset); ``class_weights`` (C,) or (M, C) (per element, no gradient).
+    The fast path (:func:`_kernel.fused_multilabel`: value and derivative in one pass) runs where
+    :func:`_kernel.use_fast_path` allows and the target needs no gradient; the reference (autograd through
+    :func:`_kernel.multilabel_terms`) otherwise.
+    """
+    z, t = ml.logits, ml.target
+    x = z if shift is None else z + shift.to(z.dtype)
+    kwargs = {"gamma_pos": gamma_pos, "gamma_neg": gamma_neg, "clip": clip, "neg_scale": neg_scale, "detach": detach}
+
+    def reference(x_: Tensor) -> Tensor:
+        return _kernel.multilabel_terms(x_, t, **kwargs, derivative=False)[0]  # type: ignore[arg-type]
+
+    if _kernel.use_fast_path(x) and not t.requires_grad:
+        value = _kernel.fused_multilabel(x, t, reference=reference, **kwargs)
+    else:
+        value = reference(x)
+    return value if class_weights is None else value * class_weights.to(z.dtype)
+
+
+def finish_elements(per_element: Tensor, ml: MultiHot, reduction: str, mean_over: str = "elements") -> Tensor:
+    """Weight, zero unknown elements, mark unchecked invalid values ``nan``, reduce (step 3, element-wise).
+
+    ``'mean'`` divides by the number of known elements (``mean_over='elements'``, as
+    :class:`~torch.nn.BCEWithLogitsLoss`, also with ``weight``) or by the number of samples (``'samples'``: the
+    mean over samples of the sum over classes); ``'none'`` has the shape of the logits.
+    """
+    out = per_element if ml.weight is None else per_element * ml.weight
+    if ml.known is not None:
+        out = torch.where(ml.known, out, 0.0)
+    if ml.invalid is not None:
+        out = torch.where(ml.invalid, math.nan, out)
+    if reduction == "none":
+        if len(ml.shape) <= 2:
+            return out.reshape(ml.shape)
+        return out.reshape(ml.shape[:1] + ml.shape[2:] + ml.shape[1:2]).movedim(-1, 1)
+    total = out.sum()
+    if reduction == "sum":
+        return total
+    if mean_over == "samples":
+        return total / out.shape[0]
+    if ml.known is None:
+        return total / out.numel()
+    return total / ml.known.sum().to(total.dtype)
+
+
+def prior_logits(counts: Tensor, num_samples: int, dtype: torch.dtype) -> Tensor:
+    r"""Per class :math:`\operatorname{logit}(p_j) = \log n_j - \log(N - n_j)`, :math:`p_j = n_j / N` (checked)."""
+    n = counts.to(dtype)
+    return n.log() - (num_samples - n).log()

@@ -33,6 +33,7 @@ with the reference path.
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Iterator
 from typing import Any, Callable, Optional, Union
@@ -44,6 +45,8 @@ __all__ = [
     "adjusted_logits",
     "focal_terms",
     "fused_loss",
+    "fused_multilabel",
+    "multilabel_terms",
     "reference_path",
     "softmax_terms",
     "tracing",
@@ -56,7 +59,9 @@ BLOCK_ELEMENTS = 1 << 24
 _state = threading.local()
 
 
-def focal_terms(s: Tensor, gamma: Union[float, Tensor], *, derivative: bool = True) -> tuple[Tensor, Optional[Tensor]]:
+def focal_terms(
+    s: Tensor, gamma: Union[float, Tensor], *, clip: float = 0.0, detach: bool = False, derivative: bool = True
+) -> tuple[Tensor, Optional[Tensor]]:
     r"""The sigmoid focal loss :math:`f(s)` of signed logits and, with ``derivative``, :math:`f'(s)`, element-wise.
 
     :math:`\log\sigma(\pm s)` come from one ``sigmoid`` and one ``log`` of a number in :math:`[\tfrac12, 1]`:
@@ -65,18 +70,35 @@ def focal_terms(s: Tensor, gamma: Union[float, Tensor], *, derivative: bool = Tr
     relative accuracy where :math:`1 - \sigma(s)` would round to 0. The value is differentiable by autograd
     (the reference path), with the exact derivative also at :math:`s = 0`.
 
+    **Probability shifting** (``clip`` :math:`m > 0`, the negatives of the asymmetric loss :cite:`ridnik2021asl`):
+    the probability of the wrong side :math:`q = \sigma(-s)` becomes :math:`q_m = \max(q - m, 0)` in both the
+    focusing weight and the log-likelihood,
+
+    .. math::
+        f_m(s) = -q_m^\gamma \log(1 - q_m), \qquad
+        f_m'(s) = \sigma(s)\,\sigma(-s)\, q_m^\gamma \Bigl(\gamma \frac{\log(1 - q_m)}{q_m}
+        - \frac{1}{1 - q_m}\Bigr) \ \text{for } q_m > 0, \text{ else } 0.
+
+    :math:`\log(1 - q_m)` is ``log1p(-q_m)`` where :math:`q_m < \tfrac12` (accurate as :math:`q_m \to 0`, where the
+    ratio tends to :math:`-1`) and :math:`\log(\sigma(s) + m) = \operatorname{logaddexp}(\log\sigma(s), \log m)`
+    elsewhere (accurate as :math:`\sigma(s) \to 0`), so both stay finite for any finite :math:`s`; ``m = 0`` is the
+    unshifted term exactly. ``detach`` treats the focusing weight :math:`q_m^\gamma` as a constant (the official
+    ASL code's ``disable_torch_grad_focal_loss``): the value is unchanged and the derivative drops the
+    :math:`\gamma` term.
+
     Args:
         s: Signed logits (any shape).
         gamma: Focusing exponent :math:`\gamma \ge 0`, a float or a tensor broadcastable to ``s``.
+        clip: Probability shift :math:`m \in [0, 1)` of :math:`\sigma(-s)`; ``0`` (the default) shifts nothing.
+        detach: Treat the focusing weight as a constant in autograd and in the derivative.
         derivative: Also return :math:`f'(s)` (not differentiable; for the fast paths).
 
     Returns:
         ``(f(s), f'(s))``, the second ``None`` without ``derivative``.
     """
-    p = torch.sigmoid(s)
-    log_max = torch.where(s >= 0, p, 1.0 - p).log()  # log sigma(|s|), exact branch also at s = 0
-    log_p = log_max - torch.relu(-s)  # log sigma(s)
-    log_q = log_max - s.clamp_min(0.0)  # log sigma(-s); clamp's derivative at 0 is 1, as this branch needs
+    if clip > 0.0:
+        return _shifted_focal_terms(s, gamma, clip, detach=detach, derivative=derivative)
+    p, log_p, log_q = _log_sigmoids(s)
     constant = isinstance(gamma, (int, float))
     if constant and gamma == 0.0:
         q_gamma: Optional[Tensor] = None
@@ -84,12 +106,57 @@ def focal_terms(s: Tensor, gamma: Union[float, Tensor], *, derivative: bool = Tr
         q_gamma = log_q.exp()
     else:
         q_gamma = torch.exp(gamma * log_q)
+    if detach and q_gamma is not None:
+        q_gamma = q_gamma.detach()
     value = -log_p if q_gamma is None else -(q_gamma * log_p)
     if not derivative:
         return value, None
     q = q_gamma if constant and gamma == 1.0 else log_q.exp()
     assert q is not None
-    grad = -q if q_gamma is None else q_gamma * (gamma * p * log_p - q)
+    if q_gamma is None:
+        grad = -q
+    elif detach:
+        grad = -(q_gamma * q)
+    else:
+        grad = q_gamma * (gamma * p * log_p - q)
+    return value, grad
+
+
+def _log_sigmoids(s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    r""":math:`\sigma(s)`, :math:`\log\sigma(s)` and :math:`\log\sigma(-s)`, finite for any finite ``s``.
+
+    The branch taken at :math:`s = 0` is that of :math:`s > 0` in the value and in autograd: ``where(s >= 0, s, 0)``
+    (derivative 1 at 0), not ``clamp_min``/``relu``, whose derivative at 0 is 0 in current PyTorch.
+    """
+    p = torch.sigmoid(s)
+    nonneg = s >= 0
+    log_max = torch.where(nonneg, p, 1.0 - p).log()  # log sigma(|s|)
+    log_p = log_max - torch.where(nonneg, 0.0, -s)  # log sigma(s)
+    log_q = log_max - torch.where(nonneg, s, 0.0)  # log sigma(-s)
+    return p, log_p, log_q
+
+
+def _shifted_focal_terms(
+    s: Tensor, gamma: Union[float, Tensor], clip: float, *, detach: bool, derivative: bool
+) -> tuple[Tensor, Optional[Tensor]]:
+    """:func:`focal_terms` with the probability shift ``clip > 0`` (see there)."""
+    _, log_p, log_q = _log_sigmoids(s)
+    q_m = torch.relu(log_q.exp() - clip)  # max(sigma(-s) - m, 0)
+    # log(1 - q_m): log1p where q_m is small (1 - q_m near 1), log(sigma(s) + m) where sigma(s) may underflow.
+    near = torch.log1p(-torch.clamp(q_m, max=0.5))
+    far = torch.logaddexp(log_p, torch.full_like(log_p, math.log(clip)))
+    log_a = torch.where(q_m < 0.5, near, far)
+    positive = q_m > 0.0
+    safe = torch.where(positive, q_m, 1.0)  # the double-where: no 0 * inf in autograd where q_m = 0
+    q_gamma = torch.where(positive, torch.exp(gamma * safe.log()), 0.0)
+    if detach:
+        q_gamma = q_gamma.detach()
+    value = -(q_gamma * log_a)
+    if not derivative:
+        return value, None
+    pq = torch.exp(log_p + log_q)  # sigma(s) sigma(-s), no underflow of a factor
+    inner = gamma * log_a / safe if not detach else 0.0
+    grad = torch.where(positive, pq * q_gamma * (inner - torch.exp(-log_a)), 0.0)
     return value, grad
 
 
@@ -258,3 +325,62 @@ def fused_loss(
         out: Tensor = _FusedLoss.apply(logits, labels, kwargs, reference)
         return out
     return _forward(logits, labels, **kwargs, grad=None)[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Multi-hot targets: t f_pos(x) + (1 - t) f_neg(-x) per element, and its fast path
+
+
+def multilabel_terms(
+    x: Tensor, t: Tensor, *,
+    gamma_pos: float, gamma_neg: float, clip: float, neg_scale: float, detach: bool, derivative: bool = True,
+) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
+    r"""Per element :math:`t\, f_{\gamma_+}(x) + (1 - t)\, \lambda^{-1} f_{\gamma_-, m}(-\lambda x)` and its derivative.
+
+    The expectation over a (soft) label :math:`t \in [0, 1]` of the positive term and the negative term, each with
+    its own exponent; the negative side has the probability shift ``clip`` :math:`m` of :func:`focal_terms` and the
+    scale ``neg_scale`` :math:`\lambda` (the negative-tolerant regularisation of the distribution-balanced loss;
+    1 is none). The derivative with respect to :math:`x` is :math:`t f'_+(x) - (1 - t) f'_-(-\lambda x)`.
+    """
+    pos, d_pos = focal_terms(x, gamma_pos, detach=detach, derivative=derivative)
+    neg_x = -x if neg_scale == 1.0 else x * -neg_scale
+    neg, d_neg = focal_terms(neg_x, gamma_neg, clip=clip, detach=detach, derivative=derivative)
+    if neg_scale != 1.0:
+        neg = neg / neg_scale
+    value = t * pos + (1.0 - t) * neg
+    if not derivative:
+        return value, None
+    assert d_pos is not None
+    assert d_neg is not None
+    return value, t * d_pos - (1.0 - t) * d_neg
+
+
+class _FusedElements(torch.autograd.Function):
+    """Per-element multi-label loss whose forward also computes the derivative; backward is one multiplication."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, t: Tensor, kwargs: dict[str, Any], reference: Callable) -> Tensor:
+        value, grad = multilabel_terms(x, t, **kwargs)
+        ctx.save_for_backward(x, grad)
+        ctx.reference = reference
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Optional[Tensor], ...]:
+        x, grad = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable gradient, from the reference
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(ctx.reference(x), x, grad_output, create_graph=True)
+            return g, None, None, None
+        return grad_output * grad, None, None, None
+
+
+def fused_multilabel(x: Tensor, t: Tensor, *, reference: Callable[[Tensor], Tensor], **kwargs: Any) -> Tensor:
+    """:func:`multilabel_terms` by the fast path: value and derivative in one pass, the derivative kept for backward.
+
+    ``reference`` is the same per-element loss as a function of ``x``, for double backward.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        out: Tensor = _FusedElements.apply(x, t, kwargs, reference)
+        return out
+    return multilabel_terms(x, t, **kwargs, derivative=False)[0]
