@@ -41,6 +41,11 @@ FRAGMENTS: dict[str, str] = {
         "**options: ``reduction``, ``ignore_index`` (the target value that means *unknown*), ``label_smoothing``\n"
         "    (binary: :math:`t(1-\\varepsilon) + \\varepsilon/2`), ``validate_args``: :ref:`call-options`."
     ),
+    # The last Args of a multi-label module form: what 'mean' averages, and the call options.
+    "multihot_module_options": (
+        "mean_over: ``'elements'`` (default) or ``'samples'``, as for the function.\n"
+        "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."
+    ),
     # The call options of a module form, after its Args.
     "module_options": (
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args``, as for the function."

@@ -294,14 +294,8 @@ def check_features_labels(features: object, labels: object) -> tuple[Tensor, Ten
     return x, y
 
 
-def check_logits_target(logits: object, target: object, num_classes: int) -> bool:
-    """Check the types, dtypes and shapes of ``logits`` and ``target``; return whether ``target`` holds probabilities.
-
-    The forms are those of :func:`torch.nn.functional.cross_entropy`: logits :math:`(C)`, :math:`(N, C)` or
-    :math:`(N, C, d_1, ..., d_k)` with the classes on dimension 1 (0 when unbatched), and either integer class
-    indices of the logits' shape without the class dimension or floating-point class probabilities of the
-    logits' shape.
-    """
+def _check_logits(logits: object, target: object, num_classes: Optional[int]) -> tuple[Tensor, Tensor, int]:
+    """Both are tensors, ``logits`` floating point with C = ``num_classes`` (any C if None); with the class dim."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
     if not isinstance(target, Tensor):
@@ -311,11 +305,23 @@ def check_logits_target(logits: object, target: object, num_classes: int) -> boo
     if logits.ndim == 0:
         raise ValueError("Expected `logits` to have shape (C,), (N, C) or (N, C, d1, ..., dk), but got a scalar")
     class_dim = 0 if logits.ndim == 1 else 1
-    if logits.shape[class_dim] != num_classes:
+    if num_classes is not None and logits.shape[class_dim] != num_classes:
         raise ValueError(
             f"Expected `logits` to have C = {num_classes} classes on dimension {class_dim}, "
             f"but got shape {tuple(logits.shape)}"
         )
+    return logits, target, class_dim
+
+
+def check_logits_target(logits: object, target: object, num_classes: int) -> bool:
+    """Check the types, dtypes and shapes of ``logits`` and ``target``; return whether ``target`` holds probabilities.
+
+    The forms are those of :func:`torch.nn.functional.cross_entropy`: logits :math:`(C)`, :math:`(N, C)` or
+    :math:`(N, C, d_1, ..., d_k)` with the classes on dimension 1 (0 when unbatched), and either integer class
+    indices of the logits' shape without the class dimension or floating-point class probabilities of the
+    logits' shape.
+    """
+    logits, target, class_dim = _check_logits(logits, target, num_classes)
     if target.device != logits.device:
         raise ValueError(f"Expected `target` on the device of `logits` ({logits.device}), but got {target.device}")
     if target.dtype.is_complex or target.dtype == torch.bool:
@@ -480,20 +486,7 @@ def check_multihot(logits: object, target: object, num_classes: Optional[int], w
     real dtype (bool, integer or floating point); ``weight`` None or a real tensor broadcastable to that shape.
     ``num_classes`` None accepts any C.
     """
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"Expected `logits` to be a torch.Tensor, but got {type(logits).__name__}")
-    if not isinstance(target, Tensor):
-        raise TypeError(f"Expected `target` to be a torch.Tensor, but got {type(target).__name__}")
-    if not logits.dtype.is_floating_point:
-        raise TypeError(f"Expected `logits` to be a floating-point tensor, but got dtype {logits.dtype}")
-    if logits.ndim == 0:
-        raise ValueError("Expected `logits` to have shape (C,), (N, C) or (N, C, d1, ..., dk), but got a scalar")
-    class_dim = 0 if logits.ndim == 1 else 1
-    if num_classes is not None and logits.shape[class_dim] != num_classes:
-        raise ValueError(
-            f"Expected `logits` to have C = {num_classes} classes on dimension {class_dim}, "
-            f"but got shape {tuple(logits.shape)}"
-        )
+    logits, target, _ = _check_logits(logits, target, num_classes)
     if target.dtype.is_complex:
         raise TypeError(f"Expected `target` to hold multi-hot labels (real numbers in [0, 1]), but got {target.dtype}")
     if target.shape != logits.shape:

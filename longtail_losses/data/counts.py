@@ -13,9 +13,17 @@ from longtail_losses._validation import check_bool, check_ignore_index, check_in
 __all__ = ["class_counts", "multilabel_counts"]
 
 
-def _as_labels(values: Any, what: str) -> Tensor:
+def _as_labels(values: Any, what: str, *, multihot: bool = False) -> Tensor:
     if isinstance(values, Tensor):
         return values.detach()
+    if multihot:
+        try:
+            return torch.as_tensor(values).detach()
+        except (TypeError, ValueError, RuntimeError) as err:
+            raise TypeError(
+                "Expected `labels` to be a multi-hot matrix (tensor, nested list or array), a data set or a "
+                f"DataLoader, but got {what}: {err}"
+            ) from None
     try:
         tensor = torch.as_tensor(values)
         # An empty list or array has no dtype of its own (torch reads it as float): no label is no wrong type.
@@ -39,18 +47,21 @@ def _second(sample: Any) -> Any:
     )
 
 
-def _labels_of(source: Any, label_fn: Optional[Callable[[Any], Any]]) -> Tensor:
-    """The labels of ``source``, read without decoding a sample whenever the data set allows it."""
+def _labels_of(source: Any, label_fn: Optional[Callable[[Any], Any]], *, multihot: bool = False) -> Tensor:
+    """The labels of ``source``: class indices, or with ``multihot`` the (N, C) matrix.
+
+    They are read without decoding a sample whenever the data set allows it.
+    """
     if isinstance(source, DataLoader):
-        return _labels_of(source.dataset, label_fn)
+        return _labels_of(source.dataset, label_fn, multihot=multihot)
     if label_fn is None:
         targets = getattr(source, "targets", None)
         if targets is not None:  # torchvision's and this library's data sets
-            return _as_labels(targets, type(source).__name__)
+            return _as_labels(targets, type(source).__name__, multihot=multihot)
         if isinstance(source, TensorDataset) and len(source.tensors) >= 2:
             return source.tensors[1].detach()
     if isinstance(source, Subset):
-        parent = _labels_of(source.dataset, label_fn)
+        parent = _labels_of(source.dataset, label_fn, multihot=multihot)
         return parent[torch.as_tensor(list(source.indices), dtype=torch.long)]
     if isinstance(source, Dataset) or label_fn is not None:
         if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
@@ -60,8 +71,13 @@ def _labels_of(source: Any, label_fn: Optional[Callable[[Any], Any]]) -> Tensor:
             )
         pick = label_fn if label_fn is not None else _second
         # The generic path: reads every sample, since the data set exposes its labels no other way.
-        return _as_labels([int(pick(source[i])) for i in range(len(source))], type(source).__name__)
-    return _as_labels(source, type(source).__name__)
+        if not multihot:
+            return _as_labels([int(pick(source[i])) for i in range(len(source))], type(source).__name__)
+        rows = [torch.as_tensor(pick(source[i])) for i in range(len(source))]
+        if not rows:
+            raise ValueError("Expected `labels` to hold at least one sample, but got an empty data set")
+        return torch.stack(rows)
+    return _as_labels(source, type(source).__name__, multihot=multihot)
 
 
 def class_counts(
@@ -112,39 +128,6 @@ def class_counts(
     return torch.bincount(values, minlength=num_classes or 0)
 
 
-def _multihot_of(source: Any, label_fn: Optional[Callable[[Any], Any]]) -> Tensor:
-    """The (N, C) multi-hot labels of ``source``, read without decoding a sample whenever the data set allows it."""
-    if isinstance(source, DataLoader):
-        return _multihot_of(source.dataset, label_fn)
-    if label_fn is None:
-        targets = getattr(source, "targets", None)
-        if targets is not None:
-            return torch.as_tensor(targets).detach()
-        if isinstance(source, TensorDataset) and len(source.tensors) >= 2:
-            return source.tensors[1].detach()
-    if isinstance(source, Subset):
-        parent = _multihot_of(source.dataset, label_fn)
-        return parent[torch.as_tensor(list(source.indices), dtype=torch.long)]
-    if isinstance(source, Dataset) or label_fn is not None:
-        if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
-            raise TypeError(
-                f"Expected `labels` to be a map-style data set (with __len__ and __getitem__), but got "
-                f"{type(source).__name__}"
-            )
-        pick = label_fn if label_fn is not None else _second
-        rows = [torch.as_tensor(pick(source[i])) for i in range(len(source))]
-        if not rows:
-            raise ValueError("Expected `labels` to hold at least one sample, but got an empty data set")
-        return torch.stack(rows)
-    try:
-        return torch.as_tensor(source).detach()
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
-            "Expected `labels` to be a multi-hot matrix (tensor, nested list or array), a data set or a DataLoader, "
-            f"but got {type(source).__name__}: {err}"
-        ) from None
-
-
 def multilabel_counts(
     labels: Any, *,
     label_fn: Optional[Callable[[Any], Any]] = None, ignore_index: int = -100, all_reduce: bool = False,
@@ -184,7 +167,7 @@ def multilabel_counts(
         >>> multilabel_counts([[1.0, -1.0], [0.9, 0.2]], ignore_index=-1)
         (tensor([2, 0]), 2)
     """
-    values = _multihot_of(labels, label_fn)
+    values = _labels_of(labels, label_fn, multihot=True)
     ignore_index = check_ignore_index(ignore_index)
     if values.dtype.is_complex:
         raise TypeError(f"Expected `labels` to hold real numbers, but got dtype {values.dtype}")

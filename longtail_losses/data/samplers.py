@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import Sampler
 
 from longtail_losses._validation import check_finite, check_int, check_labels, check_seed
-from longtail_losses.data.counts import _labels_of, _multihot_of
+from longtail_losses.data.counts import _labels_of
 
 __all__ = ["ClassAwareSampler", "MultiLabelClassAwareSampler", "SeededBatchSampler"]
 
@@ -208,7 +208,7 @@ class MultiLabelClassAwareSampler(ClassAwareSampler):
         seed: int = 0, num_replicas: Optional[int] = None, rank: Optional[int] = None,
         progressive_epochs: Optional[int] = None,
     ) -> None:  # fmt: skip
-        values = _multihot_of(labels, None)
+        values = _labels_of(labels, None, multihot=True)
         if values.dtype.is_complex or values.ndim != 2:
             raise ValueError(
                 f"Expected multi-hot `labels` of real numbers with shape (N, C), but got {tuple(values.shape)} "

@@ -158,8 +158,7 @@ class DistributionBalancedLoss(CountsLoss):
         lambda_: Scale of the negatives' logits. Default: ``2.0``.
         kappa: Scale of the class-specific bias. Default: ``0.05``.
         rebalance: Apply the re-balanced weights. Default: ``True``.
-        mean_over: ``'elements'`` (default) or ``'samples'``, as for the function.
-        {module_options}
+        {multihot_module_options}
 
     Shape:
         {multihot_shape}

@@ -88,8 +88,7 @@ class MultiLabelClassBalancedFocal(CountsLoss):
         class_counts: Positive training samples per class, all ``> 0``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing exponent ``>= 0``. Default: ``1.0``.
-        mean_over: ``'elements'`` (default) or ``'samples'``, as for the function.
-        {module_options}
+        {multihot_module_options}
 
     Shape:
         {multihot_shape}
@@ -175,8 +174,7 @@ class LogitAdjustedBCE(CountsLoss):
         class_counts: Positive training samples per class, all ``> 0`` and ``< num_samples``.
         num_samples: Training samples :math:`N`.
         tau: Scale of the shift. Default: ``1.0``.
-        mean_over: ``'elements'`` (default) or ``'samples'``, as for the function.
-        {module_options}
+        {multihot_module_options}
 
     Shape:
         {multihot_shape}
