@@ -40,6 +40,7 @@ from typing import Any, Callable, NamedTuple, Optional, TypedDict, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from longtail_losses._validation import (
     CountsLike,
@@ -163,6 +164,41 @@ def function_args(logits: Tensor, class_counts: CountsLike, options: LossOptions
     check_tensor("logits", logits)
     counts = as_counts(class_counts, check_values=checked.check_values)
     return counts.to(device=logits.device), checked
+
+
+_derived: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def derived(counts: Tensor, kind: str, key: tuple[Any, ...], make: Callable[[], Tensor]) -> Tensor:
+    """``make()``, a per-class tensor derived from ``counts``, cached per counts tensor and ``kind``.
+
+    A module's counts buffer is the same tensor from call to call, so its log prior and class weights are computed
+    once: the cache holds the latest value of each kind per tensor and is keyed by its in-place version and
+    ``key`` (device, dtype, hyperparameters). Nothing is cached while a compiler or ``torch.func`` traces (the
+    graph computes it) or in inference mode (an inference tensor cannot serve autograd later).
+    """
+    if _kernel.tracing() or torch.is_inference_mode_enabled():
+        return make()
+    full = (kind, counts._version, *key)
+    store = _derived.get(counts)
+    if store is None:
+        store = _derived[counts] = {}
+    hit = store.get(kind)
+    if hit is not None and hit[0] == full:
+        return hit[1]
+    value = make()
+    store[kind] = (full, value)
+    return value
+
+
+def log_prior(counts: Tensor, tau: float, device: torch.device, dtype: torch.dtype) -> Tensor:
+    r""":math:`\tau \log n` (C,) on ``device`` in ``dtype`` (cached per counts tensor: :func:`derived`)."""
+
+    def make() -> Tensor:
+        log_n = counts.to(device=device, dtype=dtype).log()
+        return log_n if tau == 1.0 else tau * log_n
+
+    return derived(counts, "log_prior", (tau, device, dtype), make)
 
 
 def class_balanced_weights(counts: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
@@ -413,9 +449,13 @@ def mixture_per_row(rows: Rows, counts: Tensor, *, alpha: float, beta: float, ga
     :data:`BALANCED_SOFTMAX_MIN_ELEMENTS` logits on); the reference otherwise.
     """
     z = rows.logits
-    log_n = counts.to(z.dtype).log()
-    shift = log_n if tau == 1.0 else tau * log_n
-    weights = class_balanced_weights(counts, beta, z.dtype) if alpha > 0.0 else None
+    shift = log_prior(counts, tau, z.device, z.dtype)
+    weights = None
+    if alpha > 0.0:
+        weights = derived(
+            counts, "class_balanced", (beta, z.device, z.dtype),
+            lambda: class_balanced_weights(counts.to(z.device), beta, z.dtype),
+        )  # fmt: skip
 
     def reference(logits: Tensor) -> Tensor:
         r = rows._replace(logits=logits)
@@ -443,17 +483,22 @@ def mixture_loss(
     ``penalty`` is called after the inputs are checked and its value added once (BWLM's classifier norm).
     """
     is_prob = check(logits, target, counts.shape[0], options)
-    counts = counts.to(logits.device)
     if alpha == 0.0 and logits.numel() < BALANCED_SOFTMAX_MIN_ELEMENTS:
         # The softmax term alone is exactly F.cross_entropy of the shifted logits, in the caller's form.
         z = logits.to(compute_dtype(logits.dtype))
-        log_n = counts.to(z.dtype).log()
-        shift = (log_n if tau == 1.0 else tau * log_n).view(-1, *([1] * (z.ndim - 2)))  # on the class dim
+        shift = log_prior(counts, tau, z.device, z.dtype)
+        if z.ndim > 2:
+            shift = shift.view(-1, *([1] * (z.ndim - 2)))  # on the class dim
         invalid, keep, goal = None, None, target.to(z.dtype) if is_prob else target.long()
-        if not is_prob:
-            y, keep, invalid = labels(target, counts.shape[0], options, checked=options.check_values)
-            if invalid is not None:  # an unchecked invalid label gives nan, never another class
-                goal = torch.where(invalid | ~keep, options.ignore_index, y).reshape(target.shape)
+        # Checked labels go to cross-entropy as they are; keep is needed only to spread a penalty.
+        if not is_prob and penalty is not None:
+            _, keep, _ = labels(target, counts.shape[0], options, checked=True)
+        if not is_prob and not options.check_values:
+            # An unchecked label out of range is ignored by cross-entropy and turns the loss into nan (never
+            # another class): a few element-wise ops, no device sync.
+            bad = goal.clamp(0, counts.shape[0] - 1) != goal  # out of range, ignore_index included when it is
+            goal = torch.where(bad, options.ignore_index, goal)
+            invalid = bad if 0 <= options.ignore_index < counts.shape[0] else bad & (target != options.ignore_index)
         loss = F.cross_entropy(
             z + shift,
             goal,
@@ -461,10 +506,8 @@ def mixture_loss(
             reduction=options.reduction,
             label_smoothing=options.label_smoothing,
         )
-        if invalid is not None:
-            loss = torch.where(
-                invalid.reshape(loss.shape) if options.reduction == "none" else invalid.any(), math.nan, loss
-            )
+        if invalid is not None:  # added, not selected: an AddBackward costs less than a WhereBackward
+            loss = loss + torch.where(invalid if options.reduction == "none" else invalid.any(), math.nan, 0.0)
     else:
         rows = _rows(logits, target, options, is_prob=is_prob)
         keep = rows.keep

@@ -216,14 +216,13 @@ def reference_path(enabled: bool = True) -> Iterator[None]:
         _state.force_reference = previous
 
 
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or torch._dynamo.is_compiling
+_functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+
+
 def tracing() -> bool:
     """Whether ``torch.compile`` or a ``torch.func`` transform (``vmap``, ``grad``) is tracing the call."""
-    compiler = getattr(torch, "compiler", None)
-    compiling = getattr(compiler, "is_compiling", None) or getattr(torch._dynamo, "is_compiling", None)
-    functorch = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(
-        torch.jit.is_scripting() or (compiling is not None and compiling()) or (functorch is not None and functorch())
-    )
+    return bool(_is_compiling() or torch.jit.is_scripting() or (_functorch_active is not None and _functorch_active()))
 
 
 def use_fast_path(logits: Tensor) -> bool:

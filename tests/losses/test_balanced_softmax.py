@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -54,3 +55,11 @@ class TestBalancedSoftmax:
         ce = F.cross_entropy(logits, torch.tensor([0, 1]), reduction="none")
         assert out[0] < ce[0]
         assert out[1] > ce[1]
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_unchecked_invalid_label_is_nan_in_the_shortcut(reduction: str) -> None:
+    z, y = torch.randn(3, 4), torch.tensor([0, 7, -100])
+    out = LF.balanced_softmax_loss(z, y, [5, 4, 3, 2], reduction=reduction, validate_args=False)
+    expected = torch.tensor([False, True, False]) if reduction == "none" else torch.tensor(True)
+    assert torch.equal(out.isnan(), expected)

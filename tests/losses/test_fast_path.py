@@ -238,3 +238,19 @@ def test_functorch_transforms_use_the_reference(monkeypatch: pytest.MonkeyPatch)
         (reference,) = torch.autograd.grad(LF.bfs_loss(logits, y, counts), logits)
     torch.testing.assert_close(grad, reference)
     assert spy.calls == 0
+
+
+@pytest.mark.parametrize("module", ["BalancedSoftmax", "BFS"])
+def test_cached_statistics_follow_the_counts(module: str) -> None:
+    # The log prior and class weights are cached per counts buffer: an in-place change, .double() and a new
+    # buffer must each give the loss of a freshly built module.
+    import longtail_losses as ltl
+
+    z, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    loss = getattr(ltl, module)([5, 4, 3, 2])
+    loss(z, y)
+    loss.class_counts[0] = 50
+    torch.testing.assert_close(loss(z, y), getattr(ltl, module)([50, 4, 3, 2])(z, y))
+    torch.testing.assert_close(loss.double()(z.double(), y), getattr(ltl, module)([50, 4, 3, 2])(z.double(), y))
+    loss.class_counts = torch.tensor([1, 1, 1, 1])
+    torch.testing.assert_close(loss(z, y), getattr(ltl, module)([1, 1, 1, 1])(z, y))
