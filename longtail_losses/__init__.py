@@ -8,6 +8,7 @@ Balanced Weight Learning Mechanism BWLM (Fan et al. 2024), a classifier-norm dec
 from longtail_losses import data, functional, losses, metrics, models, optim, paper, training, twostage
 from longtail_losses.data.counts import class_counts
 from longtail_losses.losses import *  # noqa: F403  (the loss modules, listed once: losses.__all__)
+from longtail_losses.losses._kernel import compiled_path
 from longtail_losses.losses.lade import shift_prior
 from longtail_losses.losses.ldam import drw_weights
 from longtail_losses.losses.logit_adjustment import posthoc_adjust, tune_tau
@@ -19,6 +20,7 @@ __all__ = [
     "ClassNormDecay",
     "__version__",
     "class_counts",
+    "compiled_path",
     "data",
     "drw_weights",
     "functional",

@@ -26,6 +26,11 @@ backward allocate one (N, C) tensor besides the block-sized temporaries. The ref
 * while ``torch.compile``/dynamo traces, or inside ``torch.func`` transforms (:func:`tracing`);
 * for dtypes other than float32/float64 (the losses compute half/bfloat16 inputs in float32 anyway).
 
+With :func:`compiled_path` on, the dense fast path of the paper's losses runs :func:`row_terms` compiled by
+``torch.compile`` (inductor: C++ on CPU, Triton on CUDA) with dynamic shapes, so a new batch size or number of
+classes does not recompile: loss and gradient in one generated kernel. Where compiling fails (no C++ toolchain,
+no Triton) it warns once and the eager fast path runs.
+
 Double backward (``create_graph=True``) and a second backward through a retained graph recompute the gradient
 with the reference path.
 """
@@ -34,7 +39,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
+import warnings
 from collections.abc import Iterator
 from typing import Any, Callable, Optional, Union
 
@@ -43,6 +50,7 @@ from torch import Tensor
 
 __all__ = [
     "adjusted_logits",
+    "compiled_path",
     "focal_terms",
     "fused_loss",
     "fused_multilabel",
@@ -232,6 +240,112 @@ def use_fast_path(logits: Tensor) -> bool:
     return logits.dtype in (torch.float32, torch.float64) and logits.device.type in ("cpu", "cuda")
 
 
+def _compiled_default() -> bool:
+    return os.environ.get("LONGTAIL_LOSSES_COMPILED", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+_compiled_global = {"enabled": _compiled_default(), "failed": False}
+
+
+class compiled_path(contextlib.ContextDecorator):
+    """Run the fast path of the paper's losses compiled by ``torch.compile`` (off by default).
+
+    ``with compiled_path():`` turns it on for the calls inside (per thread); ``compiled_path(False)`` turns it off;
+    :meth:`set_default` sets it for every thread without a ``with`` (the environment variable
+    ``LONGTAIL_LOSSES_COMPILED=1`` does so at import). The loss and its gradient come from one kernel that inductor
+    generates (C++ on CPU, Triton on CUDA) from the same :func:`focal_terms` as the eager paths, with dynamic
+    shapes: a new batch size does not recompile. The first call compiles, which takes seconds; hence off by default.
+    Where compiling fails (no C++ compiler, no Triton), a :class:`RuntimeWarning` says so once and the eager fast
+    path runs from then on. Under ``torch.compile`` of the caller and ``torch.func`` transforms the reference runs
+    as always (the caller's compiler fuses it).
+
+    Args:
+        enabled: ``True`` turns the compiled path on, ``False`` off.
+
+    Example:
+        >>> from longtail_losses.functional import bfs_loss
+        >>> logits, target = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
+        >>> with compiled_path(False):  # off (the default); ``with compiled_path():`` turns it on
+        ...     bfs_loss(logits, target, [90, 10])
+        tensor(0.7066)
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._previous: list[Optional[bool]] = []
+
+    def __enter__(self) -> compiled_path:
+        self._previous.append(getattr(_state, "compiled", None))
+        _state.compiled = self.enabled
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _state.compiled = self._previous.pop()
+
+    @staticmethod
+    def set_default(enabled: bool) -> None:
+        """Turn the compiled path on or off for every thread, outside any ``with compiled_path(...)``."""
+        _compiled_global["enabled"] = bool(enabled)
+
+    @staticmethod
+    def is_enabled() -> bool:
+        """Whether the compiled path would be tried here (this thread's setting, else the default)."""
+        local = getattr(_state, "compiled", None)
+        return bool(_compiled_global["enabled"] if local is None else local) and not _compiled_global["failed"]
+
+
+def row_terms(
+    z: Tensor, labels: Tensor, shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float
+) -> tuple[Tensor, Tensor]:
+    r"""Per row :math:`\alpha w_y \sum_j f(s_j) + (1-\alpha) \mathrm{CE}(z + \text{shift}, y)` and its gradient.
+
+    The function the compiled path compiles: :func:`focal_terms` for the focal part, the softmax term written with
+    masks instead of in-place indexing (so that inductor fuses it into the same loops); what the eager
+    :func:`_forward` computes, by the same definitions, without the row scaling trick.
+    """
+    is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
+    loss: Union[Tensor, float] = 0.0
+    grad: Union[Tensor, float] = 0.0
+    if alpha > 0.0:
+        assert weights is not None
+        value, derivative = focal_terms(torch.where(is_target, z, -z), gamma)
+        assert derivative is not None
+        w = alpha * weights[labels]
+        loss = w * value.sum(dim=1)
+        grad = w.unsqueeze(1) * torch.where(is_target, derivative, -derivative)
+    if alpha < 1.0:
+        assert shift is not None
+        log_probs = torch.log_softmax(z + shift, dim=1)
+        loss = loss + (alpha - 1.0) * torch.where(is_target, log_probs, 0.0).sum(dim=1)
+        grad = grad + (1.0 - alpha) * (log_probs.exp() - is_target.to(z.dtype))
+    assert isinstance(loss, Tensor)
+    assert isinstance(grad, Tensor)
+    return loss, grad
+
+
+_compiled_row_terms: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
+
+
+def _compiled(*args: Any) -> Optional[tuple[Tensor, Tensor]]:
+    """:func:`row_terms` compiled (built on first use), or None after compiling failed (warned once)."""
+    global _compiled_row_terms
+    if _compiled_global["failed"]:
+        return None
+    try:
+        if _compiled_row_terms is None:
+            _compiled_row_terms = torch.compile(row_terms, dynamic=True)
+        return _compiled_row_terms(*args)
+    except Exception as error:  # no C++ compiler, no Triton, an old torch: the eager fast path runs instead
+        _compiled_global["failed"] = True
+        warnings.warn(
+            f"longtail_losses: the compiled path is off, torch.compile failed ({type(error).__name__}: {error}); "
+            "the eager fast path runs instead",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The dense fast path: alpha * w_y * sum_j f(s_j) + (1 - alpha) * CE(z + shift), loss and gradient in one pass
 
@@ -286,8 +400,12 @@ class _FusedLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, labels: Tensor, kwargs: dict[str, Any], reference: Callable) -> Tensor:
-        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        loss, scale = _forward(logits, labels, **kwargs, grad=grad)
+        compiled = _compiled(logits, labels, *kwargs.values()) if compiled_path.is_enabled() else None
+        if compiled is not None:
+            (loss, grad), scale = compiled, None  # the compiled gradient is not scaled per row
+        else:
+            grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+            loss, scale = _forward(logits, labels, **kwargs, grad=grad)
         ctx.save_for_backward(logits)
         ctx.grad, ctx.scale, ctx.reference, ctx.args = grad, scale, reference, (labels, kwargs)
         return loss
@@ -299,13 +417,14 @@ class _FusedLoss(torch.autograd.Function):
             with torch.enable_grad():
                 (g,) = torch.autograd.grad(ctx.reference(logits), logits, grad_output, create_graph=True)
             return g, None, None, None
-        grad = ctx.grad
+        grad, scale = ctx.grad, ctx.scale
         if grad is None:  # a second backward through a retained graph: the buffer was handed over
             grad = torch.empty_like(logits, memory_format=torch.contiguous_format)
             labels, kwargs = ctx.args
-            _forward(logits, labels, **kwargs, grad=grad)
+            _, scale = _forward(logits, labels, **kwargs, grad=grad)
         ctx.grad = None  # hand the buffer over: autograd can keep it as .grad without a copy
-        return grad.mul_((grad_output * ctx.scale).unsqueeze(1)), None, None, None
+        row = grad_output if scale is None else grad_output * scale
+        return grad.mul_(row.unsqueeze(1)), None, None, None
 
 
 def fused_loss(
@@ -323,7 +442,8 @@ def fused_loss(
     if torch.is_grad_enabled() and logits.requires_grad:
         out: Tensor = _FusedLoss.apply(logits, labels, kwargs, reference)
         return out
-    return _forward(logits, labels, **kwargs, grad=None)[0]
+    compiled = _compiled(logits, labels, *kwargs.values()) if compiled_path.is_enabled() else None
+    return compiled[0] if compiled is not None else _forward(logits, labels, **kwargs, grad=None)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -47,3 +47,28 @@ class FastPathCalls:
             return original(*args, **kwargs)
 
         monkeypatch.setattr(_kernel, "_forward", spy)
+
+
+def compile_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.compile`` raises inside the compiled path (no C++ compiler, no Triton), as on a bare machine."""
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(_kernel, "_compiled_row_terms", None)
+    monkeypatch.setitem(_kernel._compiled_global, "failed", False)
+    monkeypatch.setattr(_kernel.torch, "compile", broken)
+
+
+def compiled_kernel_ran(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one at each call of the compiled kernel (so a test knows it really ran)."""
+    calls: list[int] = []
+    original = _kernel._compiled
+
+    def spy(*args: Any) -> Any:
+        out = original(*args)
+        calls.append(int(out is not None))
+        return out
+
+    monkeypatch.setattr(_kernel, "_compiled", spy)
+    return calls

@@ -1,0 +1,95 @@
+"""The compiled path (``compiled_path``) equals the reference path, compiles once for all batch sizes, falls back."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import longtail_losses as ltl
+from tests.losses import _paths
+
+COUNTS = [500, 120, 40, 9, 3, 1]
+
+
+def saturated(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(n)
+    z = (torch.randn(n, len(COUNTS), generator=gen) * 3).to(dtype)
+    z[0] = torch.tensor([1e4, -1e4, 80.0, -80.0, 0.0, 30.0], dtype=dtype)  # saturated logits and a zero
+    z[1] = torch.tensor([-1e4, 1e4, -30.0, 0.0, 1e3, -1e3], dtype=dtype)
+    y = torch.randint(0, len(COUNTS), (n,), generator=gen)
+    y[:2] = torch.tensor([0, 0])
+    return z, y
+
+
+def loss_and_grad(module: torch.nn.Module, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = z.clone().requires_grad_()
+    loss = module(logits, y)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return loss.detach(), grad
+
+
+MODULES = {
+    "ClassBalancedFocal": lambda: ltl.ClassBalancedFocal(COUNTS, beta=0.999, gamma=2.0),
+    "BFS": lambda: ltl.BFS(COUNTS),
+    "BFS-gamma0.5": lambda: ltl.BFS(COUNTS, alpha=0.3, gamma=0.5),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_compiled_equals_reference(name: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = _paths.compiled_kernel_ran(monkeypatch)
+    module, (z, y) = MODULES[name](), saturated(8, dtype)
+    with _paths.reference_path():
+        expected = loss_and_grad(module, z, y)
+    with ltl.compiled_path():
+        got = loss_and_grad(module, z, y)
+        with torch.no_grad():
+            value = module(z, y)
+    assert ran == [1, 1]
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(value, expected[0])
+
+
+@pytest.mark.slow
+def test_a_second_batch_size_does_not_recompile(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = _paths.compiled_kernel_ran(monkeypatch)
+    module = ltl.BFS(COUNTS, gamma=1.5)
+    with ltl.compiled_path():
+        loss_and_grad(module, *saturated(5, torch.float32))
+        graphs, frames = counters["stats"]["unique_graphs"], counters["frames"]["ok"]
+        for n in (7, 33, 64):
+            z, y = saturated(n, torch.float32)
+            got = loss_and_grad(module, z, y)
+            with _paths.reference_path():
+                torch.testing.assert_close(got, loss_and_grad(module, z, y))
+    assert (counters["stats"]["unique_graphs"], counters["frames"]["ok"]) == (graphs, frames)
+    assert ran == [1, 1, 1, 1]
+
+
+def test_compile_failure_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    _paths.compile_fails(monkeypatch)
+    module, (z, y) = ltl.BFS(COUNTS), saturated(6, torch.float32)
+    expected = loss_and_grad(module, z, y)
+    with ltl.compiled_path(), pytest.warns(RuntimeWarning, match="the compiled path is off"):
+        got = loss_and_grad(module, z, y)
+    torch.testing.assert_close(got, expected)
+    with ltl.compiled_path():
+        assert ltl.compiled_path.is_enabled() is False  # failed: not tried again
+        torch.testing.assert_close(loss_and_grad(module, z, y), expected)
+
+
+def test_switch_nests_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(_paths._kernel._compiled_global, "enabled", False)
+    assert not ltl.compiled_path.is_enabled()
+    with ltl.compiled_path():
+        assert ltl.compiled_path.is_enabled()
+        with ltl.compiled_path(False):
+            assert not ltl.compiled_path.is_enabled()
+        assert ltl.compiled_path.is_enabled()
+    assert not ltl.compiled_path.is_enabled()
+    ltl.compiled_path.set_default(True)
+    assert ltl.compiled_path.is_enabled()
+    ltl.compiled_path.set_default(False)
