@@ -13,7 +13,10 @@ Every case computes the loss of a linear classifier, ``features`` (N = 256, D = 
 
 * plain: ``loss(F.linear(features, weight, bias), target, counts)``, which holds the (N, C) logits and their
   gradient (``F.cross_entropy`` is the baseline, then our ``balanced_softmax_loss`` and ``bfs_loss``);
-* chunked: ``linear_balanced_softmax_loss`` / ``linear_bfs_loss``, which never do.
+* chunked: ``linear_balanced_softmax_loss`` / ``linear_bfs_loss``, which never do;
+* torch's own ``F.linear_cross_entropy(features, weight, target, linear_bias=bias + log n)`` (balanced softmax
+  through the bias), where the torch installed has it (2.13+): its default path and
+  ``options=LinearCrossEntropyOptions()``.
 
 Method:
 
@@ -67,7 +70,27 @@ def make_cases(counts: torch.Tensor) -> dict[str, Step]:
         ),
         "plain BFS": lambda x, w, b, y, n: LF.bfs_loss(F.linear(x, w, b), y, n, validate_args=False, **hyper),
         "chunked BFS": lambda x, w, b, y, n: LF.linear_bfs_loss(x, w, y, n, b, validate_args=False, **hyper),
+        **torch_linear_cross_entropy(),
     }
+
+
+def torch_linear_cross_entropy() -> dict[str, Step]:
+    """Torch's own ``F.linear_cross_entropy`` (torch >= 2.13) as balanced softmax: the bias plus ``log n``.
+
+    Both of its paths: the default (the reference, which holds the logits) and ``options=LinearCrossEntropyOptions()``
+    (chunked over the batch). Absent from the torch installed: no rows.
+    """
+    if not hasattr(F, "linear_cross_entropy"):
+        return {}
+    options = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+
+    def balanced(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Tensor, n: torch.Tensor, **kw: Any):
+        return F.linear_cross_entropy(x, w, y, linear_bias=b + n.to(b.dtype).log(), **kw)
+
+    cases: dict[str, Step] = {"torch F.linear_cross_entropy, default path": balanced}
+    if options is not None:
+        cases["torch F.linear_cross_entropy, LinearCrossEntropyOptions()"] = partial(balanced, options=options())
+    return cases
 
 
 CASE_NAMES = list(make_cases(torch.ones(1, dtype=torch.long)))
@@ -195,6 +218,9 @@ def markdown(report: dict) -> str:
             for plain, chunked in PAIRS.values():
                 if name == chunked:
                     ratio = f"{row['median_s'] / timing[plain]['median_s']:.2f}x (target <= {TARGET_TIME}x)"
+            if name.startswith("torch"):
+                ours = timing.get(PAIRS["BalancedSoftmax"][1])
+                ratio = f"chunked BalancedSoftmax / this: {ours['median_s'] / row['median_s']:.2f}x" if ours else ""
             lines.append(f"| {name} | {row['median_s']:.2f} | {row['iqr_s']:.2f} | {ratio} |")
         lines.append("")
     for c, families in report.get("equality", {}).items():
@@ -229,6 +255,14 @@ def markdown(report: dict) -> str:
                 if p and q:
                     cells.append(f"C = {c:,}: {q['net_bytes'] / p['net_bytes']:.3f}x")
             lines.append(f"- {family}: " + ", ".join(cells))
+        ours = report["memory"].get(PAIRS["BalancedSoftmax"][1], {})
+        for name in (n for n in report["memory"] if n.startswith("torch")):
+            cells = [
+                f"C = {c:,}: {ours[str(c)]['net_bytes'] / r['net_bytes']:.3f}x"
+                for c, r in ((int(k), v) for k, v in report["memory"][name].items())
+                if r and r["net_bytes"] > 0 and ours.get(str(c))
+            ]
+            lines.append(f"- chunked BalancedSoftmax / {name}: " + ", ".join(cells))
         lines += [
             "",
             "Gradient bytes (subtracted above): "
@@ -246,7 +280,7 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = {"plain": "-", "chunked": "--"}
+    styles = {"plain": "-", "chunked": "--", "torch": ":"}
     for name, per in report["memory"].items():
         points = sorted((int(c), r["net_bytes"] / 2**20) for c, r in per.items() if r)
         if points:
