@@ -93,3 +93,26 @@ def test_switch_nests_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     ltl.compiled_path.set_default(True)
     assert ltl.compiled_path.is_enabled()
     ltl.compiled_path.set_default(False)
+
+
+SLOW_SCALAR_KERNELS = ("log1p", "logsigmoid", "log_sigmoid", "softplus")
+
+
+@pytest.mark.parametrize("name", ["balanced_softmax_loss", "class_balanced_focal_loss", "bfs_loss", "bwlm_loss"])
+def test_user_compile_traces_one_graph_without_slow_scalar_kernels(name: str) -> None:
+    # A user who compiles their step gets the reference in one graph (fullgraph: no break) built from exp/log/sigmoid.
+    from longtail_losses import functional as LF
+
+    seen: list[str] = []
+
+    def record(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
+        seen.extend(str(node.target) for node in gm.graph.nodes)
+        return gm.forward
+
+    fn = getattr(LF, name)
+    args = (COUNTS, torch.randn(len(COUNTS), 3, requires_grad=True)) if name == "bwlm_loss" else (COUNTS,)
+    compiled = torch.compile(lambda z, y: fn(z, y, *args, validate_args=False), backend=record, fullgraph=True)
+    z, y = saturated(5, torch.float32)
+    compiled(z.requires_grad_(), y).backward()
+    assert seen
+    assert not [op for op in seen if any(slow in op for slow in SLOW_SCALAR_KERNELS)], seen
