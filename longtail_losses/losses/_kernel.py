@@ -247,13 +247,13 @@ def _compiled_default() -> bool:
 _compiled_global = {"enabled": _compiled_default(), "failed": False}
 
 
-class compiled_path(contextlib.ContextDecorator):
+class compiled_path:
     """Run the fast path of the paper's losses compiled by ``torch.compile`` (off by default).
 
     ``with compiled_path():`` turns it on for the calls inside (per thread); ``compiled_path(False)`` turns it off;
     :meth:`set_default` sets it for every thread without a ``with`` (the environment variable
     ``LONGTAIL_LOSSES_COMPILED=1`` does so at import). The loss and its gradient come from one kernel that inductor
-    generates (C++ on CPU, Triton on CUDA) from the same :func:`focal_terms` as the eager paths, with dynamic
+    generates (C++ on CPU, Triton on CUDA) from the same focal term as the eager paths, with dynamic
     shapes: a new batch size does not recompile. The first call compiles, which takes seconds; hence off by default.
     Where compiling fails (no C++ compiler, no Triton), a :class:`RuntimeWarning` says so once and the eager fast
     path runs from then on. Under ``torch.compile`` of the caller and ``torch.func`` transforms the reference runs
