@@ -89,7 +89,7 @@ __all__ = [
 ]
 
 #: Below this many logits (32 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)`` in
-#: the caller's form: there that one call is as fast as cross-entropy; above it the fused kernel wins on memory.
+#: the caller's form: there that one call costs a cross-entropy and one add; above it the fused kernel saves memory.
 BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 23
 
 
