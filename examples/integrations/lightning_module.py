@@ -134,6 +134,8 @@ def main(argv: Optional[list[str]] = None) -> LongTailClassifier:
     module = LongTailClassifier(*toy_data(COUNTS))
     trainer = make_trainer(args.devices, args.precision, args.epochs, [SamplerReport(args.report)])
     trainer.fit(module)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # before exit: an undestroyed gloo group can abort at teardown
     return module
 
 
