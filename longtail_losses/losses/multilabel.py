@@ -74,10 +74,21 @@ def multilabel_class_balanced_focal_loss(  # noqa: D417 (weight, mean_over, opti
     """
     beta, gamma, mean_over = check_beta(beta), check_gamma(gamma), check_mean_over(mean_over)
     counts, checked = _engine.function_args(logits, class_counts, options)
-    ml = _engine.prepare_multihot(logits, target, counts.shape[0], checked, weight=weight)
-    w = _engine.class_balanced_weights(counts, beta, ml.logits.dtype)
+    return _cb_focal(logits, target, counts, checked, weight, beta=beta, gamma=gamma, mean_over=mean_over)
+
+
+def _cb_focal(
+    logits: Tensor, target: Tensor, counts: Tensor, options: _engine.CallOptions, weight: Optional[Tensor], *,
+    beta: float, gamma: float, mean_over: str,
+) -> Tensor:  # fmt: skip
+    ml = _engine.prepare_multihot(logits, target, counts.shape[0], options, weight=weight)
+    z = ml.logits
+    w = _engine.derived(  # computed once per counts buffer, as the single-label losses' weights
+        counts, "class_balanced", (beta, z.device, z.dtype),
+        lambda: _engine.class_balanced_weights(counts.to(z.device), beta, z.dtype),
+    )  # fmt: skip
     per = _engine.multihot_elements(ml, class_weights=w, gamma_pos=gamma, gamma_neg=gamma)
-    return _engine.finish_elements(per, ml, checked.reduction, mean_over)
+    return _engine.finish_elements(per, ml, options.reduction, mean_over)
 
 
 @fill
@@ -111,10 +122,10 @@ class MultiLabelClassBalancedFocal(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         """Compute the loss; see :func:`multilabel_class_balanced_focal_loss` (``weight``: per element, or None)."""
-        ml = _engine.prepare_multihot(logits, target, self.num_classes, self.options, weight=weight)
-        w = _engine.class_balanced_weights(self.class_counts.to(ml.logits.device), self.beta, ml.logits.dtype)
-        per = _engine.multihot_elements(ml, class_weights=w, gamma_pos=self.gamma, gamma_neg=self.gamma)
-        return _engine.finish_elements(per, ml, self.reduction, self.mean_over)
+        counts, options = self.class_counts, self.options
+        return _cb_focal(
+            logits, target, counts, options, weight, beta=self.beta, gamma=self.gamma, mean_over=self.mean_over
+        )
 
 
 @fill
@@ -161,9 +172,16 @@ def logit_adjusted_bce_loss(  # noqa: D417 (weight, mean_over and options are th
     tau, mean_over = check_finite("tau", tau), check_mean_over(mean_over)
     counts, checked = _engine.function_args(logits, class_counts, options)
     n = check_num_samples(num_samples, counts, check_values=checked.check_values)
-    ml = _engine.prepare_multihot(logits, target, counts.shape[0], checked, weight=weight)
-    shift = tau * _engine.prior_logits(counts, n, ml.logits.dtype)
-    return _engine.finish_elements(_engine.multihot_elements(ml, shift=shift), ml, checked.reduction, mean_over)
+    return _la_bce(logits, target, counts, n, checked, weight, tau=tau, mean_over=mean_over)
+
+
+def _la_bce(
+    logits: Tensor, target: Tensor, counts: Tensor, num_samples: int, options: _engine.CallOptions,
+    weight: Optional[Tensor], *, tau: float, mean_over: str,
+) -> Tensor:  # fmt: skip
+    ml = _engine.prepare_multihot(logits, target, counts.shape[0], options, weight=weight)
+    shift = tau * _engine.prior_logits(counts.to(ml.logits.device), num_samples, ml.logits.dtype)
+    return _engine.finish_elements(_engine.multihot_elements(ml, shift=shift), ml, options.reduction, mean_over)
 
 
 @fill
@@ -198,7 +216,5 @@ class LogitAdjustedBCE(CountsLoss):
 
     def forward(self, logits: Tensor, target: Tensor, weight: Optional[Tensor] = None) -> Tensor:
         """Compute the loss; see :func:`logit_adjusted_bce_loss` (``weight``: per element, or None)."""
-        ml = _engine.prepare_multihot(logits, target, self.num_classes, self.options, weight=weight)
-        counts = self.class_counts.to(ml.logits.device)
-        shift = self.tau * _engine.prior_logits(counts, self.num_samples, ml.logits.dtype)
-        return _engine.finish_elements(_engine.multihot_elements(ml, shift=shift), ml, self.reduction, self.mean_over)
+        counts, n, options = self.class_counts, self.num_samples, self.options
+        return _la_bce(logits, target, counts, n, options, weight, tau=self.tau, mean_over=self.mean_over)
