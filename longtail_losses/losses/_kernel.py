@@ -20,7 +20,9 @@ Three paths use them: the reference of :mod:`~longtail_losses.losses._engine` (p
 the dense fast path below (:func:`fused_loss`: loss and gradient in one pass) and the chunked path of
 :mod:`~longtail_losses.losses.linear`. The fast path writes the gradient into one (N, C) buffer that the autograd
 function owns; its backward multiplies it in place by ``grad_output`` times a per-row scale, so a forward and
-backward allocate one (N, C) tensor besides the block-sized temporaries. The reference runs instead:
+backward allocate one (N, C) tensor. Every intermediate lives in that buffer or in a work buffer of at most five
+blocks of :data:`BLOCK_ELEMENTS` logits, which on a CPU is kept per thread and reused (:func:`_workspace`). The
+reference runs instead:
 
 * under :func:`reference_path` (tests, debugging);
 * while ``torch.compile``/dynamo traces, or inside ``torch.func`` transforms (:func:`tracing`);
@@ -61,22 +63,30 @@ __all__ = [
     "use_fast_path",
 ]
 
-#: Most elements in one block of rows of the dense fast path (64 MiB of float32).
-BLOCK_ELEMENTS = 1 << 24
+#: Most elements in one block of rows of the dense fast path (4 MiB of float32). The reused CPU work buffer holds at
+#: most five blocks (20 MiB of float32 per thread); measured on a 2-core CPU, 2**18 and 2**22 were both slower.
+BLOCK_ELEMENTS = 1 << 20
 
 _state = threading.local()
 
 
 def focal_terms(
-    s: Tensor, gamma: Union[float, Tensor], *, clip: float = 0.0, detach: bool = False, derivative: bool = True
-) -> tuple[Tensor, Optional[Tensor]]:
+    s: Tensor, gamma: Union[float, Tensor], *,
+    clip: float = 0.0, detach: bool = False, derivative: bool = True, work: Optional[Tensor] = None,
+) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
     r"""The sigmoid focal loss :math:`f(s)` of signed logits and, with ``derivative``, :math:`f'(s)`, element-wise.
 
-    :math:`\sigma(\pm s)` and :math:`\log\sigma(\pm s)` come from two ``sigmoid`` and one ``log`` of a
-    number in :math:`[\tfrac12, 1]`: :math:`\log\sigma(s) = \log\max(\sigma(s), \sigma(-s)) - \max(-s, 0)`, so both are
-    finite for any finite :math:`s` without the slow ``log1p``/``logsigmoid`` kernels; :math:`\sigma(-s)` itself
-    keeps its relative accuracy where :math:`1 - \sigma(s)` would round to 0. The value is differentiable by autograd
-    (the reference path), with the exact derivative also at :math:`s = 0`.
+    :math:`\sigma(\pm s)` are two ``sigmoid`` (so that :math:`\sigma(-s)` keeps its relative accuracy where
+    :math:`1 - \sigma(s)` would round to 0) and :math:`\log\sigma(s) = \min(\log\max(\sigma(s), t), s)` one
+    ``log``, with :math:`t` the smallest normal number of the dtype to the power 0.9 (:math:`e^{-78.6}` in float32,
+    :math:`e^{-637}` in float64): below it :math:`\log\sigma(s) = s - \log(1 + e^{s})` equals :math:`s` to the last
+    bit, and above it the ``log`` of the rounded :math:`\sigma(s)` is accurate to the rounding of :math:`\sigma(s)`
+    (and :math:`1/\sigma(s)` in its derivative finite). So the value is finite for any finite :math:`s` without the
+    slow ``log1p``/``logsigmoid``/``softplus`` kernels. The focusing weight is :math:`\sigma(-s)^\gamma` itself for
+    :math:`\gamma \in \{0, 1\}`, its square for :math:`\gamma = 2`, and :math:`2^{\gamma \log_2(e) \log\sigma(-s)}`
+    otherwise, with :math:`\log\sigma(-s)` from a second ``log`` as above (``exp2`` is the fast exponential on
+    CPUs; :math:`\log\sigma(s) - s` would lose the derivative's accuracy to cancellation at large :math:`|s|`).
+    The value is differentiable by autograd (the reference path), with the exact derivative also at :math:`s = 0`.
 
     **Probability shifting** (``clip`` :math:`m > 0`, the negatives of the asymmetric loss :cite:`ridnik2021asl`):
     the probability of the wrong side :math:`q = \sigma(-s)` becomes :math:`q_m = \max(q - m, 0)` in both the
@@ -100,55 +110,77 @@ def focal_terms(
         clip: Probability shift :math:`m \in [0, 1)` of :math:`\sigma(-s)`; ``0`` (the default) shifts nothing.
         detach: Treat the focusing weight as a constant in autograd and in the derivative.
         derivative: Also return :math:`f'(s)` (not differentiable; for the fast paths).
+        work: For the fast paths without autograd (``clip = 0``, float ``gamma``): a buffer of
+            :func:`focal_planes` planes of the shape of ``s`` that every intermediate is written into, so that
+            nothing is allocated; the results are views of it (``s`` may not alias it).
 
     Returns:
         ``(f(s), f'(s))``, the second ``None`` without ``derivative``.
     """
     if clip > 0.0:
         return _shifted_focal_terms(s, gamma, clip, detach=detach, derivative=derivative)
-    p, q, log_p, log_q = _log_sigmoids(s)
+    a, b, c, d = (None,) * 4 if work is None else (*work.unbind(0), None)[:4]
+    p, q, log_p = _log_sigmoids(s, out=(a, b, c))
     constant = isinstance(gamma, (int, float))
     if constant and gamma == 0.0:
         q_gamma: Optional[Tensor] = None
     elif constant and gamma == 1.0:
         q_gamma = q
-    else:
-        q_gamma = torch.exp(gamma * log_q)
+    elif constant and gamma == 2.0:
+        q_gamma = torch.mul(q, q, out=d)
+    else:  # q ** gamma = 2 ** (-gamma log2(e) (-log q)), -log q = max(-log max(q, floor), s) as log p above
+        minus_log_q = torch.maximum(torch.neg(torch.log(torch.clamp(q, min=_floor(s), out=d), out=d), out=d), s, out=d)
+        q_gamma = torch.exp2(torch.mul(minus_log_q, -gamma * _LOG2_E, out=d), out=d)
     if detach and q_gamma is not None:
         q_gamma = q_gamma.detach()
-    value = -log_p if q_gamma is None else -(q_gamma * log_p)
-    if not derivative:
-        return value, None
-    if q_gamma is None:
-        grad = -q
-    elif detach:
-        grad = -(q_gamma * q)
+    zero = s.new_zeros(())  # addcmul(zero, u, v, value=-1) is -(u * v) in one pass
+    if derivative:  # f'(s) = -q^gamma (q - gamma p log p), with p log p computed before log p is overwritten
+        if q_gamma is None:
+            grad: Optional[Tensor] = torch.neg(q, out=a)
+        elif detach:
+            grad = torch.addcmul(zero, q_gamma, q, value=-1.0, out=a)
+        else:
+            p_log_p = torch.mul(p, log_p, out=a)
+            if isinstance(gamma, Tensor):
+                inner = torch.sub(q, torch.mul(p_log_p, gamma, out=a), out=a)
+            else:
+                inner = torch.sub(q, p_log_p, alpha=gamma, out=a)
+            grad = torch.addcmul(zero, q_gamma, inner, value=-1.0, out=a)
     else:
-        grad = q_gamma * (gamma * p * log_p - q)
+        grad = None
+    value = torch.neg(log_p, out=c) if q_gamma is None else torch.addcmul(zero, q_gamma, log_p, value=-1.0, out=c)
     return value, grad
 
 
-def _log_sigmoids(s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    r""":math:`\sigma(\pm s)` and :math:`\log\sigma(\pm s)`, finite for finite ``s``.
+def focal_planes(gamma: Union[float, Tensor]) -> int:
+    """Planes of the ``work`` buffer that :func:`focal_terms` uses for this ``gamma``."""
+    return 3 if isinstance(gamma, (int, float)) and gamma in (0.0, 1.0) else 4
 
-    Two ``sigmoid`` and one ``log`` of :math:`\max(\sigma(s), \sigma(-s)) \in [\tfrac12, 1]`; no boolean mask (a
-    ``where`` on a mask costs several times an ``exp`` on some CPU builds). At :math:`s = 0` autograd gives the
-    exact derivative: ``maximum``/``minimum`` split the gradient of a tie evenly, which is the mean of the one-sided
-    derivatives of each kinked piece, and the kinks cancel (``relu``/``clamp`` would give 0 or 1 instead).
+
+_LOG2_E = 1.0 / math.log(2.0)
+
+
+def _log_sigmoids(s: Tensor, out: tuple[Optional[Tensor], ...] = (None, None, None)) -> tuple[Tensor, Tensor, Tensor]:
+    r""":math:`\sigma(s)`, :math:`\sigma(-s)` and :math:`\log\sigma(s)`, finite for finite ``s`` (:func:`focal_terms`).
+
+    ``out`` are three tensors of the shape of ``s`` to write them into, or Nones.
     """
-    p, q = torch.sigmoid(s), torch.sigmoid(-s)
-    zero = s.new_zeros(())
-    log_max = torch.maximum(p, q).log()  # log sigma(|s|)
-    log_p = log_max + torch.minimum(s, zero)  # log sigma(s)
-    log_q = log_max - torch.maximum(s, zero)  # log sigma(-s)
-    return p, q, log_p, log_q
+    p = torch.sigmoid(s, out=out[0])
+    q = torch.sigmoid(torch.neg(s, out=out[1]), out=out[1])
+    log_p = torch.minimum(torch.log(torch.clamp(p, min=_floor(s), out=out[2]), out=out[2]), s, out=out[2])
+    return p, q, log_p
+
+
+def _floor(s: Tensor) -> float:
+    r"""Below this probability :math:`\log\sigma(s) = s` to the last bit: the smallest normal number to the 0.9."""
+    return torch.finfo(s.dtype).tiny ** 0.9
 
 
 def _shifted_focal_terms(
     s: Tensor, gamma: Union[float, Tensor], clip: float, *, detach: bool, derivative: bool
 ) -> tuple[Tensor, Optional[Tensor]]:
     """:func:`focal_terms` with the probability shift ``clip > 0`` (see there)."""
-    _, q, log_p, log_q = _log_sigmoids(s)
+    _, q, log_p = _log_sigmoids(s)
     q_m = torch.relu(q - clip)  # max(sigma(-s) - m, 0)
     # log(1 - q_m): log1p where q_m is small (1 - q_m near 1), log(sigma(s) + m) where sigma(s) may underflow.
     near = torch.log1p(-torch.clamp(q_m, max=0.5))
@@ -162,7 +194,7 @@ def _shifted_focal_terms(
     value = -(q_gamma * log_a)
     if not derivative:
         return value, None
-    pq = torch.exp(log_p + log_q)  # sigma(s) sigma(-s), no underflow of a factor
+    pq = torch.exp(2.0 * log_p - s)  # sigma(s) sigma(-s) = exp(log p + log q), no underflow of a factor
     inner = gamma * log_a / safe if not detach else 0.0
     grad = torch.where(positive, pq * q_gamma * (inner - torch.exp(-log_a)), 0.0)
     return value, grad
@@ -187,12 +219,17 @@ def adjusted_logits(
     return x if shift is None else x + shift
 
 
-def softmax_terms(x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Per row, :math:`\operatorname{lse}(x) - x_y`, and its gradient :math:`\operatorname{softmax}(x) - e_y`."""
-    log_probs = torch.log_softmax(x, dim=1)
+def softmax_terms(x: Tensor, labels: Tensor, *, inplace: bool = False) -> tuple[Tensor, Tensor]:
+    r"""Per row, :math:`\operatorname{lse}(x) - x_y`, and its gradient :math:`\operatorname{softmax}(x) - e_y`.
+
+    Not differentiable (for the fast paths); ``inplace`` overwrites ``x`` with the gradient. The softmax is
+    :math:`2^{\log_2(e) \log\operatorname{softmax}(x)}`: ``exp2`` is the fast exponential on CPUs, and the rounding of
+    the product moves no probability by more than :math:`\max_t t e^{-t} = 1/e` times the unit roundoff.
+    """
+    log_probs = torch.log_softmax(x, dim=1, out=x if inplace else None)
     at_y = (torch.arange(x.shape[0], device=x.device), labels)
     value = -log_probs[at_y]
-    grad = log_probs.exp_()
+    grad = torch.exp2(log_probs.mul_(_LOG2_E), out=log_probs)
     grad[at_y] -= 1.0
     return value, grad
 
@@ -354,8 +391,13 @@ def _forward(
     z: Tensor, labels: Tensor, *,
     shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float, grad: Optional[Tensor],
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    """Per-row loss and, if ``grad`` is given, its gradient: the gradient of row i is ``scale[i] * grad[i]``."""
-    n = z.shape[0]
+    """Per-row loss and, if ``grad`` is given, its gradient: the gradient of row i is ``scale[i] * grad[i]``.
+
+    Works through blocks of at most :data:`BLOCK_ELEMENTS` logits, writing every intermediate into one work buffer
+    of a few blocks (the focal term's planes, see :func:`focal_terms`) and into ``grad`` itself: apart from the
+    (N,) results and row-sized index tensors, nothing else is allocated, whatever the number of rows.
+    """
+    n, c = z.shape
     loss = torch.empty(n, dtype=z.dtype, device=z.device)
     use_softmax, use_focal = alpha < 1.0, alpha > 0.0
     if use_focal:
@@ -367,32 +409,57 @@ def _forward(
             scale = scale.clamp(min=2.0 * (1.0 - alpha) / torch.finfo(z.dtype).max)
     else:
         scale = torch.ones(n, dtype=z.dtype, device=z.device)
-    rows = max(1, min(n, BLOCK_ELEMENTS // max(1, z.shape[1])))
+    rows = max(1, min(n, BLOCK_ELEMENTS // max(1, c)))
+    # The focal term's planes, and one for the signed logits when there is no gradient buffer to hold them; the
+    # softmax term works in the first plane (in the gradient buffer itself when it is alone).
+    planes = focal_planes(gamma) + (grad is None) if use_focal else int(grad is None)
+    work = _workspace(planes * min(rows, n) * c, z).view(planes, min(rows, n), c) if planes else None
     for start in range(0, n, rows):
         zb, yb = z[start : start + rows], labels[start : start + rows]
-        at_y = (torch.arange(zb.shape[0], device=z.device), yb)
-        out = grad[start : start + rows] if grad is not None else None
-        row_loss = torch.zeros(zb.shape[0], dtype=z.dtype, device=z.device)
+        m = zb.shape[0]
+        at_y = (torch.arange(m, device=z.device), yb)
+        out = grad[start : start + m] if grad is not None else None
+        block = work[:, :m] if work is not None else None
+        row_loss: Union[Tensor, float] = 0.0
         if use_focal:
-            signed = torch.neg(zb)
+            assert block is not None
+            signed = torch.neg(zb, out=out if out is not None else block[-1])  # s = -z, and z_y at the target
             signed[at_y] = zb[at_y]
-            value, derivative = focal_terms(signed, gamma, derivative=out is not None)
-            row_loss += scale[start : start + rows] * value.sum(dim=1)
+            focal_work = block[: planes - (out is None)]
+            value, derivative = focal_terms(signed, gamma, derivative=out is not None, work=focal_work)
+            row_loss = scale[start : start + m] * value.sum(dim=1)
             if out is not None:
                 assert derivative is not None
                 torch.neg(derivative, out=out)
                 out[at_y] = derivative[at_y]
         if use_softmax:
             assert shift is not None
-            value, softmax_grad = softmax_terms(zb + shift, yb)
-            row_loss += (1.0 - alpha) * value
-            if out is not None:
-                if use_focal:
-                    out.addcmul_(softmax_grad, ((1.0 - alpha) / scale[start : start + rows]).unsqueeze(1))
-                else:
-                    out.copy_(softmax_grad)
-        loss[start : start + rows] = row_loss
+            alone = out is not None and not use_focal
+            x = torch.add(zb, shift, out=out if alone else block[0])  # type: ignore[index]
+            value, softmax_grad = softmax_terms(x, yb, inplace=True)
+            row_loss = row_loss + (1.0 - alpha) * value
+            if out is not None and use_focal:
+                out.addcmul_(softmax_grad, ((1.0 - alpha) / scale[start : start + m]).unsqueeze(1))
+        loss[start : start + m] = row_loss
     return loss, scale
+
+
+def _workspace(numel: int, like: Tensor) -> Tensor:
+    """``numel`` elements of scratch memory for :func:`_forward`; on a CPU, kept per thread and dtype and reused.
+
+    A CPU allocation of a few MiB is served by ``mmap`` or a heap that is trimmed back after the call, so a fresh
+    buffer pays a page fault per 4 KiB on every call, which can cost more than the arithmetic; the buffer (at most
+    five planes of :data:`BLOCK_ELEMENTS`) is therefore kept. CUDA's caching allocator already reuses memory.
+    """
+    if like.device.type != "cpu":
+        return torch.empty(numel, dtype=like.dtype, device=like.device)
+    cache = getattr(_state, "workspace", None)
+    if cache is None:
+        cache = _state.workspace = {}
+    buffer = cache.get(like.dtype)
+    if buffer is None or buffer.numel() < numel:
+        buffer = cache[like.dtype] = torch.empty(numel, dtype=like.dtype)
+    return buffer[:numel]
 
 
 class _FusedLoss(torch.autograd.Function):

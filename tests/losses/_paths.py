@@ -10,6 +10,7 @@ import contextlib
 from typing import Any
 
 import pytest
+import torch
 from torch import Tensor
 
 from longtail_losses.losses import _engine, _kernel
@@ -33,6 +34,18 @@ def fused_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
 def small_blocks(monkeypatch: pytest.MonkeyPatch, elements: int = 1000) -> None:
     """The fused kernel works in blocks of ``elements`` logits, so a small problem spans several blocks."""
     monkeypatch.setattr(_kernel, "BLOCK_ELEMENTS", elements)
+
+
+def poison_workspace(value: float = float("nan")) -> None:
+    """Fill this thread's reused CPU work buffers of the fused kernel with ``value`` (what a call must overwrite)."""
+    for buffer in getattr(_kernel._state, "workspace", {}).values():
+        buffer.fill_(value)
+
+
+def workspace_elements(dtype: torch.dtype) -> int:
+    """Elements of this thread's reused CPU work buffer of the fused kernel for ``dtype`` (0 if none yet)."""
+    buffer = getattr(_kernel._state, "workspace", {}).get(dtype)
+    return 0 if buffer is None else buffer.numel()
 
 
 class FastPathCalls:

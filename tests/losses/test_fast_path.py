@@ -114,6 +114,25 @@ def test_fast_equals_reference_many_blocks(
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_work_buffer_is_reused_bounded_and_overwritten(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    # The CPU work buffer outlives the call: whatever an earlier call left in it (nan here) must not reach a result,
+    # and it never grows beyond five planes of one block, whatever the batch.
+    _paths.small_blocks(monkeypatch, 1000)
+    shapes = [(32, 300, 1.5, 0.3), (7, 40, 1.0, 0.0), (64, 10, 2.0, 1.0), (3, 900, 0.0, 0.5)]
+    for batch, classes, gamma, alpha in shapes:
+        z, y, counts = make_case(batch, classes, dtype, seed=batch)
+        kw = {"beta": 0.99, "gamma": gamma, "alpha": alpha, "reduction": "none"}
+        _paths.poison_workspace()
+        assert_fast_equals_reference(LOSSES["bfs"], z, y, counts, **kw)
+        _paths.poison_workspace()
+        with torch.no_grad():  # the forward without a gradient buffer holds the signed logits in a plane
+            fast = LOSSES["bfs"](z, y, counts, **kw)
+        with _paths.reference_path():
+            torch.testing.assert_close(fast, LOSSES["bfs"](z, y, counts, **kw))
+        assert 0 < _paths.workspace_elements(dtype) <= 5 * 1000
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
 @pytest.mark.parametrize("alpha", [0.0, 0.1, 1.0])
 def test_saturated_logits(dtype: torch.dtype, gamma: float, alpha: float) -> None:
