@@ -60,13 +60,15 @@ FRAGMENTS: dict[str, str] = {
     ),
     # The Args after the hyperparameters of the two linear losses (same indentation as "linear_args").
     "linear_options": (
+        "class_weights: Per-class loss weights :math:`v_c \\ge 0`, one for each of the C classes (all of them also\n"
+        "    when sharded), as ``F.cross_entropy``'s ``weight``; None (the default) for ones.\n"
         "weight_decay: :math:`\\lambda \\ge 0` of the penalty :math:`\\frac{\\lambda}{2}\\lVert W\\rVert^2`. "
         "Default: ``0``.\n"
         "chunk_size: Classes per block; None (the default) picks about :math:`2^{21} / N`.\n"
         "process_group: Shard the classes over this ``torch.distributed`` group (see the sharded form of\n"
         "    :func:`~longtail_losses.functional.linear_balanced_softmax_loss`). Default: ``None``.\n"
-        "**options: ``reduction``, ``ignore_index``, ``validate_args``: :ref:`call-options`; ``label_smoothing``\n"
-        "    must be 0."
+        "**options: ``reduction``, ``ignore_index``, ``label_smoothing`` :math:`\\varepsilon`, ``validate_args``:\n"
+        "    :ref:`call-options`."
     ),
     # Shape and Raises of the two linear losses (sections: put the placeholder at the docstring's indentation).
     "linear_sections": (
@@ -76,11 +78,13 @@ FRAGMENTS: dict[str, str] = {
         "    target: :math:`(N)`.\n"
         "    class_counts: :math:`(C)`.\n"
         "    bias: :math:`(C)` (:math:`(C_r)` when sharded).\n"
+        "    class_weights: :math:`(C)`, also when sharded.\n"
         "    output: a scalar, or :math:`(N)` if ``reduction='none'`` (zero for ignored samples).\n"
         "\n"
         "Raises:\n"
         "    TypeError: If an argument has the wrong type or dtype.\n"
-        "    ValueError: If the shapes disagree, a count or label is invalid, or a hyperparameter is out of range."
+        "    ValueError: If the shapes disagree, a count, label or class weight is invalid, or a hyperparameter is\n"
+        "        out of range."
     ),
 }
 

@@ -31,6 +31,7 @@ def linear_problems(draw: st.DrawFn, dtypes: tuple[torch.dtype, ...] = (torch.fl
         "target": torch.where(ignored, torch.full_like(target, IGNORE_INDEX), target),
         "counts": draw(counts_lists(c)),
         "reduction": draw(st.sampled_from(REDUCTIONS)),
+        "label_smoothing": draw(st.sampled_from([0.0, 0.1, 1.0])),
         "weight_decay": draw(st.sampled_from([0.0, 0.5])),
         "chunk_size": draw(st.none() | st.integers(1, c + 2)),
         "bfs": {"alpha": draw(alphas), "beta": draw(betas), "gamma": draw(gammas)},
@@ -54,7 +55,7 @@ def explicit(loss: str, p: dict[str, Any]) -> Any:
     """The same loss on the explicit logits, with the penalty added as documented (spread over kept for 'none')."""
 
     def fn(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
-        z, options = logits_of(x, w, b), {"reduction": p["reduction"]}
+        z, options = logits_of(x, w, b), {"reduction": p["reduction"], "label_smoothing": p["label_smoothing"]}
         if loss == "bs":
             out = LF.balanced_softmax_loss(z, p["target"], p["counts"], **options)
         else:
@@ -71,7 +72,7 @@ def explicit(loss: str, p: dict[str, Any]) -> Any:
 def fused(loss: str, p: dict[str, Any], **overrides: Any) -> Any:
     def fn(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         kw = {"reduction": p["reduction"], "weight_decay": p["weight_decay"], "chunk_size": p["chunk_size"]}
-        kw.update(overrides)
+        kw.update(label_smoothing=p["label_smoothing"], **overrides)
         if loss == "bs":
             return LF.linear_balanced_softmax_loss(x, w, p["target"], p["counts"], b, **kw)
         return LF.linear_bfs_loss(x, w, p["target"], p["counts"], b, **p["bfs"], **kw)
@@ -99,7 +100,7 @@ def test_chunk_size_changes_nothing(loss: str, p: dict[str, Any], other: int | N
 def test_module_equals_functional_and_round_trips(loss: str, p: dict[str, Any]) -> None:
     d, dtype = p["features"].shape[1], p["features"].dtype
     kw = {"bias": p["bias"] is not None, "weight_decay": p["weight_decay"], "reduction": p["reduction"]}
-    kw["chunk_size"] = p["chunk_size"]
+    kw.update(chunk_size=p["chunk_size"], label_smoothing=p["label_smoothing"])
     if loss == "bs":
         module = ltl.LinearBalancedSoftmax(p["counts"], d, dtype=dtype, **kw)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import socket
 import tempfile
@@ -45,23 +46,28 @@ def _sharded_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         results = {}
-        for reduction in REDUCTIONS:
-            for alpha, gamma in [(0.0, 1.0), (0.3, 1.5)]:
-                x, w, b, y, counts = _problem(c=11)
-                assert b is not None
-                start, stop = shard_range(w.shape[0], rank, world)
-                w_local = w.detach()[start:stop].clone().requires_grad_()
-                b_local = b.detach()[start:stop].clone().requires_grad_()
-                kwargs = {"alpha": alpha, "gamma": gamma, "reduction": reduction, "weight_decay": 0.05}
-                sharded = functools.partial(
-                    _chunked, x, w_local, b_local, y, counts, chunk_size=2, process_group=dist.group.WORLD, **kwargs
-                )
-                got = _value_and_grads(sharded, [x, w_local, b_local])
-                single = functools.partial(_chunked, x, w, b, y, counts, chunk_size=3, **kwargs)
-                want = _value_and_grads(single, [x, w, b])
-                want[2], want[3] = want[2][start:stop], want[3][start:stop]
-                results[f"{reduction}-{alpha}"] = max(float((g - e).abs().max()) for g, e in zip(got, want))
-        head = ltl.LinearBFS([5, 4, 3, 2, 1], in_features=3, process_group=dist.group.WORLD)
+        # class_weights are all C classes' on every rank, as class_counts
+        weighted = {"class_weights": torch.linspace(0.0, 2.0, 11, dtype=torch.float64), "label_smoothing": 0.1}
+        cases = itertools.product(REDUCTIONS, [(0.0, 1.0), (0.3, 1.5)], [{}, weighted])
+        for reduction, (alpha, gamma), options in cases:
+            x, w, b, y, counts = _problem(c=11)
+            assert b is not None
+            start, stop = shard_range(w.shape[0], rank, world)
+            w_local = w.detach()[start:stop].clone().requires_grad_()
+            b_local = b.detach()[start:stop].clone().requires_grad_()
+            kwargs = {"alpha": alpha, "gamma": gamma, "reduction": reduction, "weight_decay": 0.05, **options}
+            sharded = functools.partial(
+                _chunked, x, w_local, b_local, y, counts, chunk_size=2, process_group=dist.group.WORLD, **kwargs
+            )
+            got = _value_and_grads(sharded, [x, w_local, b_local])
+            single = functools.partial(_chunked, x, w, b, y, counts, chunk_size=3, **kwargs)
+            want = _value_and_grads(single, [x, w, b])
+            want[2], want[3] = want[2][start:stop], want[3][start:stop]
+            name = f"{reduction}-{alpha}" + ("-weighted-smoothed" if options else "")
+            results[name] = max(float((g - e).abs().max()) for g, e in zip(got, want))
+        head = ltl.LinearBFS(
+            [5, 4, 3, 2, 1], in_features=3, class_weights=[1.0, 2.0, 0.5, 1.0, 3.0], process_group=dist.group.WORLD
+        )
         results["module_rows"] = float(head.weight.shape[0] == head.num_local_classes)
         loss = head(torch.ones(2, 3, dtype=torch.float32), torch.tensor([0, 4]))
         loss.backward()
@@ -83,7 +89,7 @@ def test_class_sharded_two_gloo_processes_equal_one_process() -> None:
             results = torch.load(os.path.join(out_dir, f"rank{rank}.pt"))
             assert results.pop("module_rows") == 1.0
             assert results.pop("module_finite") == 1.0
-            assert len(results) == 6
+            assert len(results) == 12
             for case, diff in results.items():
                 assert diff < 1e-12, (rank, case, diff)  # float64: equal up to summation order
 

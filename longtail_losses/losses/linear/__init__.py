@@ -14,6 +14,17 @@ without ever holding :math:`(N, C)`: a custom autograd function walks over block
   :math:`\partial x \mathrel{+}= G W_c` and writes :math:`\partial W_c = G^\top x`,
   :math:`\partial b_c = \sum_n G_n`.
 
+**Label smoothing and class weights.** The loss of a target distribution :math:`t` is
+:math:`\sum_k t_k v_k \ell(z, k)` (:math:`v`: ``class_weights``), as for every loss of the package. The smoothed
+label :math:`t = (1-\varepsilon)\operatorname{onehot}(y) + \varepsilon / C` splits it into the label's loss,
+weighted by :math:`(1-\varepsilon) v_y`, and a uniform part whose weights :math:`e_c = \varepsilon v_c / C` are the
+same for every sample, so each term stays a sum over classes: the softmax term needs the row sum
+:math:`\sum_c e_c (z_c + \log n_c)` besides the log-sum-exp, and its gradient gains :math:`-e_c` and a factor
+:math:`(1-\varepsilon) v_y + \sum_c e_c` on the softmax; the focal term (the label's value weighted by
+:math:`(1-\varepsilon) v_y w_y`) gains :math:`\sum_c [(E - e'_c) f(-z_c) + e'_c f(z_c)]` with
+:math:`e'_c = e_c w_c`, :math:`E = \sum_c e'_c` (no cancellation), one more element-wise evaluation of the focal
+term per block.
+
 With ``reduction='mean'`` or ``'sum'`` pass 2 runs inside forward (the gradient of a scalar loss is known up to
 the factor ``grad_output``, applied in place in backward), and the focal row sums come out of pass 2, so pass 1
 only computes the log-sum-exp. With ``reduction='none'`` the gradient depends on the per-sample

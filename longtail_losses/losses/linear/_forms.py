@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from longtail_losses._docstrings import fill
 from longtail_losses._validation import CountsLike, as_counts, check_bfs, check_int, check_weight_decay
 from longtail_losses.losses import _engine
-from longtail_losses.losses._base import CountsLoss
+from longtail_losses.losses._base import WeightedLoss
 from longtail_losses.losses._engine import LossOptions, Unpack
 from longtail_losses.losses.linear._chunked import ProcessGroup, default_chunk, linear_loss
 
@@ -32,30 +32,25 @@ def shard_range(num_classes: int, rank: int, world_size: int) -> tuple[int, int]
 
 
 def _linear(
-    features: Tensor,
-    weight: Tensor,
-    target: Tensor,
-    class_counts: CountsLike,
-    bias: Optional[Tensor],
-    hyper: tuple[float, float, float],
-    weight_decay: float,
-    chunk_size: Optional[int],
-    process_group: Optional[ProcessGroup],
-    options: LossOptions,
-    function: str,
-) -> Tensor:
+    features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor],
+    hyper: tuple[float, float, float], options: LossOptions, *,
+    class_weights: Optional[CountsLike],
+    weight_decay: float, chunk_size: Optional[int], process_group: Optional[ProcessGroup],
+) -> Tensor:  # fmt: skip
     """The checks of a function's call (a module makes them once, in ``__init__``), then :func:`linear_loss`."""
     hyper = check_bfs(*hyper)
-    checked = _engine.check_options(**options).without_smoothing(function)
+    checked = _engine.check_options(**options)
     counts = as_counts(class_counts, check_values=checked.check_values)
+    weights = _engine.class_weights_arg(class_weights, counts.shape[0], checked)
     weight_decay, chunk_size = check_weight_decay(weight_decay), check_int("chunk_size", chunk_size, 1, optional=True)
     kwargs: dict[str, Any] = {"weight_decay": weight_decay, "chunk_size": chunk_size, "process_group": process_group}
-    return linear_loss(features, weight, target, counts, bias, checked, hyper, **kwargs)
+    return linear_loss(features, weight, target, counts, bias, checked, hyper, class_weights=weights, **kwargs)
 
 
 @fill  # the signature is linear_bfs_loss's without alpha, beta, gamma; its lines grouped by hand, as there
 def linear_balanced_softmax_loss(  # noqa: D417 (the Args shared with linear_bfs_loss are fragments)
     features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor] = None, *,
+    class_weights: Optional[CountsLike] = None,
     weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
     **options: Unpack[LossOptions],
 ) -> Tensor:  # fmt: skip
@@ -66,20 +61,28 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the Args shared with linear_bfs
     :math:`(N, C)` logits or their gradient:
 
     .. math::
-        \ell_n = \log \sum_{c=1}^{C} n_c e^{z_{n,c}} - \log n_{y_n} - z_{n,y_n},
+        \ell_n = \sum_{k=1}^{C} t_{n,k}\, v_k \Bigl(\log \sum_{c=1}^{C} n_c e^{z_{n,c}} - \log n_k - z_{n,k}\Bigr),
         \qquad \mathcal{L} = \operatorname{reduce}_n \ell_n + \frac{\lambda}{2} \lVert W \rVert_F^2
 
-    It equals ``balanced_softmax_loss(features @ weight.T + bias, target, class_counts)`` (plus the penalty), in
-    value and gradients, up to rounding. ``'mean'`` divides by the number of samples whose label is not
-    ``ignore_index`` (``nan`` if there is none). The penalty (``weight_decay`` :math:`=\lambda`, default off) is
-    added once to the reduced loss, so its gradient is exactly ``weight_decay * weight``; with
-    ``reduction='none'`` it is spread evenly over the kept samples, as in
+    with the target :math:`t_n = (1-\varepsilon)\,\mathbf{e}_{y_n} + \varepsilon / C` (``label_smoothing``
+    :math:`\varepsilon`, default 0) and the class weights :math:`v` (``class_weights``, default ones): by default
+    :math:`\ell_n = \log \sum_c n_c e^{z_{n,c}} - \log n_{y_n} - z_{n,y_n}`.
+
+    It equals ``balanced_softmax_loss(features @ weight.T + bias, target, class_counts, label_smoothing=...)`` (plus
+    the penalty), in value and gradients, up to rounding; with ``class_weights`` it is
+    ``F.cross_entropy(features @ weight.T + bias + log n, target, weight=class_weights, ...)``, which is
+    :func:`~torch.nn.functional.linear_cross_entropy` with ``linear_bias=bias + log n``. ``'mean'`` divides by
+    :math:`\sum_n v_{y_n}` over the samples whose label is not ``ignore_index`` (their number without
+    ``class_weights``; ``nan`` if it is 0), as cross-entropy's ``weight`` does. The penalty (``weight_decay``
+    :math:`=\lambda`, default off) is added once to the reduced loss, so its gradient is exactly
+    ``weight_decay * weight``; with ``reduction='none'`` it is spread evenly over the kept samples, as in
     :func:`~longtail_losses.functional.bwlm_loss`. Memory beyond the gradients is a few blocks of
     :math:`N \times` ``chunk_size`` elements; time is about that of the plain computation (one more matrix
     product). Half and bfloat16 inputs are computed in float32. Double backward is not supported.
 
     With ``process_group``, ``weight`` (and ``bias``) are this rank's contiguous slice of the classifier's rows,
-    in rank order, and ``features``, ``target`` and ``class_counts`` (all C classes) are the same on every rank;
+    in rank order, and ``features``, ``target``, ``class_counts`` and ``class_weights`` (all C classes) are the same
+    on every rank;
     every rank returns the same loss, its slice's gradients, and the full gradient of ``features`` (summed over
     the ranks). Every rank must call forward and backward.
 
@@ -96,15 +99,25 @@ def linear_balanced_softmax_loss(  # noqa: D417 (the Args shared with linear_bfs
         tensor(0.7380)
         >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], chunk_size=1)
         tensor(0.7380)
+        >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], label_smoothing=0.1)
+        tensor(0.8130)
+        >>> linear_balanced_softmax_loss(features, weight, torch.tensor([0, 1]), [90, 10], class_weights=[1.0, 3.0])
+        tensor(1.0996)
+        >>> logits = features @ weight.T + torch.tensor([90.0, 10.0]).log()  # the same, as F.cross_entropy
+        >>> torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1]), weight=torch.tensor([1.0, 3.0]))
+        tensor(1.0996)
     """
-    args = (features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), weight_decay, chunk_size, process_group)
-    return _linear(*args, options, "linear_balanced_softmax_loss")
+    return _linear(
+        features, weight, target, class_counts, bias, (0.0, 0.0, 0.0), options,
+        class_weights=class_weights, weight_decay=weight_decay, chunk_size=chunk_size, process_group=process_group,
+    )  # fmt: skip
 
 
-@fill  # the signature's lines grouped by hand: the tensors, the focal term, the penalty and the blocks, the options
+@fill  # the signature's lines grouped by hand: tensors, focal term, loss weights, penalty and blocks, options
 def linear_bfs_loss(  # noqa: D417 (the Args shared with linear_balanced_softmax_loss are fragments)
     features: Tensor, weight: Tensor, target: Tensor, class_counts: CountsLike, bias: Optional[Tensor] = None, *,
     alpha: float = 0.1, beta: float = 0.9999, gamma: float = 1.0,
+    class_weights: Optional[CountsLike] = None,
     weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
     **options: Unpack[LossOptions],
 ) -> Tensor:  # fmt: skip
@@ -115,18 +128,24 @@ def linear_bfs_loss(  # noqa: D417 (the Args shared with linear_balanced_softmax
     never holding the :math:`(N, C)` logits or their gradient:
 
     .. math::
-        \ell_n = -\alpha\, w_{y_n} \sum_{c=1}^{C} (1-p^t_{n,c})^{\gamma} \log p^t_{n,c}
-          - (1-\alpha) \log \frac{n_{y_n} e^{z_{n,y_n}}}{\sum_{c} n_c e^{z_{n,c}}},
+        \ell_n = \sum_{k=1}^{C} t_{n,k}\, v_k \Bigl(-\alpha\, w_k \sum_{c=1}^{C} (1-p^{(k)}_{n,c})^{\gamma}
+          \log p^{(k)}_{n,c} - (1-\alpha) \log \frac{n_k e^{z_{n,k}}}{\sum_{c} n_c e^{z_{n,c}}}\Bigr),
         \qquad \mathcal{L} = \operatorname{reduce}_n \ell_n + \frac{\lambda}{2} \lVert W \rVert_F^2
 
-    with sigmoid :math:`p^t` and the class-balanced weights :math:`w` normalised to sum to C, as in
-    :func:`~longtail_losses.functional.bfs_loss`. With ``weight_decay`` :math:`=\lambda > 0` it is BWLM's loss
+    with :math:`p^{(k)}_{n,c} = \sigma(\pm z_{n,c})` (``+`` for :math:`c = k`), the class-balanced weights
+    :math:`w` normalised to sum to C, as in :func:`~longtail_losses.functional.bfs_loss`, and the target
+    :math:`t` and class weights :math:`v` of :func:`~longtail_losses.functional.linear_balanced_softmax_loss`: by
+    default only :math:`k = y_n` remains, the BFS of the label. It equals
+    ``bfs_loss(features @ weight.T + bias, target, class_counts, label_smoothing=...)``: a smoothed target gives
+    the expected loss over the target distribution, its focal part computed block by block as
+    :math:`\sum_c [(E - e_c) f(-z_c) + e_c f(z_c)]` (:math:`f` the focal term, :math:`e_c` the target's weight on
+    class :math:`c`, :math:`E = \sum_c e_c`). With ``weight_decay`` :math:`=\lambda > 0` it is BWLM's loss
     (eq. 17, :func:`~longtail_losses.functional.bwlm_loss`): the penalty is added once to the reduced loss, its
     gradient is exactly ``weight_decay * weight`` and, with ``reduction='none'``, it is spread evenly over the
-    kept samples. ``'mean'`` divides by the number of samples whose label is not ``ignore_index``. The focal
-    term is computed from log-sigmoids (:math:`\log(1-p) = \log\sigma(-z)`), so it stays finite for any finite
-    logits. Memory, dtypes, double backward and ``process_group`` are as in
-    :func:`~longtail_losses.functional.linear_balanced_softmax_loss`.
+    kept samples. ``'mean'`` divides by :math:`\sum_n v_{y_n}` over the samples whose label is not
+    ``ignore_index`` (their number without ``class_weights``). The focal term is computed from log-sigmoids
+    (:math:`\log(1-p) = \log\sigma(-z)`), so it stays finite for any finite logits. Memory, dtypes, double backward
+    and ``process_group`` are as in :func:`~longtail_losses.functional.linear_balanced_softmax_loss`.
 
     Args:
         {linear_args}
@@ -144,18 +163,26 @@ def linear_bfs_loss(  # noqa: D417 (the Args shared with linear_balanced_softmax
         tensor(0.7064)
         >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, weight_decay=0.1)
         tensor(0.9564)
+        >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, label_smoothing=0.1)
+        tensor(0.7822)
+        >>> linear_bfs_loss(features, weight, torch.tensor([0, 1]), [90, 10], beta=0.99, class_weights=[1.0, 3.0])
+        tensor(1.0478)
     """
-    args = (features, weight, target, class_counts, bias, (alpha, beta, gamma), weight_decay, chunk_size, process_group)
-    return _linear(*args, options, "linear_bfs_loss")
+    return _linear(
+        features, weight, target, class_counts, bias, (alpha, beta, gamma), options,
+        class_weights=class_weights, weight_decay=weight_decay, chunk_size=chunk_size, process_group=process_group,
+    )  # fmt: skip
 
 
-class LinearBalancedSoftmax(CountsLoss):
+class LinearBalancedSoftmax(WeightedLoss):
     r"""Module form of :func:`~longtail_losses.functional.linear_balanced_softmax_loss`: classifier and loss.
 
     It owns the classifier's ``weight`` :math:`(C, D)` and ``bias`` :math:`(C)` (initialised as
     :class:`~torch.nn.Linear` does) and ``forward(features, target)`` returns the loss without materialising the
     :math:`(N, C)` logits. For evaluation, :meth:`logits` returns them plainly, :meth:`iter_logits` block by block
-    and :meth:`topk` the best classes without holding them. The class counts are an ``int64`` buffer.
+    and :meth:`topk` the best classes without holding them. The class counts are an ``int64`` buffer and
+    ``class_weights`` a float64 buffer (or ``None``), checked in ``__init__`` and by ``load_state_dict``, as those of
+    :class:`~longtail_losses.LDAMLoss`: a checkpoint saved with or without them loads into a module built either way.
 
     With ``process_group`` the module holds only this rank's contiguous slice of the classes,
     :func:`~longtail_losses.losses.linear.shard_range` of the group's rank (``class_start``, ``num_local_classes``); see
@@ -167,11 +194,13 @@ class LinearBalancedSoftmax(CountsLoss):
         bias: Whether the classifier has a bias. Default: ``True``.
         device: Device of the parameters.
         dtype: Floating-point dtype of the parameters.
+        class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0`` (all C classes, also when sharded), or
+            ``None``. Default: ``None``.
         weight_decay: :math:`\lambda \ge 0` of the penalty on ``weight``. Default: ``0``.
         chunk_size: Classes per block; None picks about :math:`2^{21} / N`. Default: ``None``.
         process_group: Shard the classes over this group. Default: ``None``.
-        **options: ``reduction``, ``ignore_index``, ``validate_args`` (checked on every call: the label range, a
-            device sync): :ref:`call-options`; ``label_smoothing`` must be 0.
+        **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args`` (checked on every call: the
+            label range, a device sync): :ref:`call-options`.
 
     Shape:
         features: :math:`(N, D)`.
@@ -179,26 +208,28 @@ class LinearBalancedSoftmax(CountsLoss):
         output: a scalar, or :math:`(N)` if ``reduction='none'``.
 
     Example:
-        >>> head = LinearBalancedSoftmax([90, 10, 5], in_features=4)
+        >>> head = LinearBalancedSoftmax([90, 10, 5], in_features=4, class_weights=[1.0, 2.0, 4.0], label_smoothing=0.1)
         >>> head
-        LinearBalancedSoftmax(num_classes=3, in_features=4, bias=True, weight_decay=0.0,
-          reduction='mean', ignore_index=-100)
+        LinearBalancedSoftmax(num_classes=3, in_features=4, bias=True, weight_decay=0.0, weighted=True,
+          reduction='mean', ignore_index=-100, label_smoothing=0.1)
+        >>> sorted(head.state_dict())
+        ['bias', 'class_counts', 'class_weights', 'weight']
         >>> loss = head(torch.randn(8, 4), torch.randint(0, 3, (8,)))
         >>> loss.backward()
         >>> head.weight.grad.shape, head.logits(torch.randn(8, 4)).shape
         (torch.Size([3, 4]), torch.Size([8, 3]))
     """
 
-    _hyperparameters: ClassVar[tuple[str, ...]] = ("weight_decay",)
+    _hyperparameters: ClassVar[tuple[str, ...]] = ("weight_decay", "weighted")
 
-    def __init__(  # the signature's lines grouped by hand: positional, the parameters, the penalty and blocks, options
+    def __init__(  # lines grouped by hand: positional, the parameters, loss weights, penalty and blocks, options
         self, class_counts: CountsLike, in_features: int, *,
         bias: bool = True, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
+        class_weights: Optional[CountsLike] = None,
         weight_decay: float = 0.0, chunk_size: Optional[int] = None, process_group: Optional[ProcessGroup] = None,
         **options: Unpack[LossOptions],
     ) -> None:  # fmt: skip
-        super().__init__(class_counts, **options)
-        self.options.without_smoothing(type(self).__name__)
+        super().__init__(class_counts, class_weights, **options)
         self.in_features = check_int("in_features", in_features, 1)
         self.weight_decay = check_weight_decay(weight_decay)
         self.chunk_size = check_int("chunk_size", chunk_size, 1, optional=True)
@@ -247,6 +278,7 @@ class LinearBalancedSoftmax(CountsLoss):
             self.bias,
             self.options,
             self._hyper(),
+            class_weights=self.class_weights,
             weight_decay=self.weight_decay,
             chunk_size=self.chunk_size,
             process_group=self.process_group,
@@ -309,8 +341,8 @@ class LinearBFS(LinearBalancedSoftmax):
         alpha: Weight of the class-balanced focal term, in ``[0, 1]``. Default: ``0.1``.
         beta: Effective-number hyperparameter in ``[0, 1)``. Default: ``0.9999``.
         gamma: Focusing parameter ``>= 0``. Default: ``1.0``.
-        **kwargs: ``bias``, ``device``, ``dtype`` and the options (``weight_decay``, ``reduction``, ...): as for
-            :class:`LinearBalancedSoftmax`.
+        **kwargs: ``bias``, ``device``, ``dtype``, ``class_weights`` and the options (``weight_decay``,
+            ``reduction``, ``label_smoothing``, ...): as for :class:`LinearBalancedSoftmax`.
 
     Shape:
         features: :math:`(N, D)`.
@@ -321,7 +353,7 @@ class LinearBFS(LinearBalancedSoftmax):
         >>> head = LinearBFS([90, 10, 5], in_features=4, weight_decay=5e-3)
         >>> head
         LinearBFS(num_classes=3, in_features=4, bias=True, alpha=0.1, beta=0.9999, gamma=1.0, weight_decay=0.005,
-          reduction='mean', ignore_index=-100)
+          weighted=False, reduction='mean', ignore_index=-100)
         >>> features, target = torch.randn(8, 4), torch.randint(0, 3, (8,))
         >>> loss = head(features, target)
         >>> plain = torch.nn.functional.linear(features, head.weight, head.bias)
@@ -330,7 +362,7 @@ class LinearBFS(LinearBalancedSoftmax):
         True
     """
 
-    _hyperparameters = ("alpha", "beta", "gamma", "weight_decay")
+    _hyperparameters = ("alpha", "beta", "gamma", "weight_decay", "weighted")
 
     def __init__(  # the signature's lines grouped by hand, as linear_bfs_loss's: the positional ones, the focal term
         self, class_counts: CountsLike, in_features: int, *,
