@@ -22,10 +22,11 @@ from longtail_losses.losses import _engine, _kernel
 
 __all__ = ["CHUNK_ELEMENTS", "Engine", "LinearLoss", "ProcessGroup", "Spread", "default_chunk", "linear_loss"]
 
-#: Elements of one block of logits when ``chunk_size`` is None: 2**21 (8 MiB of float32), i.e. 8192 classes for a
-#: batch of 256: small enough to stay in cache, large enough that the ~30 tensor ops per block are not dominated
-#: by their fixed cost (each is a parallel region, which is slow to start on a busy CPU).
-CHUNK_ELEMENTS = 1 << 21
+#: Elements of one block of logits when ``chunk_size`` is None: 2**16 (256 KiB of float32), i.e. 256 classes for a
+#: batch of 256. Measured on a 2-core CPU at N = 256, D = 128 (balanced softmax): against 2**21 it takes 18 % more
+#: time at C = 10**6 (3.0 s against 2.55 s) for 0.9 MiB of working memory at C = 10**5 instead of 11.6 MiB, less
+#: than torch's own chunked ``F.linear_cross_entropy``; a larger ``chunk_size`` trades memory for time.
+CHUNK_ELEMENTS = 1 << 16
 
 ProcessGroup = Any  # torch.distributed.ProcessGroup, which is not importable on every build
 
