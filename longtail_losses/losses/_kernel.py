@@ -332,22 +332,24 @@ class compiled_path:
 
 
 def row_terms(
-    z: Tensor, labels: Tensor, shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float
+    z: Tensor, labels: Tensor, shift: Optional[Tensor], row_weights: Optional[Tensor], alpha: float, gamma: float
 ) -> tuple[Tensor, Tensor]:
     r"""Per row :math:`\alpha w_y \sum_j f(s_j) + (1-\alpha) \mathrm{CE}(z + \text{shift}, y)` and its gradient.
 
     The function the compiled path compiles: :func:`focal_terms` for the focal part, the softmax term written with
     masks instead of in-place indexing (so that inductor fuses it into the same loops); what the eager
-    :func:`_forward` computes, by the same definitions, without the row scaling trick.
+    :func:`_forward` computes, by the same definitions, without the row scaling trick. ``row_weights`` is
+    :math:`w_y` per row, gathered by the caller: an indexed load in the kernel would carry a bounds check, and
+    inductor does not parallelise a CPU kernel that can raise.
     """
     is_target = torch.arange(z.shape[1], device=z.device) == labels.unsqueeze(1)
     loss: Union[Tensor, float] = 0.0
     grad: Union[Tensor, float] = 0.0
     if alpha > 0.0:
-        assert weights is not None
+        assert row_weights is not None
         value, derivative = focal_terms(torch.where(is_target, z, -z), gamma)
         assert derivative is not None
-        w = alpha * weights[labels]
+        w = alpha * row_weights
         loss = w * value.sum(dim=1)
         grad = w.unsqueeze(1) * torch.where(is_target, derivative, -derivative)
     if alpha < 1.0:
@@ -363,7 +365,9 @@ def row_terms(
 _compiled_row_terms: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
 
 
-def _compiled(*args: Any) -> Optional[tuple[Tensor, Tensor]]:
+def _compiled(
+    z: Tensor, labels: Tensor, shift: Optional[Tensor], weights: Optional[Tensor], alpha: float, gamma: float
+) -> Optional[tuple[Tensor, Tensor]]:
     """:func:`row_terms` compiled (built on first use), or None after compiling failed (warned once)."""
     global _compiled_row_terms
     if _compiled_global["failed"]:
@@ -371,7 +375,8 @@ def _compiled(*args: Any) -> Optional[tuple[Tensor, Tensor]]:
     try:
         if _compiled_row_terms is None:
             _compiled_row_terms = torch.compile(row_terms, dynamic=True)
-        return _compiled_row_terms(*args)
+        row_weights = weights[labels] if weights is not None else None
+        return _compiled_row_terms(z, labels, shift, row_weights, alpha, gamma)
     except Exception as error:  # no C++ compiler, no Triton, an old torch: the eager fast path runs instead
         _compiled_global["failed"] = True
         warnings.warn(
