@@ -77,8 +77,8 @@ def focal_terms(
     r"""The sigmoid focal loss :math:`f(s)` of signed logits and, with ``derivative``, :math:`f'(s)`, element-wise.
 
     :math:`\sigma(\pm s)` are two ``sigmoid`` (so that :math:`\sigma(-s)` keeps its relative accuracy where
-    :math:`1 - \sigma(s)` would round to 0) and :math:`\log\sigma(s) = \min(\log\max(\sigma(s), t), s)` one
-    ``log``, with :math:`t` the smallest normal number of the dtype to the power 0.9 (:math:`e^{-78.6}` in float32,
+    :math:`1 - \sigma(s)` would round to 0) and :math:`\log\sigma(s) = \min(\log\max(\sigma(s), t\,\sigma(-s)), s)`
+    one ``log``, with :math:`t` the smallest normal number of the dtype to the power 0.9 (:math:`e^{-78.6}` in float32,
     :math:`e^{-637}` in float64): below it :math:`\log\sigma(s) = s - \log(1 + e^{s})` equals :math:`s` to the last
     bit, and above it the ``log`` of the rounded :math:`\sigma(s)` is accurate to the rounding of :math:`\sigma(s)`
     (and :math:`1/\sigma(s)` in its derivative finite). So the value is finite for any finite :math:`s` without the
@@ -129,7 +129,8 @@ def focal_terms(
     elif constant and gamma == 2.0:
         q_gamma = torch.mul(q, q, out=d)
     else:  # q ** gamma = 2 ** (-gamma log2(e) (-log q)), -log q = max(-log max(q, floor), s) as log p above
-        minus_log_q = torch.maximum(torch.neg(torch.log(torch.clamp(q, min=_floor(s), out=d), out=d), out=d), s, out=d)
+        floor_p = torch.mul(p, _floor(s), out=d)
+        minus_log_q = torch.maximum(torch.neg(torch.log(torch.maximum(q, floor_p, out=d), out=d), out=d), s, out=d)
         q_gamma = torch.exp2(torch.mul(minus_log_q, -gamma * _LOG2_E, out=d), out=d)
     if detach and q_gamma is not None:
         q_gamma = q_gamma.detach()
@@ -167,7 +168,10 @@ def _log_sigmoids(s: Tensor, out: tuple[Optional[Tensor], ...] = (None, None, No
     """
     p = torch.sigmoid(s, out=out[0])
     q = torch.sigmoid(torch.neg(s, out=out[1]), out=out[1])
-    log_p = torch.minimum(torch.log(torch.clamp(p, min=_floor(s), out=out[2]), out=out[2]), s, out=out[2])
+    # max(p, floor q) rather than max(p, floor): the same where it matters (q <= 1, and below floor the minimum
+    # takes s), and inductor then keeps p and log p in registers instead of writing them out (one buffer, not three)
+    floor_q = torch.mul(q, _floor(s), out=out[2])
+    log_p = torch.minimum(torch.log(torch.maximum(p, floor_q, out=out[2]), out=out[2]), s, out=out[2])
     return p, q, log_p
 
 
