@@ -69,6 +69,20 @@ def test_a_second_batch_size_does_not_recompile(monkeypatch: pytest.MonkeyPatch)
     assert ran == [1, 1, 1, 1]
 
 
+@pytest.mark.slow
+def test_each_gamma_and_alpha_gets_its_own_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hyperparameters are constants of the compiled graph: a kernel built for one gamma must never serve another
+    # (with automatic dynamic shapes torch 2.14 turned them into symbolic floats and reused the kernel, wrongly).
+    ran = _paths.compiled_kernel_ran(monkeypatch)
+    for n, (alpha, gamma) in enumerate([(0.3, 0.5), (0.1, 1.5), (0.7, 3.0), (0.1, 0.5)], start=5):
+        module, (z, y) = ltl.BFS(COUNTS, alpha=alpha, gamma=gamma), saturated(n, torch.float32)
+        with ltl.compiled_path():
+            got = loss_and_grad(module, z, y)
+        with _paths.reference_path():
+            torch.testing.assert_close(got, loss_and_grad(module, z, y))
+    assert ran == [1, 1, 1, 1]
+
+
 def test_compile_failure_warns_once_and_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     _paths.compile_fails(monkeypatch)
     module, (z, y) = ltl.BFS(COUNTS), saturated(6, torch.float32)
