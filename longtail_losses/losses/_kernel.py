@@ -367,7 +367,6 @@ def row_terms(
     return loss, grad
 
 
-_maybe_mark_dynamic = getattr(torch._dynamo, "maybe_mark_dynamic", torch._dynamo.mark_dynamic)
 _compiled_row_terms: Optional[Callable[..., tuple[Tensor, Tensor]]] = None
 
 
@@ -389,9 +388,10 @@ def _compiled(
         # at 256 x 1,000). A view is marked, not the caller's tensor; a new number of classes compiles once more.
         z = z.view(z.shape)
         row_weights = weights[labels] if weights is not None else None
+        mark = getattr(torch._dynamo, "maybe_mark_dynamic", torch._dynamo.mark_dynamic)  # here: dynamo is heavy
         for tensor in (z, labels, row_weights):
             if tensor is not None:
-                _maybe_mark_dynamic(tensor, 0)
+                mark(tensor, 0)
         return _compiled_row_terms(z, labels, shift, row_weights, alpha, gamma)
     except Exception as error:  # no C++ compiler, no Triton, an old torch: the eager fast path runs instead
         _compiled_global["failed"] = True
