@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results", help="output folder")
     args = parser.parse_args()
     info = harness.machine_info()
-    lines = ["# Operator profile of one eager forward + backward, B = 256", "", harness.machine_line(info), ""]
+    lines: list[str] = []
     for c in args.classes:
         for name in ("F.cross_entropy", args.loss):
             rows, total, plain = profile_case(name, c, args.runs)
@@ -107,7 +107,9 @@ def main() -> None:
                 f"| (the other {max(0, len(rows) - args.top)}) | {sum(r[1] for r in rows[args.top :]):.0f} | |",
                 "",
             ]
-    text = "\n".join(lines)
+    info["load_average_end"] = os.getloadavg()
+    head = ["# Operator profile of one eager forward + backward, B = 256", "", harness.machine_line(info) + ".", ""]
+    text = "\n".join(head + lines)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "profile_losses.md").write_text(text + "\n")
