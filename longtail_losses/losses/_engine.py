@@ -88,9 +88,11 @@ __all__ = [
     "weighted_softmax",
 ]
 
-#: Below this many logits (32 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)`` in
-#: the caller's form: there that one call costs a cross-entropy and one add; above it the fused kernel saves memory.
-BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 23
+#: Below this many logits (8 MiB of float32) the softmax-only losses run as ``F.cross_entropy(z + log n)`` in
+#: the caller's form: there that one call costs a cross-entropy and one add; from it on the fused kernel is faster
+#: and holds less memory (on 2 cores, B = 256, a steady heap: 1.52 against 1.82 ms at C = 10,000, 0.56 against
+#: 0.45 ms at C = 4,000).
+BALANCED_SOFTMAX_MIN_ELEMENTS = 1 << 21
 
 
 class LossOptions(TypedDict, total=False):
