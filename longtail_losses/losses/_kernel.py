@@ -73,12 +73,13 @@ _state = threading.local()
 def focal_terms(
     s: Tensor, gamma: Union[float, Tensor], *,
     clip: float = 0.0, detach: bool = False, derivative: bool = True, work: Optional[Tensor] = None,
+    fused: bool = False,
 ) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
     r"""The sigmoid focal loss :math:`f(s)` of signed logits and, with ``derivative``, :math:`f'(s)`, element-wise.
 
     :math:`\sigma(\pm s)` are two ``sigmoid`` (so that :math:`\sigma(-s)` keeps its relative accuracy where
-    :math:`1 - \sigma(s)` would round to 0) and :math:`\log\sigma(s) = \min(\log\max(\sigma(s), t\,\sigma(-s)), s)`
-    one ``log``, with :math:`t` the smallest normal number of the dtype to the power 0.9 (:math:`e^{-78.6}` in float32,
+    :math:`1 - \sigma(s)` would round to 0) and :math:`\log\sigma(s) = \min(\log\max(\sigma(s), t), s)` one
+    ``log``, with :math:`t` the smallest normal number of the dtype to the power 0.9 (:math:`e^{-78.6}` in float32,
     :math:`e^{-637}` in float64): below it :math:`\log\sigma(s) = s - \log(1 + e^{s})` equals :math:`s` to the last
     bit, and above it the ``log`` of the rounded :math:`\sigma(s)` is accurate to the rounding of :math:`\sigma(s)`
     (and :math:`1/\sigma(s)` in its derivative finite). So the value is finite for any finite :math:`s` without the
@@ -113,6 +114,11 @@ def focal_terms(
         work: For the fast paths without autograd (``clip = 0``, float ``gamma``): a buffer of
             :func:`focal_planes` planes of the shape of ``s`` that every intermediate is written into, so that
             nothing is allocated; the results are views of it (``s`` may not alias it).
+        fused: For a kernel that a compiler generates whole (:func:`row_terms`): the floor of :math:`\sigma(\pm s)`
+            is :math:`t\,\sigma(\mp s)` instead of :math:`t`, the same value wherever it is not overruled by
+            the minimum with :math:`s` (:math:`\sigma(\mp s) \le 1`), which inductor keeps in registers instead
+            of writing :math:`\sigma(s)` and :math:`\log\sigma(s)` out; the plain floor costs less elsewhere
+            (one operation fewer eager, a smaller backward graph under ``torch.compile`` of the caller).
 
     Returns:
         ``(f(s), f'(s))``, the second ``None`` without ``derivative``.
@@ -120,7 +126,7 @@ def focal_terms(
     if clip > 0.0:
         return _shifted_focal_terms(s, gamma, clip, detach=detach, derivative=derivative)
     a, b, c, d = (None,) * 4 if work is None else (*work.unbind(0), None)[:4]
-    p, q, log_p = _log_sigmoids(s, out=(a, b, c))
+    p, q, log_p = _log_sigmoids(s, out=(a, b, c), fused=fused)
     constant = isinstance(gamma, (int, float))
     if constant and gamma == 0.0:
         q_gamma: Optional[Tensor] = None
@@ -129,8 +135,8 @@ def focal_terms(
     elif constant and gamma == 2.0:
         q_gamma = torch.mul(q, q, out=d)
     else:  # q ** gamma = 2 ** (-gamma log2(e) (-log q)), -log q = max(-log max(q, floor), s) as log p above
-        floor_p = torch.mul(p, _floor(s), out=d)
-        minus_log_q = torch.maximum(torch.neg(torch.log(torch.maximum(q, floor_p, out=d), out=d), out=d), s, out=d)
+        floored = _floored(q, p, s, out=d, fused=fused)
+        minus_log_q = torch.maximum(torch.neg(torch.log(floored, out=d), out=d), s, out=d)
         q_gamma = torch.exp2(torch.mul(minus_log_q, -gamma * _LOG2_E, out=d), out=d)
     if detach and q_gamma is not None:
         q_gamma = q_gamma.detach()
@@ -161,18 +167,24 @@ def focal_planes(gamma: Union[float, Tensor]) -> int:
 _LOG2_E = 1.0 / math.log(2.0)
 
 
-def _log_sigmoids(s: Tensor, out: tuple[Optional[Tensor], ...] = (None, None, None)) -> tuple[Tensor, Tensor, Tensor]:
+def _log_sigmoids(
+    s: Tensor, out: tuple[Optional[Tensor], ...] = (None, None, None), *, fused: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
     r""":math:`\sigma(s)`, :math:`\sigma(-s)` and :math:`\log\sigma(s)`, finite for finite ``s`` (:func:`focal_terms`).
 
     ``out`` are three tensors of the shape of ``s`` to write them into, or Nones.
     """
     p = torch.sigmoid(s, out=out[0])
     q = torch.sigmoid(torch.neg(s, out=out[1]), out=out[1])
-    # max(p, floor q) rather than max(p, floor): the same where it matters (q <= 1, and below floor the minimum
-    # takes s), and inductor then keeps p and log p in registers instead of writing them out (one buffer, not three)
-    floor_q = torch.mul(q, _floor(s), out=out[2])
-    log_p = torch.minimum(torch.log(torch.maximum(p, floor_q, out=out[2]), out=out[2]), s, out=out[2])
+    log_p = torch.minimum(torch.log(_floored(p, q, s, out=out[2], fused=fused), out=out[2]), s, out=out[2])
     return p, q, log_p
+
+
+def _floored(p: Tensor, q: Tensor, s: Tensor, *, out: Optional[Tensor], fused: bool) -> Tensor:
+    """``max(p, floor)``, or ``max(p, floor * q)`` when ``fused`` (see :func:`focal_terms`)."""
+    if not fused:
+        return torch.clamp(p, min=_floor(s), out=out)
+    return torch.maximum(p, torch.mul(q, _floor(s), out=out), out=out)
 
 
 def _floor(s: Tensor) -> float:
@@ -352,7 +364,7 @@ def row_terms(
     grad: Union[Tensor, float] = 0.0
     if alpha > 0.0:
         assert row_weights is not None
-        value, derivative = focal_terms(torch.where(is_target, z, -z), gamma)
+        value, derivative = focal_terms(torch.where(is_target, z, -z), gamma, fused=True)
         assert derivative is not None
         w = alpha * row_weights
         loss = w * value.sum(dim=1)

@@ -36,6 +36,13 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch, elements: int = 1000) -> None:
     monkeypatch.setattr(_kernel, "BLOCK_ELEMENTS", elements)
 
 
+def focal_terms(s: Tensor, gamma: float, *, fused: bool) -> tuple[Tensor, Tensor]:
+    """The kernel's focal value and derivative, in the spelling of the compiled kernel (``fused``) or the plain one."""
+    value, derivative = _kernel.focal_terms(s, gamma, fused=fused)
+    assert derivative is not None
+    return value, derivative
+
+
 def poison_workspace(value: float = float("nan")) -> None:
     """Fill this thread's reused CPU work buffers of the fused kernel with ``value`` (what a call must overwrite)."""
     for buffer in getattr(_kernel._state, "workspace", {}).values():

@@ -109,6 +109,22 @@ def test_switch_nests_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
     ltl.compiled_path.set_default(False)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0, 3.7])
+def test_the_compiled_kernels_spelling_of_the_focal_term_is_the_same_function(dtype: torch.dtype, gamma: float) -> None:
+    # The compiled kernel floors sigma(s) at t * sigma(-s), the others at t: equal values and derivatives (both
+    # closed-form and by autograd) over the whole range, underflow included.
+    s = torch.cat([torch.linspace(-800, 800, 4001, dtype=torch.float64), torch.tensor([-1e4, 0.0, 1e4])]).to(dtype)
+    results = []
+    for fused in (False, True):
+        x = s.clone().requires_grad_()
+        value, derivative = _paths.focal_terms(x, gamma, fused=fused)
+        (autograd,) = torch.autograd.grad(value.sum(), x)
+        results.append((value.detach(), derivative, autograd))
+    for plain, fused in zip(*results):
+        torch.testing.assert_close(fused, plain, rtol=0, atol=0)
+
+
 SLOW_SCALAR_KERNELS = ("log1p", "logsigmoid", "log_sigmoid", "softplus")
 
 
