@@ -16,7 +16,8 @@ timing, memory and fresh-process machinery, shared with ``bench_linear.py``, in 
 Two regimes, both printed with the absolute time of ``F.cross_entropy``:
 
 * **pairwise** (``--regime pairwise``): each loss timed interleaved with ``F.cross_entropy`` alone, in a fresh
-  process per (loss, C), so that neither the heap left by other cases nor their caches move the floor;
+  process per (loss, C), so that neither the heap left by other cases nor their caches move the floor; and
+  ``F.cross_entropy`` alone in a fresh process before and after them, the floor each ratio is also given to;
 * **table** (``--regime table``, the default of earlier versions): every case of one C interleaved in one process,
   with the PyPI peers, and memory.
 

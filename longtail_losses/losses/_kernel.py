@@ -491,7 +491,8 @@ def _workspace(numel: int, like: Tensor) -> Tensor:
         cache = _state.workspace = {}
     buffer = cache.get(like.dtype)
     if buffer is None or buffer.numel() < numel:
-        buffer = cache[like.dtype] = torch.empty(numel, dtype=like.dtype)
+        with torch.inference_mode(False):  # a normal tensor, writable in and out of inference mode
+            buffer = cache[like.dtype] = torch.empty(numel, dtype=like.dtype, device="cpu")
     return buffer[:numel]
 
 

@@ -49,6 +49,11 @@ def poison_workspace(value: float = float("nan")) -> None:
         buffer.fill_(value)
 
 
+def drop_workspace() -> None:
+    """Forget this thread's reused CPU work buffers: the next fused call makes new ones."""
+    getattr(_kernel._state, "workspace", {}).clear()
+
+
 def workspace_elements(dtype: torch.dtype) -> int:
     """Elements of this thread's reused CPU work buffer of the fused kernel for ``dtype`` (0 if none yet)."""
     buffer = getattr(_kernel._state, "workspace", {}).get(dtype)
