@@ -5,10 +5,11 @@ Usage::
     python benchmarks/profile_losses.py                         # BFS and F.cross_entropy at C = 1,000 and 10,000
     python benchmarks/profile_losses.py --loss ClassBalancedFocal --classes 50000
 
-For each C it runs ``--runs`` forward + backward passes of each case (B = 256 float32 logits, the hyperparameters of
-``bench_losses.py``) under :mod:`torch.profiler` after warm-up runs, and prints, per case, the operators by self
-CPU time per call of the loss (microseconds), how many of each a call runs, and the total; then the time of a
-call outside the profiler. It writes ``benchmarks/results/profile_losses.md`` (``--out`` changes the folder).
+For each C it runs ``--runs`` forward + backward passes of each case (the inputs and modules of
+``bench_losses.py``: B = 256 float32 logits, its hyperparameters) under :mod:`torch.profiler` after warm-up runs,
+and prints, per case, the operators by self CPU time per call of the loss (microseconds), how many of each a call
+runs, and the total; then the time of a call outside the profiler. It writes
+``benchmarks/results/profile_losses.md`` (``--out`` changes the folder).
 
 This is what the Performance page's "what bounds it" rests on: which element-wise kernels the eager path runs,
 how many, and what each costs on this machine, next to the two kernels of cross-entropy.
@@ -20,48 +21,27 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import _harness as harness  # first: it puts this checkout on sys.path
+import bench_losses as bench
 import torch
-import torch.nn.functional as F
-from _harness import ALPHA, BETA, GAMMA, ROOT, class_counts
+from _harness import ROOT, class_counts
 from torch.profiler import ProfilerActivity, profile
 
-import longtail_losses as ltl
 
-BATCH = 256
-
-
-def build(name: str, num_classes: int) -> tuple[Callable[[], None], torch.Tensor]:
-    """A forward + backward step of ``name`` (a loss of the package, or ``F.cross_entropy``) and its logits."""
-    generator = torch.Generator().manual_seed(0)
-    z = torch.randn(BATCH, num_classes, generator=generator).requires_grad_()
-    y = torch.randint(0, num_classes, (BATCH,), generator=generator)
-    counts = class_counts(num_classes)
-    if name == "F.cross_entropy":
-
-        def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return F.cross_entropy(logits, target)
-
-    elif name == "BalancedSoftmax":
-        loss = ltl.BalancedSoftmax(counts, validate_args=False)
-    elif name == "ClassBalancedFocal":
-        loss = ltl.ClassBalancedFocal(counts, beta=BETA, gamma=GAMMA, validate_args=False)
-    else:
-        loss = ltl.BFS(counts, alpha=ALPHA, beta=BETA, gamma=GAMMA, validate_args=False)
-
-    def step() -> None:
-        z.grad = None
-        loss(z, y).backward()
-
-    return step, z
+def build(name: str, num_classes: int) -> Callable[[], None]:
+    """A forward + backward step of the case ``name`` of ``bench_losses.py`` (the same inputs and modules)."""
+    z, y, classifier = bench.make_inputs(num_classes, torch.device("cpu"), torch.float32)
+    loss = bench.build_case(name, class_counts(num_classes), torch.device("cpu"), classifier)
+    return partial(bench.step, loss, z, y, classifier)
 
 
 def profile_case(name: str, num_classes: int, runs: int) -> tuple[list[tuple[str, float, float]], float, float]:
     """(operator, self µs per call, calls per call) by self time, the profiled total per call and the plain time."""
-    step, _ = build(name, num_classes)
+    step = build(name, num_classes)
     for _ in range(5):
         step()
     times = []
@@ -84,7 +64,7 @@ def profile_case(name: str, num_classes: int, runs: int) -> tuple[list[tuple[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loss", default="BFS", help="BFS (default), ClassBalancedFocal or BalancedSoftmax")
+    parser.add_argument("--loss", default="BFS", help="a case of bench_losses.py (default BFS)")
     parser.add_argument("--classes", type=int, nargs="+", default=[1000, 10000], help="numbers of classes")
     parser.add_argument("--runs", type=int, default=30, help="profiled and timed runs per case")
     parser.add_argument("--top", type=int, default=14, help="operators listed per case")
@@ -93,7 +73,7 @@ def main() -> None:
     info = harness.machine_info()
     lines: list[str] = []
     for c in args.classes:
-        for name in ("F.cross_entropy", args.loss):
+        for name in (bench.BASELINE, args.loss):
             rows, total, plain = profile_case(name, c, args.runs)
             lines += [
                 f"## {name}, C = {c:,}",

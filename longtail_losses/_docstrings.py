@@ -64,7 +64,7 @@ FRAGMENTS: dict[str, str] = {
         "    when sharded), as ``F.cross_entropy``'s ``weight``; None (the default) for ones.\n"
         "weight_decay: :math:`\\lambda \\ge 0` of the penalty :math:`\\frac{\\lambda}{2}\\lVert W\\rVert^2`. "
         "Default: ``0``.\n"
-        "chunk_size: Classes per block; None (the default) picks about :math:`2^{21} / N`.\n"
+        "chunk_size: Classes per block; None (the default) picks about :math:`2^{16} / N`.\n"
         "process_group: Shard the classes over this ``torch.distributed`` group (see the sharded form of\n"
         "    :func:`~longtail_losses.functional.linear_balanced_softmax_loss`). Default: ``None``.\n"
         "**options: ``reduction``, ``ignore_index``, ``label_smoothing`` :math:`\\varepsilon`, ``validate_args``:\n"

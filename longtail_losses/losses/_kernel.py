@@ -235,14 +235,14 @@ def adjusted_logits(
     return x if shift is None else x + shift
 
 
-def softmax_terms(x: Tensor, labels: Tensor, *, inplace: bool = False) -> tuple[Tensor, Tensor]:
+def softmax_terms(x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     r"""Per row, :math:`\operatorname{lse}(x) - x_y`, and its gradient :math:`\operatorname{softmax}(x) - e_y`.
 
-    Not differentiable (for the fast paths); ``inplace`` overwrites ``x`` with the gradient. The softmax is
+    Not differentiable (for the fast path); the gradient overwrites ``x``. The softmax is
     :math:`2^{\log_2(e) \log\operatorname{softmax}(x)}`: ``exp2`` is the fast exponential on CPUs, and the rounding of
     the product moves no probability by more than :math:`\max_t t e^{-t} = 1/e` times the unit roundoff.
     """
-    log_probs = torch.log_softmax(x, dim=1, out=x if inplace else None)
+    log_probs = torch.log_softmax(x, dim=1, out=x)
     at_y = (torch.arange(x.shape[0], device=x.device), labels)
     value = -log_probs[at_y]
     grad = torch.exp2(log_probs.mul_(_LOG2_E), out=log_probs)
@@ -469,7 +469,7 @@ def _forward(
             assert shift is not None
             alone = out is not None and not use_focal
             x = torch.add(zb, shift, out=out if alone else block[0])  # type: ignore[index]
-            value, softmax_grad = softmax_terms(x, yb, inplace=True)
+            value, softmax_grad = softmax_terms(x, yb)
             row_loss = row_loss + (1.0 - alpha) * value
             if out is not None and use_focal:
                 out.addcmul_(softmax_grad, ((1.0 - alpha) / scale[start : start + m]).unsqueeze(1))

@@ -391,7 +391,12 @@ def linear_loss(
         part = per_class * (eps / num_classes)
         return Spread(part[local], part.sum())
 
-    per_class = counts.new_ones(num_classes, dtype=dtype) if v is None else v
+    smoothed: Optional[Spread] = None
+    cb_smoothed: Optional[Spread] = None
+    if eps > 0.0:  # the target's uniform part eps / C, times each class's weight (no (C,) work without smoothing)
+        per_class = counts.new_ones(num_classes, dtype=dtype) if v is None else v
+        smoothed = spread(per_class)
+        cb_smoothed = None if cb is None else spread(per_class * cb)
     engine = Engine(
         features=features.detach().to(dtype),
         weight=weight.detach(),
@@ -403,8 +408,8 @@ def linear_loss(
         label_weight=label_weight,
         row_weight=row_weight,
         cb_weight=None if cb is None else label_weight * cb[safe_target],
-        spread=spread(per_class) if eps > 0.0 else None,
-        cb_spread=spread(per_class * cb) if eps > 0.0 and cb is not None else None,
+        spread=smoothed,
+        cb_spread=cb_smoothed,
         alpha=alpha,
         gamma=gamma,
         weight_decay=weight_decay,

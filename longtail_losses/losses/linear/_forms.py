@@ -197,7 +197,7 @@ class LinearBalancedSoftmax(WeightedLoss):
         class_weights: Per-class loss weights :math:`(C)`, finite and ``>= 0`` (all C classes, also when sharded), or
             ``None``. Default: ``None``.
         weight_decay: :math:`\lambda \ge 0` of the penalty on ``weight``. Default: ``0``.
-        chunk_size: Classes per block; None picks about :math:`2^{21} / N`. Default: ``None``.
+        chunk_size: Classes per block; None picks about :math:`2^{16} / N`. Default: ``None``.
         process_group: Shard the classes over this group. Default: ``None``.
         **options: ``reduction``, ``ignore_index``, ``label_smoothing``, ``validate_args`` (checked on every call: the
             label range, a device sync): :ref:`call-options`.
